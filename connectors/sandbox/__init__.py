@@ -1,0 +1,1 @@
+"""A sandbox of the ad platforms over a simulated market whose true response curves are known."""

@@ -1,0 +1,1 @@
+"""The FastAPI service: finance REST, Slack interactions, health and metrics."""
