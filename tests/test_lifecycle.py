@@ -1,0 +1,79 @@
+"""The change-request state machine: every legal edge works, every other pair raises, CAS holds."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine
+
+from budgetloop.db.session import session_scope
+from budgetloop.errors import IllegalTransition
+from budgetloop.lifecycle import TERMINAL, TRANSITIONS, Event, State, allowed_events, next_state
+from budgetloop.store import audit
+from budgetloop.store import change_requests as crs
+
+NOW = datetime(2026, 2, 2, 10, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("state", list(State))
+@pytest.mark.parametrize("event", list(Event))
+def test_every_pair_is_either_in_the_table_or_illegal(state: State, event: Event) -> None:
+    if (state, event) in TRANSITIONS:
+        assert next_state(1, state, event) is TRANSITIONS[(state, event)]
+    else:
+        with pytest.raises(IllegalTransition, match=f"event `{event.value}` is not allowed in state `{state.value}`"):
+            next_state(1, state, event)
+
+
+def test_terminal_states_have_no_way_out() -> None:
+    for state in TERMINAL:
+        assert allowed_events(state) == []
+
+
+def _draft(**kw: object) -> crs.ChangeRequestDraft:
+    base: dict[str, object] = dict(
+        kind="reallocation",
+        requested_by="planner",
+        objective="revenue",
+        summary="move 10% of video into search",
+        items=[
+            crs.ItemDraft("search", "google_ads", "111", 4000.0, 4400.0),
+            crs.ItemDraft("video", "google_ads", "222", 3000.0, 2600.0),
+        ],
+        expected_gain=120.0,
+        gain_p05=20.0,
+        gain_p95=230.0,
+        probability_of_improvement=0.91,
+    )
+    base.update(kw)
+    return crs.ChangeRequestDraft(**base)  # type: ignore[arg-type]
+
+
+def test_compare_and_set_gives_one_decision(migrated_engine: Engine) -> None:
+    with session_scope(migrated_engine) as s:
+        cr = crs.create(s, draft=_draft(), now=NOW)
+        cr_id = cr.id
+        assert cr.relative_move == pytest.approx(800 / 7000)
+        crs.transition(s, change_request_id=cr_id, event=Event.SUBMIT, actor="planner", now=NOW)
+    with session_scope(migrated_engine) as s:
+        crs.transition(s, change_request_id=cr_id, event=Event.APPROVE, actor="U1", now=NOW + timedelta(minutes=1))
+    with session_scope(migrated_engine) as s, pytest.raises(IllegalTransition):
+        crs.transition(s, change_request_id=cr_id, event=Event.APPROVE, actor="U2", now=NOW + timedelta(minutes=2))
+    with session_scope(migrated_engine) as s:
+        cr2 = crs.get(s, change_request_id=cr_id)
+        assert cr2 is not None and cr2.status == "approved" and cr2.decided_by == "U1"
+        assert [i.idempotency_key for i in cr2.items] == [f"cr{cr_id}-0-search", f"cr{cr_id}-1-video"]
+        assert crs.open_channels(s) == {"search": cr_id, "video": cr_id}
+        report = audit.verify_chain(s)
+        assert report.valid and report.entries == 3
+
+
+def test_a_campaign_is_held_by_one_open_request(migrated_engine: Engine) -> None:
+    with session_scope(migrated_engine) as s:
+        first = crs.create(s, draft=_draft(), now=NOW)
+        with pytest.raises(crs.CampaignBusy, match="campaign `search` is held by open change request"):
+            crs.create(s, draft=_draft(), now=NOW)
+        crs.transition(s, change_request_id=first.id, event=Event.CANCEL, actor="planner", now=NOW, reason="superseded")
+        assert crs.open_channels(s) == {}
+        crs.create(s, draft=_draft(), now=NOW)
