@@ -1,0 +1,586 @@
+"""Budget allocation over the posterior: where should the next dollar go.
+
+The optimizer maximises the posterior **expected** objective (the mean over draws, never a point
+estimate) of a total budget per period, spread over the fitted channels within per-channel bounds:
+
+- ``revenue``: expected steady-state media revenue, spending the whole budget;
+- ``profit``: ``margin x revenue - spend``, spending at most the budget;
+- ``target_roas``: the most revenue whose ratio revenue / spend is at least the target, spending at
+  most the budget (it may spend less).
+
+The expected objective is a sum of one-dimensional curves, ``g_c(x) = mean_d beta_dc hill(x; half_dc,
+shape_dc)``, and a Hill curve with shape > 1 is S-shaped (convex near zero), so gradient methods can
+stall at zero spend. We therefore solve the separable problem globally on a grid by dynamic
+programming (a max-plus convolution per channel, which also yields the best revenue for *every*
+total spend: the efficient frontier that ``profit`` and ``target_roas`` choose from), then refine it
+by the same dynamic programme on ever finer local grids around the solution. The method has no
+randomness: the same inputs give the same plan, bit for bit.
+
+Public surface::
+
+    optimize(curves, budget, *, current=None, bounds=None, locked=(), objective="revenue",
+             margin=None, target_roas=None) -> OptimizationResult
+    evaluate(curves, allocation) -> np.ndarray          # revenue per draw
+    OptimizationResult.to_dict()                        # the PLAN.json body
+    curves_to_block(curves, current=None) / curves_from_block(block)   # FIT.json "response_curves"
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+Objective = Literal["revenue", "profit", "target_roas"]
+OBJECTIVES: tuple[str, ...] = ("revenue", "profit", "target_roas")
+
+_COARSE_STEPS = 256  # grid steps of the global pass over the budget left above the lower bounds
+_REFINE_HALF = 16  # each refinement looks +-_REFINE_HALF finer steps around the current point
+_REFINE_ROUNDS = 3  # each round divides the step by _REFINE_HALF: 256 * 16**3 ~ 1e6 steps in all
+_NEG = -np.inf
+
+
+class CurvesLike(Protocol):
+    """What the optimizer reads of :class:`models.curves.ResponseCurves`."""
+
+    @property
+    def channels(self) -> tuple[str, ...]: ...
+    @property
+    def beta(self) -> np.ndarray: ...
+    @property
+    def half(self) -> np.ndarray: ...
+    @property
+    def shape(self) -> np.ndarray: ...
+    @property
+    def period(self) -> str: ...
+
+
+# --------------------------------------------------------------------------------------------------
+# curve arithmetic (numpy, vectorised over draws, channels and grid points)
+
+
+def _params(curves: CurvesLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    beta = np.asarray(curves.beta, dtype=np.float64)
+    half = np.asarray(curves.half, dtype=np.float64)
+    shape = np.asarray(curves.shape, dtype=np.float64)
+    n = len(curves.channels)
+    for name, arr in (("beta", beta), ("half", half), ("shape", shape)):
+        if arr.ndim != 2 or arr.shape[1] != n:
+            raise ValueError(f"response curves: `{name}` must have shape [draws, {n}], got {arr.shape}")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"response curves: `{name}` holds non-finite values")
+    if beta.shape != half.shape or beta.shape != shape.shape:
+        raise ValueError(
+            f"response curves: `beta` {beta.shape}, `half` {half.shape} and `shape` {shape.shape} differ"
+        )
+    if np.any(beta < 0) or np.any(half <= 0) or np.any(shape <= 0):
+        raise ValueError("response curves: need beta >= 0, half > 0 and shape > 0 in every draw")
+    return beta, half, shape
+
+
+def _hill_dcg(x_cg: np.ndarray, half: np.ndarray, shape: np.ndarray) -> np.ndarray:
+    """hill(x) = x^s / (x^s + h^s) for x [C, G] and draws [D, C] -> [D, C, G], stable in logs."""
+    with np.errstate(divide="ignore"):
+        logx = np.log(np.maximum(x_cg, 0.0))
+    z = shape[:, :, None] * (np.log(half)[:, :, None] - logx[None, :, :])
+    return 1.0 / (1.0 + np.exp(np.minimum(z, 700.0)))
+
+
+def _mean_curve(beta: np.ndarray, half: np.ndarray, shape: np.ndarray, x_cg: np.ndarray) -> np.ndarray:
+    """Posterior-mean revenue of each channel at each grid point: [C, G]."""
+    hill = _hill_dcg(x_cg, half, shape)
+    return np.einsum("dc,dcg->cg", beta, hill) / beta.shape[0]
+
+
+def _revenue_draws(beta: np.ndarray, half: np.ndarray, shape: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Revenue per draw and channel at allocation x [C]: [D, C]."""
+    return beta * _hill_dcg(x[:, None], half, shape)[:, :, 0]
+
+
+def _mroas_draws(beta: np.ndarray, half: np.ndarray, shape: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """d revenue / d spend per draw and channel at allocation x [C]: [D, C].
+
+    d/dx beta hill(x) = beta * s * hill * (1 - hill) / x; at x = 0 it is 0 for s > 1, beta/h for s = 1
+    and unbounded for s < 1 (reported as +inf).
+    """
+    hill = _hill_dcg(x[:, None], half, shape)[:, :, 0]
+    out = np.empty_like(beta)
+    pos = x > 0
+    out[:, pos] = beta[:, pos] * shape[:, pos] * hill[:, pos] * (1.0 - hill[:, pos]) / x[pos]
+    zero = ~pos
+    if np.any(zero):
+        s = shape[:, zero]
+        b = beta[:, zero]
+        h = half[:, zero]
+        out[:, zero] = np.where(s > 1.0, 0.0, np.where(s == 1.0, b / h, np.inf))
+    return out
+
+
+def evaluate(curves: CurvesLike, allocation: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Steady-state media revenue per period of ``allocation`` [C], one value per posterior draw."""
+    beta, half, shape = _params(curves)
+    x = np.asarray(allocation, dtype=np.float64)
+    if x.shape != (beta.shape[1],):
+        raise ValueError(f"allocation must have one value per channel ({beta.shape[1]}), got shape {x.shape}")
+    return _revenue_draws(beta, half, shape, x).sum(axis=1)
+
+
+# --------------------------------------------------------------------------------------------------
+# the separable dynamic programme
+
+
+def _maxplus(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Best sum of one grid choice per channel for every total number of steps.
+
+    ``values`` [C, K+1] holds channel c's value at k steps (``-inf`` where not allowed). Returns
+    ``V`` [C*K+1] (best total value using exactly s steps) and ``choice`` [C, C*K+1] (channel c's k on
+    the best path to s) for backtracking.
+    """
+    n_ch, width = values.shape
+    k_max = width - 1
+    size = n_ch * k_max + 1
+    total = np.full(size, _NEG)
+    total[0] = 0.0
+    choice = np.zeros((n_ch, size), dtype=np.int64)
+    s_idx = np.arange(size)[:, None]
+    k_idx = np.arange(width)[None, :]
+    prev_idx = s_idx - k_idx  # [size, K+1]
+    valid = prev_idx >= 0
+    safe = np.where(valid, prev_idx, 0)
+    for c in range(n_ch):
+        cand = np.where(valid, total[safe], _NEG) + values[c][None, :]
+        best = np.argmax(cand, axis=1)
+        choice[c] = best
+        total = cand[np.arange(size), best]
+    return total, choice
+
+
+def _backtrack(choice: np.ndarray, s: int) -> np.ndarray:
+    ks = np.zeros(choice.shape[0], dtype=np.int64)
+    for c in range(choice.shape[0] - 1, -1, -1):
+        ks[c] = choice[c, s]
+        s -= int(ks[c])
+    return ks
+
+
+@dataclass(frozen=True)
+class _Problem:
+    beta: np.ndarray
+    half: np.ndarray
+    shape: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    budget: float
+    objective: str
+    margin: float
+    target: float
+
+    def score(self, revenue: np.ndarray, spend: np.ndarray) -> np.ndarray:
+        """Expected objective of each candidate total, ``-inf`` where a constraint fails."""
+        tol = 1e-9 * max(self.budget, 1.0)
+        ok = np.isfinite(revenue) & (spend <= self.budget + tol)
+        if self.objective == "profit":
+            val = self.margin * revenue - spend
+        elif self.objective == "target_roas":
+            ratio_ok = revenue >= self.target * spend - 1e-9 * np.maximum(revenue, 1.0)
+            ok &= ratio_ok
+            val = revenue
+        else:
+            val = revenue
+        return np.where(ok, val, _NEG)
+
+
+def _solve(p: _Problem) -> tuple[np.ndarray, list[str]]:
+    notes: list[str] = []
+    n_ch = p.lower.size
+    room = p.upper - p.lower
+    cap = min(p.budget, float(p.upper.sum())) - float(p.lower.sum())
+    if cap <= 0 or float(room.sum()) <= 0:
+        return p.lower.copy(), notes
+    step = cap / _COARSE_STEPS
+    k = np.arange(_COARSE_STEPS + 1, dtype=np.float64)
+    grid = p.lower[:, None] + step * k[None, :]  # [C, K+1]
+    allowed = grid <= p.upper[:, None] + 1e-12 * max(cap, 1.0)
+    grid = np.minimum(grid, p.upper[:, None])
+    vals = np.where(allowed, _mean_curve(p.beta, p.half, p.shape, grid), _NEG)
+    frontier, choice = _maxplus(vals)
+    spend = float(p.lower.sum()) + step * np.arange(frontier.size)
+    scored = p.score(frontier, spend)
+    if not np.any(np.isfinite(scored)):
+        if p.objective == "target_roas":
+            notes.append(
+                f"no allocation within the bounds reaches the target ROAS {p.target:g}; "
+                "spending only the per-channel minimums"
+            )
+        return p.lower.copy(), notes
+    s = int(np.argmax(scored))
+    x = grid[np.arange(n_ch), _backtrack(choice, s)]
+
+    offsets = np.arange(-_REFINE_HALF, _REFINE_HALF + 1, dtype=np.float64)
+    fine = step
+    for _ in range(_REFINE_ROUNDS):
+        fine = fine / _REFINE_HALF
+        local = x[:, None] + fine * offsets[None, :]  # [C, 2H+1]
+        ok = (local >= p.lower[:, None] - 1e-12 * cap) & (local <= p.upper[:, None] + 1e-12 * cap)
+        local = np.clip(local, p.lower[:, None], p.upper[:, None])
+        vals = np.where(ok, _mean_curve(p.beta, p.half, p.shape, local), _NEG)
+        frontier, choice = _maxplus(vals)
+        # step index s is the total of offsets: spend = sum(x) + (s - C*H) * fine (valid points unclipped)
+        spend = float(x.sum()) + fine * (np.arange(frontier.size) - n_ch * _REFINE_HALF)
+        scored = p.score(frontier, spend)
+        if not np.any(np.isfinite(scored)):
+            break
+        s = int(np.argmax(scored))
+        x = local[np.arange(n_ch), _backtrack(choice, s)]
+    if p.objective == "revenue":
+        x = _spend_residual(p, x, min(p.budget, float(p.upper.sum())))
+    return x, notes
+
+
+def _spend_residual(p: _Problem, x: np.ndarray, total: float) -> np.ndarray:
+    """Put the last rounding crumbs (smaller than the finest step) where the mean mROAS is highest."""
+    residual = total - float(x.sum())
+    if abs(residual) <= 0:
+        return x
+    marg = _mroas_draws(p.beta, p.half, p.shape, x).mean(axis=0)
+    order = np.argsort(-marg) if residual > 0 else np.argsort(marg)
+    out = x.copy()
+    for c in order:
+        move = min(residual, p.upper[c] - out[c]) if residual > 0 else max(residual, p.lower[c] - out[c])
+        out[c] += move
+        residual -= move
+        if residual == 0:
+            break
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# public API
+
+
+@dataclass(frozen=True)
+class ChannelPlan:
+    """One channel's line of a plan: amounts per period, mROAS as posterior mean and 90% band."""
+
+    channel: str
+    current: float
+    allocation: float
+    lower: float
+    upper: float
+    locked: bool
+    expected_revenue_current: float
+    expected_revenue: float
+    mroas_current: float
+    mroas: float
+    mroas_p05: float
+    mroas_p95: float
+
+    @property
+    def change(self) -> float:
+        return self.allocation - self.current
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "before": _money(self.current),
+            "after": _money(self.allocation),
+            "change": _money(self.change),
+            "change_relative": (self.change / self.current) if self.current > 0 else None,
+            "lower": _money(self.lower),
+            "upper": _money(self.upper),
+            "locked": self.locked,
+            "expected_revenue_before": self.expected_revenue_current,
+            "expected_revenue_after": self.expected_revenue,
+            "mroas_before": _finite(self.mroas_current),
+            "mroas_after": {
+                "mean": _finite(self.mroas),
+                "p05": _finite(self.mroas_p05),
+                "p95": _finite(self.mroas_p95),
+            },
+        }
+
+
+@dataclass(frozen=True)
+class OptimizationResult:
+    """The plan and what the posterior says about it (all amounts per ``period``)."""
+
+    objective: str
+    budget: float
+    period: str
+    channels: tuple[ChannelPlan, ...]
+    expected_gain: float  # mean over draws of objective(allocation) - objective(current)
+    gain_p05: float
+    gain_p95: float
+    probability_of_improvement: float  # share of draws where the allocation beats the current
+    expected_objective: float
+    current_objective: float
+    expected_revenue: float
+    current_revenue: float
+    draws: int
+    margin: float | None = None
+    target_roas: float | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def allocation(self) -> dict[str, float]:
+        return {c.channel: c.allocation for c in self.channels}
+
+    @property
+    def current(self) -> dict[str, float]:
+        return {c.channel: c.current for c in self.channels}
+
+    @property
+    def mroas_at_allocation(self) -> dict[str, float]:
+        return {c.channel: c.mroas for c in self.channels}
+
+    @property
+    def spend(self) -> float:
+        return float(sum(c.allocation for c in self.channels))
+
+    @property
+    def relative_gain(self) -> float:
+        """Expected gain relative to the current objective (0 when the current objective is 0)."""
+        base = abs(self.current_objective)
+        return self.expected_gain / base if base > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The body of PLAN.json."""
+        return {
+            "objective": {"metric": self.objective, "margin": self.margin, "target_roas": self.target_roas},
+            "budget": _money(self.budget),
+            "period": self.period,
+            "spend_before": _money(sum(c.current for c in self.channels)),
+            "spend_after": _money(self.spend),
+            "allocation": {c.channel: _money(c.allocation) for c in self.channels},
+            "current": {c.channel: _money(c.current) for c in self.channels},
+            "expected_gain": self.expected_gain,
+            "gain_p05": self.gain_p05,
+            "gain_p95": self.gain_p95,
+            "relative_gain": self.relative_gain,
+            "probability_of_improvement": self.probability_of_improvement,
+            "expected_objective": {"before": self.current_objective, "after": self.expected_objective},
+            "expected_revenue": {"before": self.current_revenue, "after": self.expected_revenue},
+            "mroas_at_allocation": {c.channel: _finite(c.mroas) for c in self.channels},
+            "channels": {c.channel: c.to_dict() for c in self.channels},
+            "draws": self.draws,
+            "notes": list(self.notes),
+        }
+
+
+def _money(x: float) -> float:
+    return round(float(x), 2)
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
+def _vector(
+    name: str, channels: tuple[str, ...], value: Mapping[str, float] | Sequence[float] | np.ndarray
+) -> np.ndarray:
+    if isinstance(value, Mapping):
+        unknown = sorted(set(value) - set(channels))
+        if unknown:
+            raise ValueError(
+                f"`{name}` names unknown channel(s) {unknown}; the fitted ones are {list(channels)}"
+            )
+        missing = [c for c in channels if c not in value]
+        if missing:
+            raise ValueError(f"`{name}` lacks channel(s) {missing}; give one value per fitted channel")
+        out = np.array([float(value[c]) for c in channels])
+    else:
+        out = np.asarray(value, dtype=np.float64)
+        if out.shape != (len(channels),):
+            raise ValueError(
+                f"`{name}` must have one value per channel ({len(channels)}), got shape {out.shape}"
+            )
+    if not np.all(np.isfinite(out)) or np.any(out < 0):
+        raise ValueError(
+            f"`{name}` must be finite and >= 0, got {dict(zip(channels, out.tolist(), strict=True))}"
+        )
+    return out
+
+
+def optimize(
+    curves: CurvesLike,
+    budget: float,
+    *,
+    current: Mapping[str, float] | Sequence[float] | np.ndarray | None = None,
+    bounds: Mapping[str, tuple[float | None, float | None]] | None = None,
+    locked: Iterable[str] = (),
+    objective: Objective | str = "revenue",
+    margin: float | None = None,
+    target_roas: float | None = None,
+) -> OptimizationResult:
+    """Best allocation of ``budget`` per period over ``curves.channels`` under the posterior mean.
+
+    ``current`` is what each channel spends now per period (default: the budget split evenly); the
+    gain, its band and the probability of improvement compare against it, draw by draw. ``bounds``
+    maps a channel to ``(min, max)`` per period (``None`` = unbounded); a channel in ``locked`` keeps
+    its current amount. Raises ``ValueError`` naming the argument when the inputs are inconsistent
+    (unknown channel, minimums above the budget, a missing margin or target).
+    """
+    beta, half, shape = _params(curves)
+    channels = tuple(curves.channels)
+    if objective not in OBJECTIVES:
+        raise ValueError(f"`objective` must be one of {list(OBJECTIVES)}, got {objective!r}")
+    if not np.isfinite(budget) or budget < 0:
+        raise ValueError(f"`budget` must be a finite amount >= 0, got {budget!r}")
+    if objective == "profit" and (margin is None or not margin > 0):
+        raise ValueError(
+            f"objective `profit` needs `margin` > 0 (revenue share kept as profit), got {margin!r}"
+        )
+    if objective == "target_roas" and (target_roas is None or not target_roas > 0):
+        raise ValueError(f"objective `target_roas` needs `target_roas` > 0, got {target_roas!r}")
+    cur = (
+        np.full(len(channels), budget / max(len(channels), 1))
+        if current is None
+        else _vector("current", channels, current)
+    )
+    lower = np.zeros(len(channels))
+    upper = np.full(len(channels), float(budget))
+    for ch, (lo, hi) in (bounds or {}).items():
+        if ch not in channels:
+            raise ValueError(f"`bounds` names unknown channel {ch!r}; the fitted ones are {list(channels)}")
+        i = channels.index(ch)
+        if lo is not None:
+            lower[i] = float(lo)
+        if hi is not None:
+            upper[i] = min(float(hi), float(budget))
+        if lower[i] < 0 or upper[i] < lower[i]:
+            raise ValueError(f"`bounds` for {ch!r}: need 0 <= min <= max, got min={lo!r} max={hi!r}")
+    locked_set = set(locked)
+    for ch in sorted(locked_set):
+        if ch not in channels:
+            raise ValueError(f"`locked` names unknown channel {ch!r}; the fitted ones are {list(channels)}")
+        i = channels.index(ch)
+        lower[i] = upper[i] = cur[i]
+    if float(lower.sum()) > budget * (1 + 1e-12) + 1e-9:
+        raise ValueError(
+            f"the per-channel minimums (and locked amounts) add up to {lower.sum():.2f}, above the `budget` "
+            f"{budget:.2f}: raise the budget or lower the minimums"
+        )
+    problem = _Problem(
+        beta=beta,
+        half=half,
+        shape=shape,
+        lower=lower,
+        upper=upper,
+        budget=float(budget),
+        objective=str(objective),
+        margin=float(margin or 1.0),
+        target=float(target_roas or 0.0),
+    )
+    x, notes = _solve(problem)
+    if objective == "revenue" and float(upper.sum()) < budget * (1 - 1e-9):
+        notes.append(f"the per-channel maximums add up to {upper.sum():.2f}, below the budget {budget:.2f}")
+    return _report(problem, channels, curves.period, cur, x, locked_set, notes)
+
+
+def _objective_draws(p: _Problem, revenue: np.ndarray, spend: float) -> np.ndarray:
+    return p.margin * revenue - spend if p.objective == "profit" else revenue
+
+
+def _report(
+    p: _Problem,
+    channels: tuple[str, ...],
+    period: str,
+    cur: np.ndarray,
+    x: np.ndarray,
+    locked: set[str],
+    notes: list[str],
+) -> OptimizationResult:
+    rev_new = _revenue_draws(p.beta, p.half, p.shape, x)  # [D, C]
+    rev_cur = _revenue_draws(p.beta, p.half, p.shape, cur)
+    obj_new = _objective_draws(p, rev_new.sum(axis=1), float(x.sum()))
+    obj_cur = _objective_draws(p, rev_cur.sum(axis=1), float(cur.sum()))
+    gain = obj_new - obj_cur
+    m_new = _mroas_draws(p.beta, p.half, p.shape, x)
+    m_cur = _mroas_draws(p.beta, p.half, p.shape, cur)
+    with np.errstate(invalid="ignore"):
+        m_new_mean = m_new.mean(axis=0)
+        m_cur_mean = m_cur.mean(axis=0)
+        m05, m95 = np.quantile(m_new, [0.05, 0.95], axis=0)
+    plans = tuple(
+        ChannelPlan(
+            channel=ch,
+            current=float(cur[i]),
+            allocation=float(x[i]),
+            lower=float(p.lower[i]),
+            upper=float(p.upper[i]),
+            locked=ch in locked,
+            expected_revenue_current=float(rev_cur[:, i].mean()),
+            expected_revenue=float(rev_new[:, i].mean()),
+            mroas_current=float(m_cur_mean[i]),
+            mroas=float(m_new_mean[i]),
+            mroas_p05=float(m05[i]),
+            mroas_p95=float(m95[i]),
+        )
+        for i, ch in enumerate(channels)
+    )
+    g05, g95 = np.quantile(gain, [0.05, 0.95])
+    return OptimizationResult(
+        objective=p.objective,
+        budget=p.budget,
+        period=period,
+        channels=plans,
+        expected_gain=float(gain.mean()),
+        gain_p05=float(g05),
+        gain_p95=float(g95),
+        probability_of_improvement=float(np.mean(gain > 0)),
+        expected_objective=float(obj_new.mean()),
+        current_objective=float(obj_cur.mean()),
+        expected_revenue=float(rev_new.sum(axis=1).mean()),
+        current_revenue=float(rev_cur.sum(axis=1).mean()),
+        draws=int(p.beta.shape[0]),
+        margin=p.margin if p.objective == "profit" else None,
+        target_roas=p.target if p.objective == "target_roas" else None,
+        notes=tuple(notes),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# FIT.json: the `response_curves` block
+
+
+def curves_block(curves: CurvesLike, current: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """The FIT.json ``response_curves`` block: the curve draws plus the current spend per period."""
+    from models.curves import ResponseCurves
+
+    rc = (
+        curves
+        if isinstance(curves, ResponseCurves)
+        else ResponseCurves(tuple(curves.channels), curves.beta, curves.half, curves.shape, curves.period)
+    )
+    block = rc.to_dict()
+    if current is not None:
+        block["current"] = {c: float(current[c]) for c in rc.channels}
+    return block
+
+
+def curves_from_fit(doc: Mapping[str, Any]) -> tuple[Any, dict[str, float] | None]:
+    """``(ResponseCurves, current spend per period or None)`` from a parsed FIT.json.
+
+    Raises ``ValueError`` saying what is missing when the document carries no usable curves.
+    """
+    from models.curves import ResponseCurves
+
+    block = doc.get("response_curves")
+    if not isinstance(block, Mapping):
+        raise ValueError(
+            "FIT.json has no `response_curves` block (the posterior curve draws the optimizer needs)"
+        )
+    try:
+        curves = ResponseCurves.from_dict(dict(block))
+    except KeyError as exc:
+        raise ValueError(f"the `response_curves` block lacks {exc.args[0]!r}") from exc
+    raw = block.get("current")
+    if raw is None:
+        meta = block.get("meta")
+        raw = meta.get("current") if isinstance(meta, Mapping) else None
+    if raw is None:
+        return curves, None
+    if not isinstance(raw, Mapping):
+        raise ValueError("`response_curves.current` must map each channel to its spend per period")
+    return curves, {str(k): float(v) for k, v in raw.items()}

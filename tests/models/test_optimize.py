@@ -1,0 +1,195 @@
+"""The budget optimizer: optimal against brute force, posterior-expected, within bounds, fast."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+
+import numpy as np
+import pytest
+
+from models.curves import ResponseCurves
+from models.optimize import evaluate, optimize
+
+
+def _curves(n_channels: int, draws: int, seed: int, period: str = "week") -> ResponseCurves:
+    rng = np.random.default_rng(seed)
+    beta = rng.uniform(500, 3000, (1, n_channels)) * rng.lognormal(0, 0.15, (draws, n_channels))
+    half = rng.uniform(200, 1500, (1, n_channels)) * rng.lognormal(0, 0.15, (draws, n_channels))
+    shape = rng.uniform(0.8, 3.0, (1, n_channels)) * rng.lognormal(0, 0.05, (draws, n_channels))
+    return ResponseCurves(tuple(f"ch{i}" for i in range(n_channels)), beta, half, shape, period)
+
+
+def _mean_revenue(curves: ResponseCurves, x: np.ndarray) -> np.ndarray:
+    """Posterior-mean total revenue at allocations x [..., C] (through the seam's own code)."""
+    return curves.total_revenue(x).mean(axis=0)
+
+
+def _alloc(result: object, curves: ResponseCurves) -> np.ndarray:
+    return np.array([result.allocation[c] for c in curves.channels])  # type: ignore[attr-defined]
+
+
+def test_matches_exhaustive_search_on_three_channels_with_an_s_curve() -> None:
+    # ch0 is strongly S-shaped and worth the most once past its knee: a greedy allocation that
+    # starts at zero spend never puts a first dollar there (its mROAS at 0 is 0).
+    curves = ResponseCurves(
+        ("s_curve", "concave", "linear_ish"),
+        np.array([[9000.0, 2500.0, 1500.0], [11000.0, 2300.0, 1700.0]]),
+        np.array([[3000.0, 800.0, 4000.0], [3300.0, 900.0, 3600.0]]),
+        np.array([[4.0, 0.9, 1.0], [3.5, 1.1, 1.0]]),
+        "week",
+    )
+    budget = 6000.0
+    res = optimize(curves, budget)
+    x = _alloc(res, curves)
+    assert x.sum() == pytest.approx(budget, rel=1e-9)
+    step = budget / 600
+    a = np.arange(0, 601) * step
+    grid = np.array([(i, j, budget - i - j) for i, j in itertools.product(a, a) if i + j <= budget + 1e-9])
+    best = _mean_revenue(curves, grid).max()
+    got = float(_mean_revenue(curves, x[None, :])[0])
+    assert got >= best - 1e-6 * best  # at least as good as the exhaustive 10-unit grid
+    assert x[0] > 2000  # the S-curve channel is funded past its knee
+
+
+def test_interior_channels_share_one_marginal_return() -> None:
+    curves = _curves(8, 400, seed=3)
+    res = optimize(curves, 9000.0)
+    x = _alloc(res, curves)
+    m = curves.mroas(x).mean(axis=0)
+    funded = x > 1.0
+    assert funded.sum() >= 3
+    lam = np.median(m[funded])
+    np.testing.assert_allclose(m[funded], lam, rtol=2e-3)
+    # an unfunded channel could not do better with a small first slice than the funded ones at the margin
+    for c in np.flatnonzero(~funded):
+        probe = x.copy()
+        probe[c] += 50.0
+        assert curves.revenue(probe).mean(axis=0)[c] / 50.0 <= lam * 1.01
+
+
+def test_maximises_the_posterior_mean_not_a_plug_in_point_estimate() -> None:
+    # Channel "risky" saturates either very early or very late (two equally likely draws); "steady" is
+    # certain. The plug-in curve at the mean half-saturation misjudges "risky"; the expected revenue,
+    # a mixture of the two curves, does not.
+    curves = ResponseCurves(
+        ("risky", "steady"),
+        np.array([[4000.0, 3000.0], [4000.0, 3000.0]]),
+        np.array([[150.0, 1000.0], [6000.0, 1000.0]]),
+        np.array([[1.0, 1.0], [1.0, 1.0]]),
+        "week",
+    )
+    res = optimize(curves, 2000.0)
+    plug = optimize(curves.mean(), 2000.0)
+    x, xp = _alloc(res, curves), _alloc(plug, curves)
+    assert abs(x[0] - xp[0]) > 100.0
+    assert _mean_revenue(curves, x[None])[0] > _mean_revenue(curves, xp[None])[0] + 10.0
+    # and it is the best split of the expected curve, found by scanning every dollar
+    a = np.arange(0.0, 2001.0)
+    scan = _mean_revenue(curves, np.stack([a, 2000.0 - a], axis=1))
+    assert _mean_revenue(curves, x[None])[0] >= scan.max() - 1e-9 * scan.max()
+
+
+def test_bounds_and_locked_channels_are_respected() -> None:
+    curves = _curves(5, 300, seed=7)
+    current = {c: 1000.0 for c in curves.channels}
+    bounds = {"ch0": (1500.0, 2500.0), "ch1": (None, 300.0), "ch2": (800.0, None)}
+    res = optimize(curves, 5000.0, current=current, bounds=bounds, locked=["ch4"])
+    a = res.allocation
+    assert sum(a.values()) == pytest.approx(5000.0, rel=1e-9)
+    assert 1500.0 - 1e-6 <= a["ch0"] <= 2500.0 + 1e-6
+    assert a["ch1"] <= 300.0 + 1e-6
+    assert a["ch2"] >= 800.0 - 1e-6
+    assert a["ch4"] == pytest.approx(1000.0)
+    assert {c.channel: c.locked for c in res.channels}["ch4"] is True
+
+
+def test_profit_spends_until_the_margin_pays_and_no_more() -> None:
+    curves = _curves(6, 300, seed=11)
+    margin = 0.5
+    res = optimize(curves, 50_000.0, objective="profit", margin=margin)
+    x = _alloc(res, curves)
+    assert x.sum() < 50_000.0  # the budget is not binding
+    m = curves.mroas(x).mean(axis=0)
+    np.testing.assert_allclose(m[x > 1.0], 1.0 / margin, rtol=2e-3)
+
+    # profit at the plan beats profit at 90% and 110% of it
+    def profit(v: np.ndarray) -> float:
+        return float(margin * _mean_revenue(curves, v[None])[0] - v.sum())
+
+    assert profit(x) >= profit(0.9 * x) and profit(x) >= profit(1.1 * x)
+
+
+@pytest.mark.parametrize("target", [1.2, 2.0])
+def test_target_roas_keeps_the_ratio_and_spends_less_when_the_target_rises(target: float) -> None:
+    curves = _curves(6, 300, seed=13)
+    res = optimize(curves, 20_000.0, objective="target_roas", target_roas=target)
+    x = _alloc(res, curves)
+    assert res.expected_revenue / x.sum() >= target * (1 - 1e-6)
+    loose = optimize(curves, 20_000.0, objective="target_roas", target_roas=target / 2)
+    assert loose.spend >= res.spend
+    assert loose.expected_revenue >= res.expected_revenue
+
+
+def test_unreachable_target_roas_spends_the_minimums_and_says_so() -> None:
+    curves = _curves(3, 100, seed=1)
+    res = optimize(curves, 3000.0, objective="target_roas", target_roas=1e6, bounds={"ch0": (100.0, None)})
+    assert res.allocation == {"ch0": 100.0, "ch1": 0.0, "ch2": 0.0}
+    assert any("target ROAS" in n for n in res.notes)
+
+
+def test_gain_band_and_probability_of_improvement_come_from_the_draws() -> None:
+    curves = _curves(4, 500, seed=5)
+    current = {"ch0": 4000.0, "ch1": 0.0, "ch2": 0.0, "ch3": 0.0}  # everything on one channel
+    res = optimize(curves, 4000.0, current=current)
+    x = _alloc(res, curves)
+    gain = evaluate(curves, x) - evaluate(curves, np.array([4000.0, 0, 0, 0]))
+    assert res.expected_gain == pytest.approx(float(gain.mean()))
+    assert res.gain_p05 == pytest.approx(float(np.quantile(gain, 0.05)))
+    assert res.probability_of_improvement == pytest.approx(float(np.mean(gain > 0)))
+    assert res.gain_p05 <= res.expected_gain <= res.gain_p95
+    # the optimum compared with itself gains nothing in any draw
+    again = optimize(curves, 4000.0, current=res.allocation)
+    assert abs(again.expected_gain) < 1e-6 * res.expected_revenue
+    assert again.probability_of_improvement < 0.6
+
+
+def test_deterministic_and_json_ready() -> None:
+    curves = _curves(10, 200, seed=2)
+    a = optimize(curves, 12_000.0, objective="profit", margin=0.4)
+    b = optimize(curves, 12_000.0, objective="profit", margin=0.4)
+    assert a == b
+    body = json.loads(json.dumps(a.to_dict()))
+    assert set(body["channels"]) == set(curves.channels)
+    line = body["channels"]["ch0"]
+    assert {"before", "after", "change", "mroas_before", "mroas_after"} <= set(line)
+    assert body["probability_of_improvement"] == a.probability_of_improvement
+    assert body["spend_after"] == pytest.approx(a.spend, abs=0.01 * len(curves.channels))
+
+
+def test_errors_name_the_argument_and_the_fix() -> None:
+    curves = _curves(3, 50, seed=0)
+    with pytest.raises(ValueError, match=r"minimums .* add up to 3000.00, above the `budget` 2000.00"):
+        optimize(curves, 2000.0, bounds={c: (1000.0, None) for c in curves.channels})
+    with pytest.raises(ValueError, match=r"`bounds` names unknown channel 'tv'"):
+        optimize(curves, 2000.0, bounds={"tv": (0.0, 1.0)})
+    with pytest.raises(ValueError, match=r"objective `profit` needs `margin`"):
+        optimize(curves, 2000.0, objective="profit")
+    with pytest.raises(ValueError, match=r"`objective` must be one of"):
+        optimize(curves, 2000.0, objective="roi")
+    with pytest.raises(ValueError, match=r"`current` lacks channel"):
+        optimize(curves, 2000.0, current={"ch0": 1.0})
+
+
+def test_twenty_channels_by_a_thousand_draws_in_under_a_second() -> None:
+    curves = _curves(20, 1000, seed=4)
+    optimize(curves, 15_000.0)  # warm caches
+    best = min(_timed(curves) for _ in range(3))
+    assert best < 1.0, f"optimizer took {best:.2f} s for 20 channels x 1000 draws"
+
+
+def _timed(curves: ResponseCurves) -> float:
+    t0 = time.perf_counter()
+    optimize(curves, 15_000.0, objective="profit", margin=0.6)
+    return time.perf_counter() - t0
