@@ -9,7 +9,6 @@ fit they are multiplied by 7.
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import os
@@ -38,100 +37,20 @@ class PolicyLimits:
 
 
 def read_policy_limits(path: Path) -> PolicyLimits:
-    """Objective, cap and channel bounds of a policy file.
+    """Objective, cap and channel bounds of a policy file, validated by the guardrails engine."""
+    from guardrails.loading import load_policy
 
-    Uses the guardrails engine's ``load_policy`` when it is installed (full validation); otherwise
-    reads the keys with PyYAML and checks only what the optimizer relies on.
-    """
-    try:
-        loader = getattr(importlib.import_module("guardrails.policy"), "load_policy", None)
-    except ImportError:
-        loader = None
-    if loader is not None:
-        policy = loader(path)
-        return PolicyLimits(
-            metric=str(policy.objective.metric),
-            margin=policy.objective.margin,
-            target=policy.objective.target,
-            total_daily_max=float(policy.budget.total_daily_max),
-            channels={
-                name: (float(rule.min_daily), rule.max_daily, bool(rule.locked))
-                for name, rule in policy.channels.items()
-            },
-        )
-    return _read_policy_yaml(path)
-
-
-def _read_policy_yaml(path: Path) -> PolicyLimits:
-    import yaml
-
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise InputError(
-            f"cannot read the policy: {exc.strerror}", file=str(path), fix="check the path"
-        ) from exc
-    except yaml.YAMLError as exc:
-        raise InputError(f"invalid YAML: {exc}", file=str(path), fix="fix the YAML syntax") from exc
-    if not isinstance(doc, dict):
-        raise InputError("a policy must be a YAML mapping", file=str(path), fix="see examples/policy.yaml")
-    obj = doc.get("objective") or {}
-    if not isinstance(obj, dict):
-        raise InputError("must be a mapping", file=str(path), key="objective", fix="see examples/policy.yaml")
-    metric = str(obj.get("metric", "revenue"))
-    if metric not in ("revenue", "profit", "target_roas"):
-        raise InputError(
-            f"unknown metric {metric!r}",
-            file=str(path),
-            key="objective.metric",
-            fix="use revenue, profit or target_roas",
-        )
-    margin = _num(path, "objective.margin", obj.get("margin"), positive=True)
-    target = _num(path, "objective.target", obj.get("target", obj.get("target_roas")), positive=True)
-    budget = doc.get("budget") or {}
-    cap = _num(
-        path,
-        "budget.total_daily_max",
-        budget.get("total_daily_max") if isinstance(budget, dict) else None,
-        positive=True,
+    policy = load_policy(path)
+    return PolicyLimits(
+        metric=str(policy.objective.metric),
+        margin=policy.objective.margin,
+        target=policy.objective.target,
+        total_daily_max=float(policy.budget.total_daily_max),
+        channels={
+            name: (float(rule.min_daily), rule.max_daily, bool(rule.locked))
+            for name, rule in policy.channels.items()
+        },
     )
-    chans = doc.get("channels") or {}
-    if not isinstance(chans, dict):
-        raise InputError(
-            "must be a mapping of channel names",
-            file=str(path),
-            key="channels",
-            fix="see examples/policy.yaml",
-        )
-    limits: dict[str, tuple[float, float | None, bool]] = {}
-    for name, rule in chans.items():
-        rule = rule or {}
-        if not isinstance(rule, dict):
-            raise InputError(
-                "must be a mapping",
-                file=str(path),
-                key=f"channels.{name}",
-                fix="write {min_daily: ..., max_daily: ...}",
-            )
-        lo = _num(path, f"channels.{name}.min_daily", rule.get("min_daily", 0.0), positive=False) or 0.0
-        hi = _num(path, f"channels.{name}.max_daily", rule.get("max_daily"), positive=False)
-        limits[str(name)] = (lo, hi, bool(rule.get("locked", False)))
-    return PolicyLimits(metric=metric, margin=margin, target=target, total_daily_max=cap, channels=limits)
-
-
-def _num(path: Path, key: str, value: object, *, positive: bool) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(float(value)):
-        raise InputError(f"must be a number, got {value!r}", file=str(path), key=key, fix="write a number")
-    if float(value) < 0 or (positive and float(value) == 0):
-        raise InputError(
-            f"must be {'> 0' if positive else '>= 0'}, got {value!r}",
-            file=str(path),
-            key=key,
-            fix="write a non-negative amount",
-        )
-    return float(value)
 
 
 def load_fit(path: Path) -> dict[str, Any]:

@@ -1,0 +1,153 @@
+"""`budgetloop optimize FIT.json --budget AMOUNT [--policy POLICY.yaml] --out PLAN.json` end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from budgetloop.cli import main
+from models.curves import ResponseCurves
+from models.optimize import curves_block
+
+CHANNELS = ("search", "social_prospecting", "retail_media", "video")
+POLICY = """\
+version: 1
+objective: {metric: revenue}
+budget: {total_daily_max: 16000}
+channels:
+  search:             {min_daily: 1000, max_daily: 8000}
+  social_prospecting: {min_daily: 2000, max_daily: 9000}
+  retail_media:       {min_daily: 500,  max_daily: 7000}
+  video:              {min_daily: 0,    max_daily: 5000, locked: true}
+"""
+
+
+def _fit_json(tmp_path: Path, period: str = "day", with_current: bool = True) -> Path:
+    rng = np.random.default_rng(0)
+    c = len(CHANNELS)
+    curves = ResponseCurves(
+        CHANNELS,
+        np.array([9000.0, 7000.0, 5000.0, 3000.0]) * rng.lognormal(0, 0.1, (300, c)),
+        np.array([3000.0, 2500.0, 1500.0, 2000.0]) * rng.lognormal(0, 0.1, (300, c)),
+        np.array([1.2, 1.5, 1.0, 2.0]) * rng.lognormal(0, 0.05, (300, c)),
+        period,
+    )
+    current = {"search": 4000.0, "social_prospecting": 3000.0, "retail_media": 2500.0, "video": 1500.0}
+    doc = {
+        "channels": {ch: {"spend": 1.0} for ch in CHANNELS},
+        "response_curves": curves_block(curves, current if with_current else None),
+    }
+    path = tmp_path / "FIT.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def _run(args: list[str]) -> int:
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    return int(exc.value.code or 0)
+
+
+def test_plan_within_policy_bounds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fit = _fit_json(tmp_path)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    out = tmp_path / "PLAN.json"
+    assert _run(["optimize", str(fit), "--budget", "11000", "--policy", str(policy), "--out", str(out)]) == 0
+    assert "P(improvement)" in capsys.readouterr().out
+    plan = json.loads(out.read_text())
+    alloc = plan["allocation"]
+    assert sum(alloc.values()) == pytest.approx(11000.0, abs=0.05)
+    assert alloc["video"] == 1500.0  # locked at its current amount
+    assert 1000 <= alloc["search"] <= 8000 and 2000 <= alloc["social_prospecting"] <= 9000
+    assert 500 <= alloc["retail_media"] <= 7000
+    assert plan["channels"]["search"]["before"] == 4000.0
+    assert plan["channels"]["search"]["after"] == alloc["search"]
+    assert 0.0 <= plan["probability_of_improvement"] <= 1.0
+    assert plan["gain_p05"] <= plan["expected_gain"] <= plan["gain_p95"]
+    assert plan["objective"]["metric"] == "revenue"
+
+
+def test_weekly_fit_scales_daily_policy_bounds_by_seven(tmp_path: Path) -> None:
+    fit = _fit_json(tmp_path, period="week")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY.replace("locked: true", "locked: false"))
+    out = tmp_path / "PLAN.json"
+    code = _run(["optimize", str(fit), "--budget", "40000", "--policy", str(policy), "--out", str(out)])
+    assert code == 0
+    plan = json.loads(out.read_text())
+    assert plan["channels"]["social_prospecting"]["lower"] == 14000.0
+    assert plan["allocation"]["social_prospecting"] >= 14000.0 - 0.01
+    assert plan["channels"]["video"]["upper"] == 35000.0
+    assert plan["channels"]["search"]["upper"] == 40000.0  # 8000 x 7 capped at the budget
+    assert sum(plan["allocation"].values()) == pytest.approx(40000.0, abs=0.05)
+
+
+def test_profit_override_from_the_command_line(tmp_path: Path) -> None:
+    fit = _fit_json(tmp_path)
+    out = tmp_path / "PLAN.json"
+    code = _run(
+        [
+            "optimize",
+            str(fit),
+            "--budget",
+            "1e6",
+            "--objective",
+            "profit",
+            "--margin",
+            "0.5",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    plan = json.loads(out.read_text())
+    assert plan["spend_after"] < 1e6
+    for line in plan["channels"].values():
+        if line["after"] > 1:
+            assert line["mroas_after"]["mean"] == pytest.approx(2.0, rel=5e-3)
+
+
+@pytest.mark.parametrize(
+    ("extra", "policy_text", "needle"),
+    [
+        (["--budget", "20000"], POLICY, "budget.total_daily_max"),
+        (["--budget", "2000"], POLICY, "minimums"),
+        (["--budget", "9000"], POLICY.replace("video:", "tv:"), "names channel(s) ['tv']"),
+        (["--budget", "9000"], POLICY.replace("16000", "-3"), "total_daily_max"),
+    ],
+)
+def test_bad_input_exits_2_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], policy_text: str, needle: str
+) -> None:
+    fit = _fit_json(tmp_path)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(policy_text)
+    out = tmp_path / "PLAN.json"
+    assert _run(["optimize", str(fit), *extra, "--policy", str(policy), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_fit_without_curves_or_current(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bare = tmp_path / "bare.json"
+    bare.write_text(json.dumps({"channels": {}}))
+    out = tmp_path / "PLAN.json"
+    assert _run(["optimize", str(bare), "--budget", "10", "--out", str(out)]) == 2
+    assert "no `response_curves` block" in capsys.readouterr().err
+    fit = _fit_json(tmp_path, with_current=False)
+    assert _run(["optimize", str(fit), "--budget", "10", "--out", str(out)]) == 2
+    assert "--current" in capsys.readouterr().err
+    code = _run(
+        ["optimize", str(fit), "--budget", "10000", "--out", str(out), "--current",
+         "search=1,social_prospecting=2,retail_media=3,video=4"]
+    )  # fmt: skip
+    assert code == 0 and json.loads(out.read_text())["current"]["video"] == 4.0
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    assert _run(["optimize", str(broken), "--budget", "10", "--out", str(out)]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
