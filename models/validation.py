@@ -190,7 +190,7 @@ def simulated_case(seed: int, frequency: str = "week") -> tuple[MMMData, Truth]:
     rng = np.random.default_rng(10_000 + seed)
     years = float(rng.uniform(2.0, 3.0))
     channels = int(rng.integers(4, 7))
-    periods = int(round(years * (52 if frequency == "week" else 365)))
+    periods = round(years * (52 if frequency == "week" else 365))
     return simulate(periods=periods, channels=channels, frequency=frequency, seed=seed, noise=0.04)
 
 
@@ -216,7 +216,8 @@ def recovery_study(
             if log is not None:
                 s = summarize([sc])
                 log(
-                    f"seed {seed} {'calibrated' if cal else 'plain':10s} T={data.periods} C={len(data.channels)} "
+                    f"seed {seed} {'calibrated' if cal else 'plain':10s} "
+                    f"T={data.periods} C={len(data.channels)} "
                     f"roi {s['median_roi_error']:.3f} mroas {s['median_mroas_error']:.3f} "
                     f"covered {s['covered']}/{s['channels']} r_hat {sc.r_hat_max} div {sc.divergences} "
                     f"{sc.fit_seconds:.1f}s"
