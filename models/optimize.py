@@ -131,16 +131,16 @@ def evaluate(curves: CurvesLike, allocation: Sequence[float] | np.ndarray) -> np
 # the separable dynamic programme
 
 
-def _maxplus(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _maxplus(values: np.ndarray, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Best sum of one grid choice per channel for every total number of steps.
 
     ``values`` [C, K+1] holds channel c's value at k steps (``-inf`` where not allowed). Returns
     ``V`` [C*K+1] (best total value using exactly s steps) and ``choice`` [C, C*K+1] (channel c's k on
-    the best path to s) for backtracking.
+    the best path to s) for backtracking. ``limit`` caps the totals considered (steps beyond the budget).
     """
     n_ch, width = values.shape
     k_max = width - 1
-    size = n_ch * k_max + 1
+    size = n_ch * k_max + 1 if limit is None else min(n_ch * k_max, limit) + 1
     total = np.full(size, _NEG)
     total[0] = 0.0
     choice = np.zeros((n_ch, size), dtype=np.int64)
@@ -205,7 +205,7 @@ def _solve(p: _Problem) -> tuple[np.ndarray, list[str]]:
     allowed = grid <= p.upper[:, None] + 1e-12 * max(cap, 1.0)
     grid = np.minimum(grid, p.upper[:, None])
     vals = np.where(allowed, _mean_curve(p.beta, p.half, p.shape, grid), _NEG)
-    frontier, choice = _maxplus(vals)
+    frontier, choice = _maxplus(vals, limit=_COARSE_STEPS)
     spend = float(p.lower.sum()) + step * np.arange(frontier.size)
     scored = p.score(frontier, spend)
     if not np.any(np.isfinite(scored)):
