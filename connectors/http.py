@@ -152,9 +152,13 @@ class PlatformHttp:
         json_body: Any = None,
         form: Mapping[str, str] | None = None,
         idempotency_key: str | None = None,
+        read_only: bool = False,
     ) -> JsonResponse:
-        """Send, retrying what is safe to retry; return the decoded JSON of a 2xx or raise typed."""
-        safe = method.upper() in ("GET", "HEAD") or idempotency_key is not None
+        """Send, retrying what is safe to retry; return the decoded JSON of a 2xx or raise typed.
+
+        ``read_only`` marks a POST that changes nothing (a search), so it is retried like a GET.
+        """
+        safe = read_only or method.upper() in ("GET", "HEAD") or idempotency_key is not None
         headers = {IDEMPOTENCY_HEADER: idempotency_key} if idempotency_key else {}
         last: ConnectorError | None = None
         for attempt in range(self._retry.max_attempts):
@@ -243,3 +247,28 @@ class PlatformHttp:
         raise RejectedByPlatform(
             message, platform=self.platform, status=status, request_id=request_id, code=info.code
         )
+
+
+def collect_pages(
+    fetch: Callable[[str | None], tuple[list[Any], str | None]],
+    *,
+    platform: str,
+    what: str,
+    max_pages: int = 100_000,
+) -> list[Any]:
+    """Every item of a paged listing: ``fetch(cursor)`` returns one page and the next cursor (None: last).
+
+    A platform that hands back a cursor it already gave (a paging loop) is an error, not a hang.
+    """
+    items: list[Any] = []
+    cursor: str | None = None
+    seen: set[str] = set()
+    for _ in range(max_pages):
+        chunk, cursor = fetch(cursor)
+        items.extend(chunk)
+        if cursor is None:
+            return items
+        if cursor in seen:
+            raise TransientError(f"{what}: the platform repeated page cursor {cursor!r}", platform=platform)
+        seen.add(cursor)
+    raise TransientError(f"{what}: more than {max_pages} pages; narrow the date range", platform=platform)

@@ -342,6 +342,21 @@ def router(state: SandboxState) -> APIRouter:
         names = [f"customers/{cid}" for cid in sorted(state.accounts("google"))]
         return answer(state, DIALECT, "customers", {"resourceNames": names})
 
+    @r.get(PREFIX + "/customers/{customer_id}")
+    def customer(customer_id: str, request: Request) -> Response:
+        if (refused := guard(state, DIALECT, "customer", "google:read", _token(request))) is not None:
+            return refused
+        if (missing := _known(state, customer_id)) is not None:
+            return missing
+        body = {
+            "resourceName": f"customers/{customer_id}",
+            "id": customer_id,
+            "currencyCode": state.accounts("google")[customer_id],
+            "timeZone": "UTC",
+            "manager": False,
+        }
+        return answer(state, DIALECT, "customer", body)
+
     @r.get(PREFIX + "/customers/{customer_id}/campaigns")
     def campaigns(customer_id: str, request: Request) -> Response:
         if (refused := guard(state, DIALECT, "campaigns", "google:read", _token(request))) is not None:

@@ -83,6 +83,8 @@ class MarketLike(Protocol):
     def campaigns(self) -> Sequence[SimCampaignLike]: ...
     @property
     def first_loop_day(self) -> date: ...
+    @property
+    def scenario(self) -> Any: ...  # its ``start`` is the first simulated day
     def today(self) -> date: ...
     def advance_to(self, day: date) -> Any: ...
     def outcome(self, day: date) -> DayOutcomeLike: ...
@@ -249,6 +251,7 @@ class SandboxState:
     # ---- reports ---------------------------------------------------------------------------------
     def report_days(self, start: date, end: date) -> list[date]:
         """The days of ``start``..``end`` the market has simulated (reports never show the future)."""
+        start = max(start, self.market.scenario.start)
         last = min(end, self.market.today() - timedelta(days=1))
         return [start + timedelta(days=i) for i in range((last - start).days + 1)] if last >= start else []
 
