@@ -481,7 +481,7 @@ class AuditPage:
     next_cursor: str | None
 
 
-def _parse_cursor(cursor: str | None) -> int | None:
+def parse_cursor(cursor: str | None) -> int | None:
     if cursor is None or cursor == "":
         return None
     try:
@@ -530,7 +530,7 @@ def query(
     ):
         if value is not None:
             q = q.where(column == value)
-    after = _parse_cursor(cursor)
+    after = parse_cursor(cursor)
     if after is not None:
         q = q.where(AuditEntry.seq < after if descending else AuditEntry.seq > after)
     q = q.order_by(AuditEntry.seq.desc() if descending else AuditEntry.seq).limit(limit + 1)

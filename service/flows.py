@@ -1,0 +1,29 @@
+"""What happens after a decision is committed: refresh the Slack message, hand an approval to the executor.
+
+Runs as a background task (after the HTTP answer), in its own unit of work. A Slack outage never undoes
+a decision: the failure is logged and the message is refreshed by the next state change.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from agents.approvals import DecisionOutcome
+from budgetloop.db.session import session_scope
+from service.deps import AppContext
+from service.slack import notify
+
+log = logging.getLogger(__name__)
+
+
+def after_decision(ctx: AppContext, outcome: DecisionOutcome) -> None:
+    if ctx.slack is not None and outcome.status in ("approved", "rejected", "recorded"):
+        try:
+            with session_scope(ctx.sessions) as session:
+                notify.update_change_request(session, ctx.slack, change_request_id=outcome.change_request_id)
+        except Exception:
+            log.exception(
+                "could not refresh the Slack message of change request %s", outcome.change_request_id
+            )
+    if outcome.status == "approved" and ctx.on_approved is not None:
+        ctx.on_approved(outcome.change_request_id)

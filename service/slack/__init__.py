@@ -1,0 +1,1 @@
+"""Slack: Block Kit messages for change requests, the interactions endpoint, and a local fake Slack."""
