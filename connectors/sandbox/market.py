@@ -20,7 +20,7 @@ import math
 import threading
 import uuid
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 import numpy as np
@@ -108,6 +108,9 @@ class DayOutcome:
     revenue: float  # total, incl. noise, rounded to the cent
     baseline: float
     regions: dict[str, float]  # revenue per region (incl. that region's noise)
+    region_media: dict[str, float] = field(
+        default_factory=dict
+    )  # true media revenue per region (all channels)
 
     @property
     def media_revenue(self) -> float:
@@ -197,7 +200,7 @@ class Market:
         self._month_budget = np.zeros(n_c)
         self._month_days = 0
         # per simulated day, in order: budgets, spend, impressions, clicks, learning, media, attributed,
-        # regional revenue, baseline
+        # regional revenue, regional media (the baselines apart)
         self._rows: list[tuple[np.ndarray, ...]] = []
         self._baselines: list[float] = []
         self._begin_day(0)
@@ -227,27 +230,29 @@ class Market:
         with self._lock:
             if not 0 <= d < self._t:
                 raise DayNotSimulated(day, self.scenario.start, self.today())
-            budget, spend, impressions, clicks, learning, media, attributed, regional = self._rows[d]
-            baseline = self._baselines[d]
-        channels = {
-            name: ChannelDay(
-                channel=name,
-                budget=float(budget[i]),
-                spend=float(spend[i]),
-                impressions=int(impressions[i]),
-                clicks=int(clicks[i]),
-                learning=bool(learning[i]),
-                media_revenue=float(media[i]),
-                attributed_revenue=float(attributed[i]),
+            budget, spend, impressions, clicks, learning, media, attributed, regional, regional_media = (
+                self._rows[d]
             )
-            for i, name in enumerate(self.channels)
-        }
+            baseline = self._baselines[d]
+        columns = zip(
+            self.channels,
+            budget.tolist(),
+            spend.tolist(),
+            impressions.astype(np.int64).tolist(),
+            clicks.astype(np.int64).tolist(),
+            learning.tolist(),
+            media.tolist(),
+            attributed.tolist(),
+            strict=True,
+        )
+        channels = {row[0]: ChannelDay(*row) for row in columns}
         return DayOutcome(
             day=day,
             channels=channels,
             revenue=round(float(regional.sum()), 2),
             baseline=baseline,
             regions={name: round(float(regional[r]), 2) for r, name in enumerate(self.regions)},
+            region_media={name: float(regional_media[r]) for r, name in enumerate(self.regions)},
         )
 
     def outcomes(self, start: date, end: date) -> list[DayOutcome]:
@@ -441,7 +446,17 @@ class Market:
         attributed = np.round(claimed, 2)
 
         self._rows.append(
-            (self._budget.copy(), spend, impressions, clicks, learning, media, attributed, regional)
+            (
+                self._budget.copy(),
+                spend,
+                impressions,
+                clicks,
+                learning,
+                media,
+                attributed,
+                regional,
+                regional_media.sum(axis=1),
+            )
         )
         self._baselines.append(baseline)
 

@@ -276,6 +276,7 @@ def test_a_geo_holdout_removes_the_media_of_that_region_only() -> None:
     n, h = normal.outcome(day), holdout.outcome(day)
     assert h.regions["north"] == n.regions["north"]
     assert h.regions["south"] == pytest.approx(h.baseline * 0.4, abs=0.01)
+    assert h.region_media["south"] == 0.0 and h.region_media["north"] == n.region_media["north"]
     media_south = 0.4 * s.channels[0].curve(1000.0)  # reach x scale x hill(a / reach) at a = 0.4 x spend
     assert n.regions["south"] - h.regions["south"] == pytest.approx(media_south, abs=0.02)
     with pytest.raises(KeyError, match="no region `east`"):
@@ -338,4 +339,4 @@ def test_two_years_of_twenty_channels_simulate_fast() -> None:
     rows = m.outcomes(START, START + timedelta(days=729))
     elapsed = time.perf_counter() - began
     assert len(rows) == 730 and len(rows[-1].channels) == 20
-    assert elapsed < 1.5, f"2 years x 20 channels took {elapsed:.2f}s"
+    assert elapsed < 2.0, f"2 years x 20 channels took {elapsed:.2f}s"
