@@ -1,0 +1,110 @@
+"""Wall time of a full NUTS fit (2 chains x 1000 warmup + 1000 draws), compilation included.
+
+Cases: 2 years weekly x 6 channels (target < 10 s) and 2 years daily x 10 channels (target < 40 s)
+on simulated tables with known truth. Every run is a fresh process, so each timing includes tracing
+and compiling the model; runs after the first may reuse XLA's persistent compilation cache (that is
+"caching compiled code across fits where JAX allows"), and the first, cold run is reported apart.
+The figure per case is the median over the runs.
+
+    python -m bench mmm            # all cases, 3 runs each
+    python -m bench.bench_mmm --case weekly --cache DIR   # one fit, prints JSON (used internally)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+CASES: dict[str, dict[str, Any]] = {
+    "weekly": {"periods": 104, "channels": 6, "frequency": "week", "target_s": 10.0},
+    "daily": {"periods": 730, "channels": 10, "frequency": "day", "target_s": 40.0},
+}
+REPO = Path(__file__).resolve().parents[1]
+
+
+def one_fit(
+    case: str, cache: str | None, seed: int = 0, chains: int = 2, warmup: int = 1000, samples: int = 1000
+) -> dict[str, Any]:
+    """Simulate the case's table and fit it once in this process; time the fit call."""
+    t_import = time.perf_counter()
+    from models.fit import enable_compilation_cache, fit
+    from models.simulate import simulate
+
+    if cache:
+        enable_compilation_cache(cache)
+    spec = CASES[case]
+    data, truth = simulate(
+        periods=spec["periods"], channels=spec["channels"], frequency=spec["frequency"], seed=seed
+    )
+    t0 = time.perf_counter()
+    fm = fit(data, chains=chains, warmup=warmup, samples=samples, seed=seed)
+    wall = time.perf_counter() - t0
+    m = fm.channel_metrics()
+    roi_err = abs(m.roi.mean(0) - truth.roi) / truth.roi
+    mroas_err = abs(m.mroas.mean(0) - truth.mroas) / truth.mroas
+    return {
+        "case": case,
+        "fit_wall_s": wall,
+        "import_s": t0 - t_import,
+        "diagnostics": fm.diagnostics.to_dict(),
+        "median_roi_error": float(sorted(roi_err)[len(roi_err) // 2]),
+        "median_mroas_error": float(sorted(mroas_err)[len(mroas_err) // 2]),
+    }
+
+
+def _spawn(case: str, cache: str | None) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "bench.bench_mmm", "--case", case]
+    if cache:
+        cmd += ["--cache", cache]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False, env=dict(os.environ))
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench fit `{case}` failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+    out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["process_wall_s"] = time.perf_counter() - t0
+    return out
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    repeats = 1 if quick else 3
+    result: dict[str, Any] = {"repeats": repeats, "cases": {}}
+    table = []
+    cache = tempfile.mkdtemp(prefix="budgetloop-xla-")
+    try:
+        for case, spec in CASES.items():
+            cold = _spawn(case, None)  # no persistent cache: compile from scratch
+            warm = [_spawn(case, cache) for _ in range(repeats)]  # first fills the cache, later reuse it
+            times = [r["fit_wall_s"] for r in warm]
+            med = statistics.median(times)
+            result["cases"][case] = {**spec, "cold": cold, "runs": warm, "median_fit_wall_s": med}
+            label = f"{spec['periods']} {spec['frequency']}s x {spec['channels']} ch"
+            table.append(
+                [f"fit {label} cold compile (s)", round(cold["fit_wall_s"], 1), f"< {spec['target_s']:g}"]
+            )
+            table.append([f"fit {label} median of {repeats} (s)", round(med, 1), f"< {spec['target_s']:g}"])
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    result["table"] = table
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_mmm")
+    parser.add_argument("--case", choices=sorted(CASES), required=True)
+    parser.add_argument("--cache", default=None)
+    args = parser.parse_args(argv)
+    print(json.dumps(one_fit(args.case, args.cache), default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
