@@ -16,7 +16,7 @@ import math
 from collections.abc import Sequence
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import numpy as np
 import yaml
@@ -254,33 +254,36 @@ def load_scenario(path: str | Path) -> Scenario:
             file=source,
             fix=_EXAMPLE,
         )
-    return parse_scenario(data, source=source, _yaml_root=root)
+    return _validate(data, source, root)
 
 
-def parse_scenario(data: dict[str, Any], *, source: str = "<scenario>", _yaml_root: Any = None) -> Scenario:
+def parse_scenario(data: dict[str, Any], *, source: str = "<scenario>") -> Scenario:
     """Validate an already-parsed scenario mapping (``source`` names it in errors)."""
+    return _validate(data, source, None)
+
+
+def _validate(data: dict[str, Any], source: str, yaml_root: Any) -> Scenario:
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
         problems = [_from_pydantic(err) for err in exc.errors()]
-        raise _problems_error(problems, source, _yaml_root) from None
+        raise _problems_error(problems, source, yaml_root) from None
     problems = _cross_check(scenario)
     if problems:
-        raise _problems_error(problems, source, _yaml_root)
+        raise _problems_error(problems, source, yaml_root)
     return scenario
 
 
 _Problem = tuple[tuple[str | int, ...], str, str | None]  # (key path, what is wrong, how to fix)
 
 
+_EVENT_KINDS: dict[str, type[BaseModel]] = {"freeze": FreezeEvent, "shock": ShockEvent}
+
+
 def _from_pydantic(err: Any) -> _Problem:
-    loc: list[str | int] = []
     raw = list(err["loc"])
-    for i, part in enumerate(raw):
-        # a discriminated union puts the tag between the index and the field: events[1].shock.factor
-        if i >= 2 and raw[0] == "events" and i == 2 and part in ("freeze", "shock"):
-            continue
-        loc.append(part)
+    # a discriminated union puts the tag between the index and the field: events[1].shock.factor
+    loc: list[str | int] = [p for i, p in enumerate(raw) if not (i == 2 and raw[0] == "events")]
     kind = err["type"]
     fix: str | None = None
     message = err["msg"]
@@ -290,7 +293,8 @@ def _from_pydantic(err: Any) -> _Problem:
         fix = "use {type: freeze, start, end} or {type: shock, channel, start, factor}"
     elif kind == "extra_forbidden":
         message = "unknown key"
-        fix = "remove it or check its spelling; " + _EXAMPLE
+        allowed = _allowed_keys(raw[:-1])
+        fix = "remove it or check its spelling" + (f" (keys here: {', '.join(allowed)})" if allowed else "")
     elif kind == "missing":
         message = "required key is missing"
         fix = "add it; " + _EXAMPLE
@@ -302,6 +306,25 @@ def _from_pydantic(err: Any) -> _Problem:
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
     return tuple(loc), message, fix
+
+
+def _allowed_keys(parent: list[Any]) -> list[str]:
+    """The keys the model at ``parent`` (a raw pydantic location) accepts."""
+    model: Any = Scenario
+    for part in parent:
+        if isinstance(part, int):
+            continue
+        if part in _EVENT_KINDS:
+            model = _EVENT_KINDS[part]
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+            return []
+        annotation = model.model_fields[part].annotation
+        args = get_args(annotation)
+        model = args[0] if args and get_origin(annotation) is list else annotation
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return list(model.model_fields)
+    return []
 
 
 def _cross_check(s: Scenario) -> list[_Problem]:

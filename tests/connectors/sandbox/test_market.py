@@ -218,6 +218,19 @@ def test_normal_delivery_stays_within_each_platforms_limits() -> None:
     assert spend["social"].max() <= 1250.0 and (spend["social"] > 1000).any()
     assert spend["search"].max() <= 2000.0 and (spend["search"] > 1000).any()
     assert 0.9 < spend["search"].mean() / 1000.0 < 1.1
+    days = [START + timedelta(days=k) for k in range(365)]
+    for month in {(d.year, d.month) for d in days}:
+        in_month = np.array([(d.year, d.month) == month for d in days])
+        assert spend["search"][in_month].sum() <= 30.4 * 1000.0 + 1e-6
+
+
+def test_revenue_noise_is_standard_normal_and_seeded() -> None:
+    m = Market(scenario([channel("shop")], noise=0.1))
+    m.advance_to(START + timedelta(days=2000))
+    rows = m.outcomes(START, START + timedelta(days=1999))
+    e = np.array([(r.revenue / (r.baseline + r.media_revenue) - 1) / 0.1 for r in rows])
+    assert abs(e.mean()) < 0.1 and 0.93 < e.std() < 1.07
+    assert abs(np.corrcoef(e[:-1], e[1:])[0, 1]) < 0.1  # independent from day to day
 
 
 def test_impressions_and_clicks_follow_spend_with_worsening_cpm() -> None:
