@@ -150,7 +150,10 @@ def evaluate(
 
     adjusted = _allocate(rules, policy, cur, prop, lo, hi, blocked_keys)
     for rule, key, limit, p in clips:
-        rules.add(rule, key, "clipped", f"{key}: {p:,.2f} is beyond {limit:,.2f}", limit, p, adjusted[key])
+        side = "above" if p > limit else "below"
+        rules.add(
+            rule, key, "clipped", f"{key}: {p:,.2f} is {side} the limit {limit:,.2f}", limit, p, adjusted[key]
+        )
     for key in lo:
         target = min(max(prop[key], lo[key]), hi[key])
         if abs(adjusted[key] - target) >= 0.01:
@@ -282,16 +285,14 @@ def _interval(
     intervals.append(("bounds", c, mx) if c < mn else ("bounds", mn, c) if c > mx else ("bounds", mn, mx))
     low, high = 0.0, math.inf
     for rule, r_lo, r_hi in intervals:
-        if p <= r_hi + 1e-9 and p >= r_lo - 1e-9:
-            continue
         relaxed = rules.relaxed(rule, key)
-        limit = r_hi if p > r_hi else r_lo
-        if relaxed is not None:
-            rules.add(
-                rule, key, relaxed[0], f"{key}: {p:,.2f} is beyond {limit:,.2f} ({relaxed[1]})", limit, p, p
-            )
-            continue
-        low, high = max(low, r_lo), min(high, r_hi)
+        if relaxed is None:
+            low, high = max(low, r_lo), min(high, r_hi)
+        elif not r_lo - 1e-9 <= p <= r_hi + 1e-9:
+            limit = r_hi if p > r_hi else r_lo
+            side = "above" if p > r_hi else "below"
+            message = f"{key}: {p:,.2f} is {side} {limit:,.2f} ({relaxed[1]})"
+            rules.add(rule, key, relaxed[0], message, limit, p, p)
     for rule, r_lo, r_hi in intervals:  # name the binding rules
         if rules.relaxed(rule, key) is not None:
             continue
