@@ -1,16 +1,122 @@
-"""`budgetloop fit`: not built yet, owned by issue 3 (the Bayesian MMM)."""
+"""`budgetloop fit DATA.csv --target COL --date COL --channels A,B,... --out FIT.json`.
+
+Fits the Bayesian MMM (``models/``) to a user's table and writes INTERFACES section 3's JSON, plus
+optional plots and the full model document (``--model-out``) that the agents store as a version.
+Bad input exits 2 naming the file, row and column; outputs are written atomically, only after the
+fit succeeded. An unhealthy fit (r-hat, divergences) is written with ``diagnostics.healthy = false``
+and its reasons, reported on stderr, and exits 3 unless ``--allow-unhealthy``.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import typer
 
-from budgetloop.cli import app, not_built_yet
+from budgetloop.cli import app
+
+DEFAULT_CACHE = Path("var") / "jax-cache"
 
 
-@app.command(
-    "fit",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    help="Not built yet (issue 3 (the Bayesian MMM)).",
-)
-def fit(ctx: typer.Context) -> None:
-    not_built_yet("fit", "issue 3 (the Bayesian MMM)")
+def _split(value: str | None, flag: str) -> list[str]:
+    from budgetloop.errors import InputError
+
+    if value is None:
+        return []
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names:
+        raise InputError("no names given", key=flag, fix=f"pass {flag} A,B,...")
+    return names
+
+
+@app.command("fit", help="Fit the Bayesian MMM to a weekly or daily table and write FIT.json.")
+def fit_command(
+    data: Path = typer.Argument(..., help="CSV table, one row per period"),
+    target: str = typer.Option(..., "--target", help="revenue column"),
+    date: str = typer.Option(..., "--date", help="date column (ISO dates)"),
+    channels: str = typer.Option(..., "--channels", help="spend columns, comma-separated"),
+    out: Path = typer.Option(..., "--out", help="where to write FIT.json"),
+    controls: str | None = typer.Option(None, "--controls", help="numeric control columns, comma-separated"),
+    lift_tests: Path | None = typer.Option(None, "--lift-tests", help="lift-test CSV (INTERFACES section 2)"),
+    chains: int = typer.Option(2, "--chains", min=1),
+    warmup: int = typer.Option(1000, "--warmup", min=1),
+    samples: int = typer.Option(1000, "--samples", min=10),
+    seed: int = typer.Option(0, "--seed"),
+    method: str = typer.Option("nuts", "--method", help="nuts (default) or svi (fast refresh)"),
+    holdout: int | None = typer.Option(
+        None, "--holdout", help="periods held out for the holdout MAPE (default 13 weeks / 28 days; 0: none)"
+    ),
+    plots: Path | None = typer.Option(None, "--plots", help="folder for PNG plots"),
+    model_out: Path | None = typer.Option(None, "--model-out", help="also write the full model document"),
+    cache_dir: Path = typer.Option(DEFAULT_CACHE, "--cache-dir", help="JAX compilation cache"),
+    allow_unhealthy: bool = typer.Option(
+        False, "--allow-unhealthy", help="exit 0 even when diagnostics fail"
+    ),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress on stderr"),
+) -> None:
+    import models  # noqa: F401  (asks for one XLA host device per core before JAX starts)
+    from models.data import load_csv
+    from models.fit import enable_compilation_cache, fit
+    from models.lift import load_lift_tests
+    from models.outputs import fit_json
+    from models.serialize import dumps, write_atomic
+
+    def say(msg: str) -> None:
+        if not quiet:
+            typer.echo(msg, err=True)
+
+    table = load_csv(
+        data,
+        target=target,
+        date=date,
+        channels=_split(channels, "--channels"),
+        controls=_split(controls, "--controls"),
+    )
+    tests = load_lift_tests(lift_tests) if lift_tests is not None else []
+    if holdout is None:
+        holdout = 13 if table.frequency == "week" else 28
+        holdout = min(holdout, table.periods // 4)
+    enable_compilation_cache(cache_dir)
+    say(
+        f"fitting {table.periods} {table.frequency}s x {len(table.channels)} channels"
+        f"{f' with {len(tests)} lift test(s)' if tests else ''}: {method}, {chains} chain(s) x "
+        f"{warmup}+{samples}, seed {seed}{f', holdout {holdout}' if holdout else ''}"
+    )
+    fm = fit(
+        table,
+        lift_tests=tests,
+        method=method,
+        chains=chains,
+        warmup=warmup,
+        samples=samples,
+        seed=seed,
+        progress=not quiet,
+        holdout_periods=holdout or None,
+        lift_source=str(lift_tests) if lift_tests else "<lift tests>",
+    )
+    plot_paths = None
+    if plots is not None:
+        from models.plots import write_plots
+
+        plot_paths = write_plots(fm, plots)
+    doc = fit_json(fm, plots=plot_paths)
+    if model_out is not None:
+        write_atomic(model_out, dumps(fm))
+    write_atomic(out, json.dumps(doc, indent=1) + "\n")
+    d = fm.diagnostics
+    rhat = "n/a" if d.r_hat_max is None else f"{d.r_hat_max:.3f}"
+    ess = "n/a" if d.ess_bulk_min is None else f"{d.ess_bulk_min:.0f}"
+    hold = f", holdout MAPE {fm.holdout.mape:.1%}" if fm.holdout else ""
+    say(f"done in {d.fit_seconds:.1f}s: r-hat max {rhat}, ESS min {ess}, divergences {d.divergences}{hold}")
+    for ch, v in doc["channels"].items():
+        say(
+            f"  {ch:>24}: ROI {v['roi']['median']:.3g} [{v['roi']['p05']:.3g}, {v['roi']['p95']:.3g}]  "
+            f"mROAS {v['mroas']['median']:.3g} [{v['mroas']['p05']:.3g}, {v['mroas']['p95']:.3g}]"
+        )
+    if not fm.healthy:
+        typer.echo("warning: the fit is NOT healthy; do not use it for decisions:", err=True)
+        for r in d.reasons:
+            typer.echo(f"  - {r}", err=True)
+        if not allow_unhealthy:
+            raise typer.Exit(3)

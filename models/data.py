@@ -1,0 +1,281 @@
+"""Input tables for the MMM: load, validate, scale, fingerprint.
+
+A user's table (INTERFACES section 2) becomes an :class:`MMMData`: dates, target ``y`` [T], spend
+[T, C], controls [T, K], channel names and the inferred frequency ("day" or "week"). Every problem is an
+:class:`~budgetloop.errors.InputError` naming the file, the row (1-based, as a spreadsheet shows the
+data rows: the header is row 1, the first data row is row 2) and the column, with what to change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from budgetloop.errors import InputError
+
+FREQ_DAYS = {"day": 1, "week": 7}
+
+
+@dataclass(frozen=True)
+class MMMData:
+    """A validated table. Arrays are float64; dates are ``datetime64[D]``."""
+
+    dates: np.ndarray
+    y: np.ndarray
+    spend: np.ndarray
+    controls: np.ndarray
+    channels: tuple[str, ...]
+    control_names: tuple[str, ...] = ()
+    frequency: str = "week"
+    target: str = "y"
+    source: str = "<arrays>"
+    _fingerprint: list[str] = field(default_factory=list, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        t = len(self.dates)
+        c = len(self.channels)
+        if self.frequency not in FREQ_DAYS:
+            raise ValueError(f"`frequency` must be 'day' or 'week', got {self.frequency!r}")
+        if self.y.shape != (t,):
+            raise ValueError(f"`y` must have shape [{t}], got {self.y.shape}")
+        if self.spend.shape != (t, c):
+            raise ValueError(f"`spend` must have shape [{t}, {c}], got {self.spend.shape}")
+        if self.controls.shape != (t, len(self.control_names)):
+            raise ValueError(
+                f"`controls` must have shape [{t}, {len(self.control_names)}], got {self.controls.shape}"
+            )
+        if t < 8:
+            raise InputError(
+                f"only {t} rows: a model needs at least 8 periods",
+                file=self.source,
+                fix="supply more history",
+            )
+
+    @property
+    def periods(self) -> int:
+        return len(self.dates)
+
+    @property
+    def y_scale(self) -> float:
+        """Revenue is modelled divided by its mean."""
+        m = float(np.mean(self.y))
+        return m if m > 0 else 1.0
+
+    @property
+    def spend_scale(self) -> np.ndarray:
+        """Each channel's spend is modelled divided by its mean over non-zero periods ([C])."""
+        out = np.ones(len(self.channels))
+        for j in range(len(self.channels)):
+            nz = self.spend[:, j][self.spend[:, j] > 0]
+            if nz.size:
+                out[j] = float(nz.mean())
+        return out
+
+    @property
+    def control_center(self) -> np.ndarray:
+        return self.controls.mean(axis=0) if self.controls.size else np.zeros(len(self.control_names))
+
+    @property
+    def control_scale(self) -> np.ndarray:
+        if not self.controls.size:
+            return np.ones(len(self.control_names))
+        sd = self.controls.std(axis=0)
+        return np.where(sd > 0, sd, 1.0)
+
+    def fingerprint(self) -> str:
+        """sha256 over dates, target, spend, controls and names: identifies the data a model was fitted on."""
+        if self._fingerprint:
+            return self._fingerprint[0]
+        h = hashlib.sha256()
+        h.update(
+            ("|".join(self.channels) + "#" + "|".join(self.control_names) + "#" + self.frequency).encode()
+        )
+        for arr in (self.dates.astype("datetime64[D]").astype(np.int64), self.y, self.spend, self.controls):
+            h.update(
+                np.ascontiguousarray(arr, dtype=np.float64 if arr.dtype != np.int64 else np.int64).tobytes()
+            )
+        self._fingerprint.append(h.hexdigest())
+        return self._fingerprint[0]
+
+    def head(self, n: int) -> MMMData:
+        """The first ``n`` periods (for holdout refits)."""
+        return MMMData(
+            self.dates[:n],
+            self.y[:n],
+            self.spend[:n],
+            self.controls[:n],
+            self.channels,
+            self.control_names,
+            self.frequency,
+            self.target,
+            self.source,
+        )
+
+    def channel_index(self, name: str) -> int:
+        try:
+            return self.channels.index(name)
+        except ValueError:
+            raise InputError(
+                f"unknown channel `{name}`",
+                file=self.source,
+                key=name,
+                fix=f"use one of {list(self.channels)}",
+            ) from None
+
+
+def infer_frequency(dates: np.ndarray, *, source: str, date_col: str) -> str:
+    """'day' or 'week' from the spacing of strictly increasing dates; raise naming the first bad row."""
+    days = dates.astype("datetime64[D]").astype(np.int64)
+    diffs = np.diff(days)
+    for i, d in enumerate(diffs):
+        if d <= 0:
+            what = "duplicate date" if d == 0 else "date earlier than the row above"
+            raise InputError(
+                f"{what} {str(dates[i + 1])[:10]}",
+                file=source,
+                row=i + 3,
+                key=date_col,
+                fix="dates must be strictly increasing, one row per period",
+            )
+    if diffs.size == 0:
+        return "week"
+    step = int(np.min(diffs))
+    if step not in (1, 7):
+        raise InputError(
+            f"rows are {step} days apart; only daily or weekly tables are supported",
+            file=source,
+            row=2,
+            key=date_col,
+            fix="aggregate the table to days or weeks",
+        )
+    for i, d in enumerate(diffs):
+        if d != step:
+            raise InputError(
+                f"date gap: {str(dates[i])[:10]} is followed by {str(dates[i + 1])[:10]} "
+                f"({int(d)} days, expected {step})",
+                file=source,
+                row=i + 3,
+                key=date_col,
+                fix="add the missing periods (with zero spend if nothing ran) so rows are evenly spaced",
+            )
+    return "day" if step == 1 else "week"
+
+
+def _numeric_column(df: pd.DataFrame, col: str, *, source: str, nonneg: bool) -> np.ndarray:
+    raw = df[col]
+    num = pd.to_numeric(raw, errors="coerce")
+    bad = num.isna() | ~np.isfinite(num.to_numpy(dtype=float, na_value=np.nan))
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise InputError(
+            f"value {raw.iloc[i]!r} is not a number",
+            file=source,
+            row=i + 2,
+            key=col,
+            fix="every cell of this column must be a finite number (use 0 for no spend)",
+        )
+    arr = num.to_numpy(dtype=float)
+    if nonneg and np.any(arr < 0):
+        i = int(np.flatnonzero(arr < 0)[0])
+        raise InputError(
+            f"negative value {arr[i]:g}", file=source, row=i + 2, key=col, fix="values must be >= 0"
+        )
+    return arr
+
+
+def from_frame(
+    df: pd.DataFrame,
+    *,
+    target: str,
+    date: str,
+    channels: list[str] | tuple[str, ...],
+    controls: list[str] | tuple[str, ...] = (),
+    source: str = "<table>",
+) -> MMMData:
+    """Validate a DataFrame into :class:`MMMData` (see the module docstring for the error contract)."""
+    if not channels:
+        raise InputError("no channels given", file=source, key="--channels", fix="pass --channels A,B,...")
+    names = [date, target, *channels, *controls]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise InputError(
+            f"column(s) {dup} named more than once", file=source, key=dup[0], fix="name each column once"
+        )
+    for col in names:
+        if col not in df.columns:
+            raise InputError(
+                "column not found",
+                file=source,
+                key=col,
+                fix=f"the table's columns are {list(map(str, df.columns))}",
+            )
+    if len(df) == 0:
+        raise InputError("the table has no rows", file=source, fix="supply one row per period")
+    parsed = pd.to_datetime(df[date], errors="coerce", format="ISO8601")
+    if parsed.isna().any():
+        i = int(np.flatnonzero(parsed.isna().to_numpy())[0])
+        raise InputError(
+            f"{df[date].iloc[i]!r} is not an ISO date",
+            file=source,
+            row=i + 2,
+            key=date,
+            fix="write dates as YYYY-MM-DD",
+        )
+    dates = parsed.dt.tz_localize(None).to_numpy().astype("datetime64[D]")
+    frequency = infer_frequency(dates, source=source, date_col=date)
+    y = _numeric_column(df, target, source=source, nonneg=True)
+    spend = np.stack([_numeric_column(df, c, source=source, nonneg=True) for c in channels], axis=1)
+    ctrl = (
+        np.stack([_numeric_column(df, c, source=source, nonneg=False) for c in controls], axis=1)
+        if controls
+        else np.zeros((len(df), 0))
+    )
+    for j, c in enumerate(channels):
+        if not np.any(spend[:, j] > 0):
+            raise InputError(
+                "the channel never spends",
+                file=source,
+                key=c,
+                fix="drop it from --channels: nothing to learn",
+            )
+    if not np.any(y > 0):
+        raise InputError("the target is zero in every row", file=source, key=target, fix="check --target")
+    return MMMData(
+        dates=dates,
+        y=y,
+        spend=spend,
+        controls=ctrl,
+        channels=tuple(channels),
+        control_names=tuple(controls),
+        frequency=frequency,
+        target=target,
+        source=source,
+    )
+
+
+def load_csv(
+    path: str | Path,
+    *,
+    target: str,
+    date: str,
+    channels: list[str] | tuple[str, ...],
+    controls: list[str] | tuple[str, ...] = (),
+) -> MMMData:
+    """Read and validate a CSV table (INTERFACES section 2)."""
+    p = Path(path)
+    source = str(path)
+    if not p.is_file():
+        raise InputError("file not found", file=source, fix="check the path")
+    try:
+        df = pd.read_csv(p, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InputError(
+            f"not a readable CSV ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
+            file=source,
+            fix="save the table as comma-separated UTF-8 with a header row",
+        ) from None
+    return from_frame(df, target=target, date=date, channels=channels, controls=controls, source=source)

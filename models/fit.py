@@ -1,0 +1,319 @@
+"""Inference: NUTS (chains in parallel across devices) or SVI, then diagnostics and an optional holdout.
+
+``fit(data, ...)`` is pure: arrays in, a :class:`~models.fitted.FittedModel` out; the seed is an
+argument and nothing reads the clock except an elapsed-time counter for ``fit_seconds``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import numpyro
+from numpyro.infer import MCMC, NUTS, SVI, Predictive, Trace_ELBO, init_to_median
+from numpyro.infer.autoguide import AutoNormal
+from numpyro.optim import ClippedAdam
+
+from budgetloop.errors import FitError, InputError
+from models.data import MMMData
+from models.diagnostics import bfmi, chain_stats, coverage, judge, mape
+from models.fitted import FittedModel, Holdout
+from models.lift import LiftTest, to_arrays
+from models.model import ModelSpec, build_inputs, mmm_model
+from models.priors import Priors, resolve
+
+METHODS = ("nuts", "svi")
+_CACHE_DIR: list[str] = []
+
+
+def enable_compilation_cache(directory: str | Path) -> None:
+    """Keep XLA's compiled code on disk so later processes skip compilation (idempotent)."""
+    d = str(Path(directory).resolve())
+    if _CACHE_DIR and _CACHE_DIR[0] == d:
+        return
+    Path(d).mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", d)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    _CACHE_DIR[:] = [d]
+
+
+def library_versions() -> dict[str, str]:
+    import numpy
+    import scipy
+
+    return {
+        "jax": jax.__version__,
+        "numpyro": numpyro.__version__,
+        "numpy": numpy.__version__,
+        "scipy": scipy.__version__,
+    }
+
+
+def _scalar_sds(priors: Priors) -> dict[str, float]:
+    return {
+        k: float(getattr(priors, k))
+        for k in ("trend_sd", "curvature_sd", "season_sd", "control_sd", "noise_sd")
+    }
+
+
+def _chain_method(chains: int) -> str:
+    if chains == 1:
+        return "sequential"
+    if jax.default_backend() != "cpu":
+        return "vectorized"
+    return "parallel" if jax.local_device_count() >= chains else "sequential"
+
+
+def _run_nuts(
+    inputs: dict[str, Any],
+    spec: ModelSpec,
+    sds: dict[str, float],
+    *,
+    chains: int,
+    warmup: int,
+    samples: int,
+    seed: int,
+    progress: bool,
+    target_accept: float,
+    max_tree_depth: int,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    kernel = NUTS(
+        mmm_model,
+        target_accept_prob=target_accept,
+        dense_mass=False,
+        max_tree_depth=max_tree_depth,
+        init_strategy=init_to_median(num_samples=15),
+    )
+    mcmc = MCMC(
+        kernel,
+        num_warmup=warmup,
+        num_samples=samples,
+        num_chains=chains,
+        chain_method=_chain_method(chains),
+        progress_bar=progress,
+    )
+    mcmc.run(jax.random.PRNGKey(seed), inputs, spec, sds, extra_fields=("diverging", "energy"))
+    grouped = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+    extra = mcmc.get_extra_fields(group_by_chain=True)
+    flat = {k: v.reshape((-1, *v.shape[2:])) for k, v in grouped.items()}
+    return flat, grouped, np.asarray(extra["diverging"]), np.asarray(extra["energy"])
+
+
+def _run_svi(
+    inputs: dict[str, Any],
+    spec: ModelSpec,
+    sds: dict[str, float],
+    *,
+    steps: int,
+    samples: int,
+    seed: int,
+) -> tuple[dict[str, np.ndarray], bool]:
+    guide = AutoNormal(mmm_model, init_loc_fn=init_to_median(num_samples=15), init_scale=0.05)
+    svi = SVI(mmm_model, guide, ClippedAdam(step_size=0.02, clip_norm=10.0), Trace_ELBO())
+    key_run, key_draw = jax.random.split(jax.random.PRNGKey(seed))
+    result = svi.run(key_run, steps, inputs, spec, sds, progress_bar=False)
+    losses = np.asarray(result.losses)
+    if not np.all(np.isfinite(losses[-max(steps // 10, 1) :])):
+        raise FitError(
+            "SVI diverged (non-finite loss); use --method nuts or check the data for extreme values"
+        )
+    tail = losses[-max(steps // 5, 10) :]
+    half_a, half_b = np.array_split(tail, 2)
+    settled = bool(abs(np.mean(half_a) - np.mean(half_b)) < 0.01 * (abs(np.mean(half_b)) + len(inputs["x"])))
+    pred = Predictive(guide, params=result.params, num_samples=samples)
+    draws = pred(key_draw, inputs, spec, sds)
+    post = Predictive(mmm_model, posterior_samples=draws, return_sites=["beta"])
+    beta = post(key_draw, inputs, spec, sds)["beta"]
+    out = {k: np.asarray(v) for k, v in draws.items() if k not in ("obs", "lift_obs")}
+    out["beta"] = np.asarray(beta)
+    return out, settled
+
+
+def _prior_coverage(
+    inputs: dict[str, Any], spec: ModelSpec, sds: dict[str, float], y: np.ndarray, seed: int
+) -> float:
+    prior_inputs = dict(inputs, y=None, lift=None)
+    pred = Predictive(mmm_model, num_samples=200, return_sites=["obs"])
+    obs = np.asarray(pred(jax.random.PRNGKey(seed + 1), prior_inputs, spec, sds)["obs"], dtype=float)
+    return coverage(y, obs)
+
+
+def fit(
+    data: MMMData,
+    *,
+    priors: Priors | None = None,
+    lift_tests: Sequence[LiftTest] | None = None,
+    method: str = "nuts",
+    chains: int = 2,
+    warmup: int = 1000,
+    samples: int = 1000,
+    seed: int = 0,
+    progress: bool = False,
+    holdout_periods: int | None = None,
+    adstock: str = "geometric",
+    svi_steps: int = 3000,
+    target_accept: float = 0.85,
+    max_tree_depth: int = 8,
+    lift_source: str = "<lift tests>",
+) -> FittedModel:
+    """Fit the MMM to ``data``; see the module docstrings of :mod:`models.model` and :mod:`models.fitted`."""
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r}", key="--method", fix=f"use one of {METHODS}")
+    for name, value, low in (("chains", chains, 1), ("warmup", warmup, 1), ("samples", samples, 10)):
+        if value < low:
+            raise InputError(f"`{name}` must be >= {low}, got {value}", key=f"--{name}")
+    if holdout_periods is not None and not 1 <= holdout_periods <= data.periods // 3:
+        raise InputError(
+            f"holdout of {holdout_periods} periods out of {data.periods}",
+            key="holdout_periods",
+            fix=f"use between 1 and {data.periods // 3} periods",
+        )
+    priors = priors or Priors()
+    started = time.perf_counter()
+    spec = ModelSpec.for_data(data, adstock=adstock)
+    resolved = resolve(
+        priors,
+        channels=data.channels,
+        frequency=data.frequency,
+        y_total=float(data.y.sum()),
+        spend_total=data.spend.sum(0),
+        spend_scale=data.spend_scale,
+    )
+    tests = tuple(lift_tests or ())
+    lift = to_arrays(list(tests), data, source=lift_source)
+    inputs = build_inputs(data, spec, resolved, lift)
+    sds = _scalar_sds(priors)
+
+    svi_ok: bool | None = None
+    if method == "nuts":
+        flat, grouped, diverging, energy = _run_nuts(
+            inputs,
+            spec,
+            sds,
+            chains=chains,
+            warmup=warmup,
+            samples=samples,
+            seed=seed,
+            progress=progress,
+            target_accept=target_accept,
+            max_tree_depth=max_tree_depth,
+        )
+        rhat, ess, tail, worst = chain_stats({k: v for k, v in grouped.items() if k != "beta"})
+        n_div = int(diverging.sum())
+        transitions = int(diverging.size)
+        bfmi_min = bfmi(energy)
+    else:
+        flat, svi_ok = _run_svi(inputs, spec, sds, steps=svi_steps, samples=samples * chains, seed=seed)
+        rhat = ess = tail = bfmi_min = None
+        worst = None
+        n_div = transitions = 0
+    for k, v in flat.items():
+        if not np.all(np.isfinite(v)):
+            raise FitError(
+                f"the posterior of `{k}` holds non-finite values: the model cannot be fitted to this data"
+            )
+
+    fm = FittedModel(
+        data=data,
+        spec=spec,
+        priors=priors,
+        draws={k: np.asarray(v, dtype=float) for k, v in flat.items()},
+        diagnostics=judge(  # provisional: coverage filled in below
+            method=method,
+            chains=chains,
+            draws=int(flat["roi"].shape[0]),
+            r_hat_max=rhat,
+            ess_bulk_min=ess,
+            ess_tail_min=tail,
+            divergences=n_div,
+            transitions=transitions,
+            bfmi_min=bfmi_min,
+            ppc_coverage_90=None,
+            prior_ppc_coverage_90=None,
+            fit_seconds=0.0,
+            worst_parameter=worst,
+            svi_converged=svi_ok,
+        ),
+        method=method,
+        seed=seed,
+        settings={
+            "chains": chains,
+            "warmup": warmup,
+            "samples": samples,
+            "adstock": adstock,
+            "svi_steps": svi_steps,
+            "target_accept": target_accept,
+            "max_tree_depth": max_tree_depth,
+        },
+        lift_tests=tests,
+        versions=library_versions(),
+    )
+    ppc = coverage(data.y, fm.posterior_predictive(seed))
+    prior_ppc = _prior_coverage(inputs, spec, sds, inputs["y"], seed)
+    holdout = None
+    if holdout_periods:
+        holdout = _holdout(
+            data,
+            holdout_periods,
+            priors=priors,
+            tests=tests,
+            method=method,
+            chains=chains,
+            warmup=warmup,
+            samples=samples,
+            seed=seed,
+            adstock=adstock,
+            svi_steps=svi_steps,
+            target_accept=target_accept,
+            max_tree_depth=max_tree_depth,
+        )
+    fm.diagnostics = judge(
+        method=method,
+        chains=chains,
+        draws=fm.n_draws,
+        r_hat_max=rhat,
+        ess_bulk_min=ess,
+        ess_tail_min=tail,
+        divergences=n_div,
+        transitions=transitions,
+        bfmi_min=bfmi_min,
+        ppc_coverage_90=ppc,
+        prior_ppc_coverage_90=prior_ppc,
+        fit_seconds=round(time.perf_counter() - started, 3),
+        worst_parameter=worst,
+        svi_converged=svi_ok,
+    )
+    fm.holdout = holdout
+    return fm
+
+
+def _holdout(
+    data: MMMData, periods: int, *, priors: Priors, tests: tuple[LiftTest, ...], **kw: Any
+) -> Holdout:
+    """Refit without the last ``periods`` rows and predict them from their actual spend and controls."""
+    train = data.head(data.periods - periods)
+    last = train.dates[-1].astype("datetime64[D]")
+    kept = tuple(t for t in tests if t.start <= last)
+    clipped = tuple(
+        t
+        if t.end <= last
+        else type(t)(t.channel, t.start, last, t.spend_delta, t.incremental_revenue, t.incremental_revenue_se)
+        for t in kept
+    )
+    # a test cut by the split no longer matches its measurement: keep only those fully inside
+    inside = tuple(t for t, c in zip(kept, clipped, strict=True) if t is c)
+    fm = fit(train, priors=priors, lift_tests=inside, holdout_periods=None, **kw)
+    rest = slice(data.periods - periods, data.periods)
+    draws = fm.predict(data.spend[rest], data.controls[rest], data.dates[rest], seed=kw.get("seed", 0))
+    expected = fm.predict(data.spend[rest], data.controls[rest], data.dates[rest], noise=False).mean(0)
+    return Holdout(
+        periods=periods, mape=mape(data.y[rest], expected), coverage_90=coverage(data.y[rest], draws)
+    )
+
+
+__all__ = ["METHODS", "enable_compilation_cache", "fit", "library_versions"]

@@ -1,0 +1,232 @@
+"""A fitted MMM: posterior draws plus everything needed to decompose, predict and decide.
+
+All outputs are computed from posterior draws (INTERFACES section 3):
+* ``roi``  = sum over rows of the channel's contribution / its spend, where the contribution is
+  expected revenue minus expected revenue with the channel's spend zeroed in every row (media are
+  additive here, so it is the channel's media term summed over rows);
+* ``mroas`` = (expected revenue with the channel's spend x 1.01 - expected revenue) / (0.01 x spend);
+* ``contribution_share`` = contribution / expected revenue, both summed over the rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from budgetloop.errors import InputError
+from models.curves import ResponseCurves
+from models.data import FREQ_DAYS, MMMData
+from models.diagnostics import Diagnostics
+from models.lift import LiftTest
+from models.model import ModelSpec, baseline_log, media_per_draw
+from models.priors import Priors
+
+MROAS_STEP = 0.01
+
+
+@dataclass(frozen=True)
+class Holdout:
+    periods: int
+    mape: float
+    coverage_90: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"periods": self.periods, "mape": self.mape, "coverage_90": self.coverage_90}
+
+
+@dataclass(frozen=True)
+class ChannelMetrics:
+    """Per-draw channel figures: each array is [draws, C]."""
+
+    roi: np.ndarray
+    mroas: np.ndarray
+    contribution: np.ndarray
+    contribution_share: np.ndarray
+
+
+@partial(jax.jit, static_argnums=(0,))
+def _media_jit(spec: ModelSpec, x: Any, draws: dict[str, Any], multiplier: float) -> Any:
+    return media_per_draw(spec, x, draws, None, multiplier)
+
+
+@dataclass
+class FittedModel:
+    data: MMMData
+    spec: ModelSpec
+    priors: Priors
+    draws: dict[str, np.ndarray]  # [N, ...] per parameter, chains flattened
+    diagnostics: Diagnostics
+    method: str
+    seed: int
+    settings: dict[str, Any]
+    lift_tests: tuple[LiftTest, ...] = ()
+    holdout: Holdout | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def channels(self) -> tuple[str, ...]:
+        return self.data.channels
+
+    @property
+    def n_draws(self) -> int:
+        return int(self.draws["roi"].shape[0])
+
+    @property
+    def healthy(self) -> bool:
+        return self.diagnostics.healthy
+
+    def _jdraws(self) -> dict[str, Any]:
+        keys = ("decay", "half", "shape", "beta") + (("delay",) if "delay" in self.draws else ())
+        return {k: jnp.asarray(self.draws[k], dtype=jnp.float32) for k in keys}
+
+    def _x(self, spend: np.ndarray) -> Any:
+        return jnp.asarray(spend / self.data.spend_scale, dtype=jnp.float32)
+
+    # ------------------------------------------------------------------ decomposition
+    def media(self, multiplier: float = 1.0) -> np.ndarray:
+        """Media revenue per draw, period and channel over the table [N, T, C] (currency)."""
+        key = f"media{multiplier}"
+        if key not in self._cache:
+            m, _ = _media_jit(self.spec, self._x(self.data.spend), self._jdraws(), multiplier)
+            self._cache[key] = np.asarray(m, dtype=float) * self.data.y_scale
+        return self._cache[key]  # type: ignore[no-any-return]
+
+    def baseline(self, dates: np.ndarray | None = None, controls: np.ndarray | None = None) -> np.ndarray:
+        """Baseline revenue (everything but media) per draw and period [N, T] (currency)."""
+        d = self.data.dates if dates is None else dates
+        c = self.data.controls if controls is None else controls
+        tpos, four = self.spec.time_features(d)
+        ctrl = (c - self.data.control_center) / self.data.control_scale
+        lb = baseline_log({k: np.asarray(v, dtype=float) for k, v in self.draws.items()}, tpos, four, ctrl)
+        return np.exp(lb) * self.data.y_scale
+
+    def baseline_parts(self) -> dict[str, np.ndarray]:
+        """Posterior-mean split of the baseline [T]: level+trend, seasonality, controls (multiplicative parts
+        shown additively: each part is the baseline's change when that part is added last)."""
+        tpos, four = self.spec.time_features(self.data.dates)
+        ctrl = (self.data.controls - self.data.control_center) / self.data.control_scale
+        d = {k: np.asarray(v, dtype=float) for k, v in self.draws.items()}
+        zero_ctrl = np.zeros((len(tpos), 0))
+        zero_four = np.zeros((len(tpos), 0))
+        trend_only = np.exp(baseline_log(d, tpos, zero_four, zero_ctrl))
+        with_season = np.exp(baseline_log(d, tpos, four, zero_ctrl))
+        full = np.exp(baseline_log(d, tpos, four, ctrl))
+        s = self.data.y_scale
+        return {
+            "trend": trend_only.mean(0) * s,
+            "seasonality": (with_season - trend_only).mean(0) * s,
+            "controls": (full - with_season).mean(0) * s,
+        }
+
+    def expected(self) -> np.ndarray:
+        """Expected revenue per draw and period [N, T]."""
+        return self.baseline() + self.media().sum(axis=2)
+
+    def posterior_predictive(self, seed: int = 0) -> np.ndarray:
+        """Replicated revenue per draw and period [N, T], observation noise included."""
+        rng = np.random.default_rng(seed)
+        sigma = self.draws["sigma"][:, None] * self.data.y_scale
+        return self.expected() + rng.standard_normal((self.n_draws, self.data.periods)) * sigma
+
+    # ------------------------------------------------------------------ decisions
+    def channel_metrics(self) -> ChannelMetrics:
+        if "metrics" not in self._cache:
+            base = self.media()
+            contrib = base.sum(axis=1)  # [N, C]
+            bumped = self.media(1.0 + MROAS_STEP).sum(axis=1)
+            spend = self.data.spend.sum(axis=0)[None, :]
+            total = self.expected().sum(axis=1)[:, None]
+            self._cache["metrics"] = ChannelMetrics(
+                roi=contrib / spend,
+                mroas=(bumped - contrib) / (MROAS_STEP * spend),
+                contribution=contrib,
+                contribution_share=contrib / total,
+            )
+        return self._cache["metrics"]  # type: ignore[no-any-return]
+
+    def response_curves(self) -> ResponseCurves:
+        """Steady-state curves in currency per period, one row per draw (the optimizer's input)."""
+        return ResponseCurves(
+            channels=self.channels,
+            beta=np.asarray(self.draws["beta"], dtype=float) * self.data.y_scale,
+            half=np.asarray(self.draws["half"], dtype=float) * self.data.spend_scale[None, :],
+            shape=np.asarray(self.draws["shape"], dtype=float),
+            period=self.data.frequency,
+            meta={"fingerprint": self.data.fingerprint(), "last_date": str(self.data.dates[-1])[:10]},
+        )
+
+    def predict(
+        self,
+        spend: np.ndarray,
+        controls: np.ndarray | None,
+        dates: np.ndarray,
+        *,
+        seed: int = 0,
+        noise: bool = True,
+    ) -> np.ndarray:
+        """Revenue draws [N, T_new] for future (or any) periods given their spend [T_new, C].
+
+        When ``dates`` start right after the table, adstock carries over from the fitted history;
+        otherwise it starts at the steady state of the first period's spend. ``noise=False`` gives the
+        expected revenue per draw instead of the posterior predictive.
+        """
+        spend = np.asarray(spend, dtype=float)
+        dates = np.asarray(dates).astype("datetime64[D]")
+        c = len(self.channels)
+        if spend.ndim != 2 or spend.shape != (len(dates), c):
+            raise InputError(
+                f"`spend` must have shape [{len(dates)}, {c}] (periods x channels {list(self.channels)}), "
+                f"got {spend.shape}",
+                key="spend",
+            )
+        if np.any(spend < 0) or not np.all(np.isfinite(spend)):
+            raise InputError("`spend` must be finite and >= 0", key="spend")
+        k = len(self.data.control_names)
+        if controls is None:
+            if k:
+                raise InputError(
+                    f"`controls` needed: the model uses {list(self.data.control_names)}", key="controls"
+                )
+            controls = np.zeros((len(dates), 0))
+        controls = np.asarray(controls, dtype=float)
+        if controls.shape != (len(dates), k):
+            raise InputError(
+                f"`controls` must have shape [{len(dates)}, {k}], got {controls.shape}", key="controls"
+            )
+        init = None
+        step = np.timedelta64(FREQ_DAYS[self.data.frequency], "D")
+        if len(dates) and dates[0] == self.data.dates[-1].astype("datetime64[D]") + step:
+            if "state" not in self._cache:
+                _, state = _media_jit(self.spec, self._x(self.data.spend), self._jdraws(), 1.0)
+                self._cache["state"] = state
+            init = self._cache["state"]
+        m, _ = media_per_draw(self.spec, self._x(spend), self._jdraws(), init, 1.0)
+        rev = self.baseline(dates, controls) + np.asarray(m, dtype=float).sum(axis=2) * self.data.y_scale
+        if noise:
+            rng = np.random.default_rng(seed)
+            rev = rev + rng.standard_normal(rev.shape) * self.draws["sigma"][:, None] * self.data.y_scale
+        return rev
+
+    # ------------------------------------------------------------------ versions
+    def to_dict(self, *, max_draws: int | None = None, seed: int = 0) -> dict[str, Any]:
+        from models.serialize import to_dict
+
+        return to_dict(self, max_draws=max_draws, seed=seed)
+
+    def save(self, path: str, *, max_draws: int | None = None, seed: int = 0) -> None:
+        from models.serialize import save
+
+        save(self, path, max_draws=max_draws, seed=seed)
+
+    @classmethod
+    def load(cls, path: str) -> FittedModel:
+        from models.serialize import load
+
+        return load(path)

@@ -1,0 +1,185 @@
+"""Lift tests (incrementality experiments) used to calibrate the MMM (INTERFACES section 2).
+
+A test says: over the rows dated ``start``..``end`` inclusive, the channel's spend differed from the
+table's by ``spend_delta`` in total (spread evenly over those rows; negative for a holdout), and the
+revenue difference (table's spend minus changed spend) summed over those rows was
+``incremental_revenue`` with standard error ``incremental_revenue_se``. Carry-over after ``end`` is
+not counted. The model adds ``Normal(incremental_revenue | its own prediction, se)`` per test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from budgetloop.errors import InputError
+from models.data import MMMData
+
+COLUMNS = ("channel", "start", "end", "spend_delta", "incremental_revenue", "incremental_revenue_se")
+
+
+@dataclass(frozen=True)
+class LiftTest:
+    channel: str
+    start: np.datetime64
+    end: np.datetime64
+    spend_delta: float
+    incremental_revenue: float
+    incremental_revenue_se: float
+
+    def __post_init__(self) -> None:
+        if self.end < self.start:
+            raise ValueError(
+                f"lift test on `{self.channel}`: `end` {self.end} is before `start` {self.start}"
+            )
+        if not self.incremental_revenue_se > 0:
+            raise ValueError(f"lift test on `{self.channel}`: `incremental_revenue_se` must be > 0")
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "channel": self.channel,
+            "start": str(self.start)[:10],
+            "end": str(self.end)[:10],
+            "spend_delta": self.spend_delta,
+            "incremental_revenue": self.incremental_revenue,
+            "incremental_revenue_se": self.incremental_revenue_se,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> LiftTest:
+        return cls(
+            str(d["channel"]),
+            np.datetime64(str(d["start"]), "D"),
+            np.datetime64(str(d["end"]), "D"),
+            float(d["spend_delta"]),  # type: ignore[arg-type]
+            float(d["incremental_revenue"]),  # type: ignore[arg-type]
+            float(d["incremental_revenue_se"]),  # type: ignore[arg-type]
+        )
+
+
+@dataclass(frozen=True)
+class LiftArrays:
+    """Tests as fixed-shape arrays over the table, in scaled units: what the model consumes."""
+
+    channel: np.ndarray  # [L] int
+    window: np.ndarray  # [L, T] 1.0 inside start..end
+    delta: np.ndarray  # [L] scaled spend change per row inside the window
+    observed: np.ndarray  # [L] incremental revenue / y_scale
+    se: np.ndarray  # [L] standard error / y_scale
+
+
+def load_lift_tests(path: str | Path) -> list[LiftTest]:
+    """Read a lift-test CSV; every problem names the file, row and column."""
+    source = str(path)
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("file not found", file=source, fix="check the --lift-tests path")
+    try:
+        df = pd.read_csv(p, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        raise InputError(
+            "not a readable CSV", file=source, fix=f"columns must be {','.join(COLUMNS)}"
+        ) from None
+    for col in COLUMNS:
+        if col not in df.columns:
+            raise InputError(
+                "column not found", file=source, key=col, fix=f"columns must be {','.join(COLUMNS)}"
+            )
+    tests: list[LiftTest] = []
+    for i, rec in enumerate(df.to_dict("records")):
+        row = i + 2
+        dates = {}
+        for col in ("start", "end"):
+            try:
+                dates[col] = np.datetime64(pd.Timestamp(rec[col]).date(), "D")
+            except (ValueError, TypeError):
+                raise InputError(
+                    f"{rec[col]!r} is not an ISO date", file=source, row=row, key=col, fix="write YYYY-MM-DD"
+                ) from None
+        nums = {}
+        for col in ("spend_delta", "incremental_revenue", "incremental_revenue_se"):
+            try:
+                nums[col] = float(rec[col])
+            except ValueError:
+                raise InputError(f"{rec[col]!r} is not a number", file=source, row=row, key=col) from None
+            if not np.isfinite(nums[col]):
+                raise InputError(f"{rec[col]!r} is not a finite number", file=source, row=row, key=col)
+        if nums["incremental_revenue_se"] <= 0:
+            raise InputError("standard error must be > 0", file=source, row=row, key="incremental_revenue_se")
+        if nums["spend_delta"] == 0:
+            raise InputError("a test must change spend", file=source, row=row, key="spend_delta")
+        if dates["end"] < dates["start"]:
+            raise InputError("`end` is before `start`", file=source, row=row, key="end")
+        tests.append(
+            LiftTest(
+                str(rec["channel"]).strip(),
+                dates["start"],
+                dates["end"],
+                nums["spend_delta"],
+                nums["incremental_revenue"],
+                nums["incremental_revenue_se"],
+            )
+        )
+    if not tests:
+        raise InputError(
+            "no lift tests in the file", file=source, fix="add one row per test or drop --lift-tests"
+        )
+    return tests
+
+
+def to_arrays(tests: list[LiftTest], data: MMMData, *, source: str = "<lift tests>") -> LiftArrays | None:
+    """Place tests on the table's rows; tests outside the table are refused with their row."""
+    if not tests:
+        return None
+    days = data.dates.astype("datetime64[D]")
+    t = data.periods
+    scale = data.spend_scale
+    ch, win, delta, obs, se = [], [], [], [], []
+    for i, test in enumerate(tests):
+        row = i + 2
+        if test.channel not in data.channels:
+            raise InputError(
+                f"unknown channel `{test.channel}`",
+                file=source,
+                row=row,
+                key="channel",
+                fix=f"use one of {list(data.channels)}",
+            )
+        j = data.channels.index(test.channel)
+        inside = (days >= test.start) & (days <= test.end)
+        n = int(inside.sum())
+        if n == 0:
+            raise InputError(
+                f"the window {str(test.start)[:10]}..{str(test.end)[:10]} holds no row of the table "
+                f"({str(days[0])[:10]}..{str(days[-1])[:10]})",
+                file=source,
+                row=row,
+                key="start",
+                fix="use tests run inside the fitted period",
+            )
+        per_row = test.spend_delta / n
+        if np.any(data.spend[inside, j] + per_row < -1e-9):
+            raise InputError(
+                f"spend_delta {test.spend_delta:g} would make `{test.channel}` spend negative "
+                "inside the window",
+                file=source,
+                row=row,
+                key="spend_delta",
+                fix="a holdout can at most remove the spend the table shows",
+            )
+        ch.append(j)
+        win.append(inside.astype(float))
+        delta.append(per_row / scale[j])
+        obs.append(test.incremental_revenue / data.y_scale)
+        se.append(test.incremental_revenue_se / data.y_scale)
+    del t
+    return LiftArrays(
+        np.asarray(ch, dtype=np.int32),
+        np.stack(win),
+        np.asarray(delta),
+        np.asarray(obs),
+        np.asarray(se),
+    )

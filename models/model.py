@@ -1,0 +1,221 @@
+"""The NumPyro model: a multiplicative baseline plus additive, saturating, carried-over media.
+
+    revenue_t = exp(intercept + trend(t) + seasonality(t) + controls_t . gamma)
+                + sum_c beta_c * hill(adstock(spend_c)_t; half_c, shape_c)        + noise
+
+* baseline: log-linear level, a linear trend with a small curvature term, yearly Fourier seasonality
+  (and weekly for daily tables), control variables; multiplicative, as real baselines are;
+* media: positive and increasing by construction (beta >= 0, Hill increasing, adstock a convex
+  combination of past spend). ``beta_c`` is not sampled directly: each channel samples its ROI over
+  the table (contribution / spend) and ``beta_c = roi_c * spend_c / sum_t hill_c(t)``, so the ROI prior
+  is exactly a prior on the reported ROI;
+* lift tests: ``Normal(observed | sum over the window of media(table) - media(changed spend), se)``.
+
+All quantities are in scaled units (revenue / its mean, spend / its channel's mean non-zero spend).
+The model is a pure function of an ``inputs`` dict of arrays, so fits of equal shapes reuse compiled code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+
+from models.data import MMMData
+from models.lift import LiftArrays
+from models.priors import ResolvedPriors
+from models.transforms import delayed_adstock, geometric_adstock, hill
+
+Array = Any
+YEAR_DAYS = 365.25
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Structure of the model, fixed at fit time and needed again to predict."""
+
+    frequency: str
+    t0: int  # first training date, days since epoch
+    span_days: int  # last - first training date (>= 1)
+    n_yearly: int
+    n_weekly: int
+    adstock: str = "geometric"
+    max_lag: int = 8
+
+    @classmethod
+    def for_data(cls, data: MMMData, adstock: str = "geometric") -> ModelSpec:
+        if adstock not in ("geometric", "delayed"):
+            raise ValueError(f"`adstock` must be 'geometric' or 'delayed', got {adstock!r}")
+        days = data.dates.astype("datetime64[D]").astype(np.int64)
+        span = int(max(days[-1] - days[0], 1))
+        # yearly seasonality needs most of a year to be told apart from trend
+        n_yearly = 0 if span < 300 else (2 if span < 600 else 3)
+        n_weekly = 3 if data.frequency == "day" else 0
+        max_lag = 8 if data.frequency == "week" else 28
+        return cls(data.frequency, int(days[0]), span, n_yearly, n_weekly, adstock, max_lag)
+
+    def time_features(self, dates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(trend position in [-1, 1] over the training span [T], Fourier matrix [T, F])."""
+        days = dates.astype("datetime64[D]").astype(np.int64).astype(float)
+        tpos = 2.0 * (days - self.t0) / self.span_days - 1.0
+        cols = []
+        for k in range(1, self.n_yearly + 1):
+            ang = 2 * np.pi * k * days / YEAR_DAYS
+            cols += [np.sin(ang), np.cos(ang)]
+        for k in range(1, self.n_weekly + 1):
+            ang = 2 * np.pi * k * days / 7.0
+            cols += [np.sin(ang), np.cos(ang)]
+        four = np.stack(cols, axis=1) if cols else np.zeros((len(days), 0))
+        return tpos, four
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def build_inputs(
+    data: MMMData,
+    spec: ModelSpec,
+    priors: ResolvedPriors,
+    lift: LiftArrays | None,
+    *,
+    with_y: bool = True,
+) -> dict[str, Any]:
+    """The arrays the model function consumes (float32), in scaled units."""
+    tpos, four = spec.time_features(data.dates)
+    ctrl = (data.controls - data.control_center) / data.control_scale
+    f32 = np.float32
+    inputs: dict[str, Any] = {
+        "x": (data.spend / data.spend_scale).astype(f32),
+        "ctrl": ctrl.astype(f32),
+        "tpos": tpos.astype(f32),
+        "four": four.astype(f32),
+        "spend_over_y": (data.spend.sum(0) / data.y_scale).astype(f32),
+        "y": (data.y / data.y_scale).astype(f32) if with_y else None,
+        "prior": {k: np.asarray(v, dtype=f32) for k, v in priors.__dict__.items()},
+        "base_loc": f32(
+            np.log(
+                1.0
+                - min(0.9, float(np.sum(np.exp(priors.roi_loc) * data.spend.sum(0))) / float(data.y.sum()))
+            )
+        ),
+        "lift": None,
+    }
+    if lift is not None:
+        inputs["lift"] = {
+            "channel": lift.channel,
+            "window": lift.window.astype(f32),
+            "delta": lift.delta.astype(f32),
+            "observed": lift.observed.astype(f32),
+            "se": lift.se.astype(f32),
+        }
+    return inputs
+
+
+def adstock_fn(
+    spec: ModelSpec, x: Array, decay: Array, delay: Array | None, init: Array | None = None
+) -> Array:
+    if spec.adstock == "delayed":
+        return delayed_adstock(x, decay, delay, spec.max_lag)
+    return geometric_adstock(x, decay, init)
+
+
+def mmm_model(inputs: dict[str, Any], spec: ModelSpec, priors_sd: dict[str, float]) -> None:
+    """The NumPyro model. ``priors_sd`` holds the model-wide scalar prior scales."""
+    x = inputs["x"]
+    c = x.shape[1]
+    p = inputs["prior"]
+    with numpyro.plate("channel", c):
+        roi = numpyro.sample("roi", dist.LogNormal(p["roi_loc"], p["roi_scale"]))
+        decay = numpyro.sample("decay", dist.Beta(p["decay_a"], p["decay_b"]))
+        half = numpyro.sample("half", dist.LogNormal(p["half_loc"], p["half_scale"]))
+        shape = numpyro.sample("shape", dist.LogNormal(p["shape_loc"], p["shape_scale"]))
+        delay = numpyro.sample("delay", dist.HalfNormal(1.0)) if spec.adstock == "delayed" else None
+
+    sat = hill(adstock_fn(spec, x, decay, delay), half, shape)  # [T, C]
+    beta = numpyro.deterministic("beta", roi * inputs["spend_over_y"] / jnp.sum(sat, axis=0))
+    media = sat * beta
+
+    intercept = numpyro.sample("intercept", dist.Normal(inputs["base_loc"], 0.5))
+    trend = numpyro.sample("trend", dist.Normal(0.0, priors_sd["trend_sd"]))
+    curvature = numpyro.sample("curvature", dist.Normal(0.0, priors_sd["curvature_sd"]))
+    tpos = inputs["tpos"]
+    log_base = intercept + trend * tpos + curvature * (tpos**2 - 1.0 / 3.0)
+    nf = inputs["four"].shape[1]
+    if nf:
+        season = numpyro.sample("season", dist.Normal(jnp.zeros(nf), priors_sd["season_sd"]).to_event(1))
+        log_base = log_base + inputs["four"] @ season
+    nk = inputs["ctrl"].shape[1]
+    if nk:
+        gamma = numpyro.sample("gamma", dist.Normal(jnp.zeros(nk), priors_sd["control_sd"]).to_event(1))
+        log_base = log_base + inputs["ctrl"] @ gamma
+    mu = jnp.exp(log_base) + jnp.sum(media, axis=1)
+    sigma = numpyro.sample("sigma", dist.HalfNormal(priors_sd["noise_sd"]))
+    numpyro.sample("obs", dist.Normal(mu, sigma), obs=inputs["y"])
+
+    lift = inputs["lift"]
+    if lift is not None:
+        pred = lift_predictions(spec, x, lift, decay, delay, half, shape, beta)
+        numpyro.sample("lift_obs", dist.Normal(pred, lift["se"]), obs=lift["observed"])
+
+
+def lift_predictions(
+    spec: ModelSpec,
+    x: Array,
+    lift: dict[str, Array],
+    decay: Array,
+    delay: Array | None,
+    half: Array,
+    shape: Array,
+    beta: Array,
+) -> Array:
+    """Per test: sum over its window of media(table spend) - media(spend changed by delta), scaled units."""
+    ch = lift["channel"]
+
+    def one(j: Array, window: Array, delta: Array) -> Array:
+        xc = x[:, j]
+        d = decay[j]
+        dl = None if delay is None else delay[j]
+        base = hill(adstock_fn(spec, xc, d, dl), half[j], shape[j])
+        changed = hill(adstock_fn(spec, jnp.maximum(xc + delta * window, 0.0), d, dl), half[j], shape[j])
+        return beta[j] * jnp.sum(window * (base - changed))
+
+    return jax.vmap(one)(ch, lift["window"], lift["delta"])
+
+
+def baseline_log(draws: dict[str, Array], tpos: Array, four: Array, ctrl: Array) -> Array:
+    """log baseline per draw: [N, T] (draws hold arrays with a leading draw axis)."""
+    lb = draws["intercept"][:, None] + draws["trend"][:, None] * tpos[None, :]
+    lb = lb + draws["curvature"][:, None] * (tpos[None, :] ** 2 - 1.0 / 3.0)
+    if four.shape[1]:
+        lb = lb + draws["season"] @ four.T
+    if ctrl.shape[1]:
+        lb = lb + draws["gamma"] @ ctrl.T
+    return lb
+
+
+def media_per_draw(
+    spec: ModelSpec, x: Array, draws: dict[str, Array], init: Array | None = None, multiplier: float = 1.0
+) -> tuple[Array, Array]:
+    """(media [N, T, C] in scaled revenue, adstock state after the last period [N, C])."""
+
+    def one(
+        decay: Array, delay: Array | None, half: Array, shape: Array, beta: Array, a0: Array | None
+    ) -> Any:
+        ad = adstock_fn(spec, x * multiplier, decay, delay, a0)
+        return hill(ad, half, shape) * beta, ad[-1]
+
+    delay = draws.get("delay")
+    n = draws["decay"].shape[0]
+    if delay is None:
+        delay = jnp.zeros_like(draws["decay"])
+        f = jax.vmap(lambda d, dl, h, s, b, a0: one(d, None, h, s, b, a0))
+    else:
+        f = jax.vmap(one)
+    if init is None:
+        init = jnp.broadcast_to(x[0] * multiplier, (n, x.shape[1]))
+    return f(draws["decay"], delay, draws["half"], draws["shape"], draws["beta"], init)

@@ -1,0 +1,138 @@
+"""FIT.json (INTERFACES section 3) and the richer outputs: response curves, decomposition.
+
+Every figure comes from posterior draws; intervals are the 5th and 95th percentiles.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from models.fitted import FittedModel
+
+CURVE_POINTS = 41
+CURVE_MAX_MULTIPLE = 3.0
+RESPONSE_DRAWS = 1000  # posterior curve draws written for the optimizer
+
+
+def summarize(draws: np.ndarray, *, median: bool = True) -> dict[str, float]:
+    """mean / median / p05 / p95 of a 1-d array of draws."""
+    d = np.asarray(draws, dtype=float)
+    out = {"mean": float(d.mean())}
+    if median:
+        out["median"] = float(np.median(d))
+    out["p05"] = float(np.quantile(d, 0.05))
+    out["p95"] = float(np.quantile(d, 0.95))
+    return out
+
+
+def _finite(v: float | None) -> float | None:
+    return None if v is None or not np.isfinite(v) else float(v)
+
+
+def response_curve_grid(fm: FittedModel, points: int = CURVE_POINTS) -> dict[str, Any]:
+    """Per channel: spend per period grid (0 .. 3x the mean spend) -> steady-state revenue bands."""
+    rc = fm.response_curves()
+    out: dict[str, Any] = {}
+    mean_spend = fm.data.spend.mean(axis=0)
+    for j, ch in enumerate(fm.channels):
+        grid = np.linspace(0.0, CURVE_MAX_MULTIPLE * max(mean_spend[j], 1e-9), points)
+        budgets = np.zeros((points, len(fm.channels)))
+        budgets[:, j] = grid
+        rev = rc.revenue(budgets)[:, :, j]  # [draws, points]
+        marg = rc.mroas(budgets)[:, :, j]
+        out[ch] = {
+            "spend_per_period": grid.round(2).tolist(),
+            "revenue_mean": rev.mean(0).tolist(),
+            "revenue_p05": np.quantile(rev, 0.05, axis=0).tolist(),
+            "revenue_p95": np.quantile(rev, 0.95, axis=0).tolist(),
+            "mroas_mean": marg.mean(0).tolist(),
+            "current_spend_per_period": float(mean_spend[j]),
+        }
+    return out
+
+
+def decomposition(fm: FittedModel) -> dict[str, Any]:
+    """Revenue over time split into baseline parts and channels (posterior means, currency)."""
+    parts = fm.baseline_parts()
+    media = fm.media().mean(axis=0)  # [T, C]
+    return {
+        "dates": [str(d)[:10] for d in fm.data.dates],
+        "actual": fm.data.y.tolist(),
+        "expected": fm.expected().mean(0).tolist(),
+        "baseline": {k: v.tolist() for k, v in parts.items()},
+        "channels": {ch: media[:, j].tolist() for j, ch in enumerate(fm.channels)},
+    }
+
+
+def fit_json(fm: FittedModel, *, extras: bool = True, plots: dict[str, str] | None = None) -> dict[str, Any]:
+    """FIT.json: section 3's fields exactly, plus curves, decomposition, priors and provenance."""
+    m = fm.channel_metrics()
+    spend = fm.data.spend.sum(axis=0)
+    channels: dict[str, Any] = {}
+    for j, ch in enumerate(fm.channels):
+        channels[ch] = {
+            "spend": float(spend[j]),
+            "roi": summarize(m.roi[:, j]),
+            "mroas": summarize(m.mroas[:, j]),
+            "contribution_share": summarize(m.contribution_share[:, j], median=False),
+            "contribution": summarize(m.contribution[:, j]),
+        }
+    d = fm.diagnostics
+    out: dict[str, Any] = {
+        "channels": channels,
+        "diagnostics": {
+            "r_hat_max": _finite(d.r_hat_max),
+            "ess_bulk_min": _finite(d.ess_bulk_min),
+            "divergences": d.divergences,
+            "fit_seconds": d.fit_seconds,
+            **{
+                k: v
+                for k, v in d.to_dict().items()
+                if k not in ("r_hat_max", "ess_bulk_min", "divergences", "fit_seconds")
+            },
+        },
+        "holdout": fm.holdout.to_dict() if fm.holdout else None,
+    }
+    if not extras:
+        return out
+    out["model"] = {
+        "method": fm.method,
+        "seed": fm.seed,
+        "settings": fm.settings,
+        "spec": fm.spec.to_dict(),
+        "frequency": fm.data.frequency,
+        "periods": fm.data.periods,
+        "first_date": str(fm.data.dates[0])[:10],
+        "last_date": str(fm.data.dates[-1])[:10],
+        "target": fm.data.target,
+        "controls": list(fm.data.control_names),
+        "data_fingerprint": fm.data.fingerprint(),
+        "priors": fm.priors.to_dict(),
+        "lift_tests": [t.to_dict() for t in fm.lift_tests],
+        "versions": fm.versions,
+    }
+    rc = fm.response_curves()
+    out["curves"] = {
+        "period": rc.period,
+        "parameters": {
+            ch: {
+                "beta": summarize(rc.beta[:, j]),
+                "half": summarize(rc.half[:, j]),
+                "shape": summarize(rc.shape[:, j]),
+                "decay": summarize(fm.draws["decay"][:, j]),
+            }
+            for j, ch in enumerate(fm.channels)
+        },
+        "grid": response_curve_grid(fm),
+    }
+    recent = fm.data.spend[-(4 if fm.data.frequency == "week" else 28) :].mean(axis=0)
+    out["response_curves"] = {
+        **rc.subset(RESPONSE_DRAWS, seed=fm.seed).to_dict(),
+        "current": {ch: round(float(recent[j]), 2) for j, ch in enumerate(fm.channels)},
+    }
+    out["decomposition"] = decomposition(fm)
+    if plots:
+        out["plots"] = plots
+    return out

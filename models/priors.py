@@ -1,0 +1,181 @@
+"""Priors of the MMM, overridable per channel.
+
+Media enter through an ROI parametrisation (as Meridian allows): each channel samples its ROI over the
+fitted table (contribution / spend, in revenue per unit of spend) from a LogNormal, and its effect size
+follows from it. The defaults are weakly informative and scaled to the data: the ROI median assumes
+that media together drive ``media_share`` of revenue, split in proportion to spend.
+
+Scaled units: spend is divided by its channel's mean non-zero spend, revenue by its mean.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from budgetloop.errors import InputError
+
+
+@dataclass(frozen=True)
+class LogNormalPrior:
+    """LogNormal(log(median), sigma)."""
+
+    median: float
+    sigma: float
+
+    def __post_init__(self) -> None:
+        if not (self.median > 0 and np.isfinite(self.median)):
+            raise ValueError(f"`median` must be a positive number, got {self.median}")
+        if not (self.sigma > 0 and np.isfinite(self.sigma)):
+            raise ValueError(f"`sigma` must be a positive number, got {self.sigma}")
+
+    @property
+    def loc(self) -> float:
+        return float(np.log(self.median))
+
+
+@dataclass(frozen=True)
+class BetaPrior:
+    a: float
+    b: float
+
+    def __post_init__(self) -> None:
+        if not (self.a > 0 and self.b > 0):
+            raise ValueError(f"Beta prior needs `a` > 0 and `b` > 0, got a={self.a}, b={self.b}")
+
+
+@dataclass(frozen=True)
+class ChannelPrior:
+    """Per-channel overrides; ``None`` keeps the default. ``half`` is in currency per period."""
+
+    roi: LogNormalPrior | None = None
+    decay: BetaPrior | None = None
+    half: LogNormalPrior | None = None
+    shape: LogNormalPrior | None = None
+
+
+@dataclass(frozen=True)
+class Priors:
+    """Model-wide priors and per-channel overrides (by channel name).
+
+    ``half_scaled`` is the default half-saturation prior in units of the channel's mean non-zero spend.
+    """
+
+    media_share: float = 0.2
+    roi_sigma: float = 0.9
+    decay_week: BetaPrior = BetaPrior(1.5, 3.0)
+    decay_day: BetaPrior = BetaPrior(2.0, 2.0)
+    half_scaled: LogNormalPrior = LogNormalPrior(1.0, 0.7)
+    shape: LogNormalPrior = LogNormalPrior(1.3, 0.3)
+    trend_sd: float = 0.3
+    curvature_sd: float = 0.1
+    season_sd: float = 0.15
+    control_sd: float = 0.2
+    noise_sd: float = 0.1
+    channels: dict[str, ChannelPrior] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.media_share < 1:
+            raise ValueError(f"`media_share` must lie in (0, 1), got {self.media_share}")
+        for name in ("roi_sigma", "trend_sd", "curvature_sd", "season_sd", "control_sd", "noise_sd"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"`{name}` must be > 0, got {getattr(self, name)}")
+
+    def with_channel(self, name: str, **kw: Any) -> Priors:
+        """A copy with one channel's priors overridden: ``with_channel("tv", roi=LogNormalPrior(2, 0.3))``."""
+        cur = self.channels.get(name, ChannelPrior())
+        return replace(self, channels={**self.channels, name: replace(cur, **kw)})
+
+    def check_channels(self, channels: tuple[str, ...]) -> None:
+        unknown = sorted(set(self.channels) - set(channels))
+        if unknown:
+            raise InputError(
+                f"priors given for unknown channel(s) {unknown}",
+                key=unknown[0],
+                fix=f"use one of {list(channels)}",
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Priors:
+        def ln(v: dict[str, float] | None) -> LogNormalPrior | None:
+            return None if v is None else LogNormalPrior(**v)
+
+        def bp(v: dict[str, float] | None) -> BetaPrior | None:
+            return None if v is None else BetaPrior(**v)
+
+        chans = {
+            k: ChannelPrior(
+                roi=ln(v.get("roi")),
+                decay=bp(v.get("decay")),
+                half=ln(v.get("half")),
+                shape=ln(v.get("shape")),
+            )
+            for k, v in d.get("channels", {}).items()
+        }
+        simple = {
+            k: v
+            for k, v in d.items()
+            if k not in ("channels", "decay_week", "decay_day", "half_scaled", "shape")
+        }
+        return cls(
+            **simple,
+            decay_week=BetaPrior(**d["decay_week"]),
+            decay_day=BetaPrior(**d["decay_day"]),
+            half_scaled=LogNormalPrior(**d["half_scaled"]),
+            shape=LogNormalPrior(**d["shape"]),
+            channels=chans,
+        )
+
+
+@dataclass(frozen=True)
+class ResolvedPriors:
+    """Numeric prior parameters per channel, in the model's scaled units ([C] arrays)."""
+
+    roi_loc: np.ndarray
+    roi_scale: np.ndarray
+    decay_a: np.ndarray
+    decay_b: np.ndarray
+    half_loc: np.ndarray
+    half_scale: np.ndarray
+    shape_loc: np.ndarray
+    shape_scale: np.ndarray
+
+
+def resolve(
+    priors: Priors,
+    *,
+    channels: tuple[str, ...],
+    frequency: str,
+    y_total: float,
+    spend_total: np.ndarray,
+    spend_scale: np.ndarray,
+) -> ResolvedPriors:
+    """Per-channel prior parameters, defaults filled in from the data's own scale."""
+    priors.check_channels(channels)
+    c = len(channels)
+    roi_default = priors.media_share * y_total / float(np.sum(spend_total))
+    decay_default = priors.decay_day if frequency == "day" else priors.decay_week
+    out: dict[str, list[float]] = {k: [] for k in ResolvedPriors.__dataclass_fields__}
+    for j, name in enumerate(channels):
+        cp = priors.channels.get(name, ChannelPrior())
+        roi = cp.roi or LogNormalPrior(roi_default, priors.roi_sigma)
+        decay = cp.decay or decay_default
+        half = (
+            LogNormalPrior(cp.half.median / spend_scale[j], cp.half.sigma) if cp.half else priors.half_scaled
+        )
+        shape = cp.shape or priors.shape
+        out["roi_loc"].append(roi.loc)
+        out["roi_scale"].append(roi.sigma)
+        out["decay_a"].append(decay.a)
+        out["decay_b"].append(decay.b)
+        out["half_loc"].append(half.loc)
+        out["half_scale"].append(half.sigma)
+        out["shape_loc"].append(shape.loc)
+        out["shape_scale"].append(shape.sigma)
+    assert all(len(v) == c for v in out.values())
+    return ResolvedPriors(**{k: np.asarray(v, dtype=float) for k, v in out.items()})

@@ -1,0 +1,119 @@
+"""Tables simulated from known media curves, for tests and benchmarks (seeded, pure NumPy).
+
+The generating process mirrors the sandbox market (INTERFACES section 4): a multiplicative baseline
+with trend and yearly (and weekly) seasonality, normalised geometric adstock, Hill saturation with
+``scale = roi_at_budget x budget / hill(budget)``, multiplicative noise. :class:`Truth` carries the
+true ROI and mROAS over the table, computed with INTERFACES section 3's definitions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.curves import hill_np
+from models.data import MMMData
+
+
+@dataclass(frozen=True)
+class Truth:
+    decay: np.ndarray
+    half: np.ndarray
+    shape: np.ndarray
+    scale: np.ndarray
+    roi: np.ndarray  # over the table
+    mroas: np.ndarray  # over the table, x1.01 definition
+    contribution: np.ndarray  # [C] summed over the table
+    media: np.ndarray  # [T, C]
+
+
+def geometric_adstock_np(x: np.ndarray, decay: np.ndarray) -> np.ndarray:
+    out = np.empty_like(x, dtype=float)
+    prev = x[0].astype(float)
+    for t in range(x.shape[0]):
+        prev = (1 - decay) * x[t] + decay * prev
+        out[t] = prev
+    return out
+
+
+def media_np(
+    spend: np.ndarray, decay: np.ndarray, half: np.ndarray, shape: np.ndarray, scale: np.ndarray
+) -> np.ndarray:
+    return scale * hill_np(geometric_adstock_np(spend, decay), half, shape)
+
+
+def simulate(
+    *,
+    periods: int = 104,
+    channels: int = 4,
+    frequency: str = "week",
+    seed: int = 0,
+    noise: float = 0.04,
+    revenue_per_period: float = 100_000.0,
+    media_share: float = 0.25,
+    variation: float = 0.35,
+    trend_per_year: float = 0.05,
+    yearly_amplitude: float = 0.1,
+    decay: np.ndarray | None = None,
+    half_ratio: np.ndarray | None = None,
+    shape: np.ndarray | None = None,
+    roi_at_budget: np.ndarray | None = None,
+) -> tuple[MMMData, Truth]:
+    """A table and its truth. Budgets drift, pulse and pause as an advertiser's do."""
+    rng = np.random.default_rng(seed)
+    c = channels
+    step = 7 if frequency == "week" else 1
+    dates = np.datetime64("2023-01-02") + np.arange(periods) * np.timedelta64(step, "D")
+    decay = rng.uniform(0.1, 0.6, c) if decay is None else np.asarray(decay, float)
+    half_ratio = rng.uniform(0.7, 2.5, c) if half_ratio is None else np.asarray(half_ratio, float)
+    shape = rng.uniform(1.0, 1.8, c) if shape is None else np.asarray(shape, float)
+    roi_at_budget = rng.uniform(0.8, 3.0, c) if roi_at_budget is None else np.asarray(roi_at_budget, float)
+    share = rng.dirichlet(np.full(c, 3.0))
+    budget = media_share * revenue_per_period * share / roi_at_budget
+    # spend: slow drift x pulses x occasional pauses
+    t = np.arange(periods)
+    drift = np.exp(np.cumsum(rng.normal(0, variation / 4, (periods, c)), axis=0))
+    drift /= drift.mean(0)
+    pulse = 1 + variation * np.sin(2 * np.pi * (t[:, None] / rng.uniform(8, 30, c) + rng.uniform(0, 1, c)))
+    noise_spend = np.exp(rng.normal(0, variation / 2, (periods, c)))
+    spend = budget * drift * pulse * noise_spend
+    spend[rng.uniform(size=(periods, c)) < 0.05] = 0.0
+    spend = np.round(spend, 2)
+    half = half_ratio * budget
+    scale = roi_at_budget * budget / hill_np(budget, half, shape)
+    media = media_np(spend, decay, half, shape, scale)
+    days = t * step
+    baseline = (
+        revenue_per_period
+        * (1 - media_share)
+        * (1 + trend_per_year * days / 365.25)
+        * (1 + yearly_amplitude * np.sin(2 * np.pi * days / 365.25))
+    )
+    if frequency == "day":
+        weekly = np.array([1.0, 0.95, 0.95, 1.0, 1.05, 1.1, 0.95])
+        baseline = baseline * weekly[(dates.astype("datetime64[D]").astype(np.int64) + 3) % 7]
+    mean = baseline + media.sum(1)
+    y = mean * (1 + noise * rng.standard_normal(periods))
+    contrib = media.sum(0)
+    bumped = media_np(spend * 1.01, decay, half, shape, scale).sum(0)
+    truth = Truth(
+        decay=decay,
+        half=half,
+        shape=shape,
+        scale=scale,
+        roi=contrib / spend.sum(0),
+        mroas=(bumped - contrib) / (0.01 * spend.sum(0)),
+        contribution=contrib,
+        media=media,
+    )
+    data = MMMData(
+        dates=dates,
+        y=y,
+        spend=spend,
+        controls=np.zeros((periods, 0)),
+        channels=tuple(f"ch{j}" for j in range(c)),
+        frequency=frequency,
+        source=f"<simulated seed={seed}>",
+    )
+    return data, truth
