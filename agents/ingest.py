@@ -58,9 +58,12 @@ class ConnectorSet(Protocol):
 
 @dataclass(frozen=True)
 class Quarantined:
+    """One held-back row: its raw id, its key, its place in the pull (1-based), the field and why."""
+
     source: str
     raw_metric_id: int
     natural_key: str
+    row: int
     field: str | None
     reason: str
 
@@ -119,7 +122,9 @@ class IngestReport:
             for key, ranges in b.missing_days.items():
                 lines.append(f"  ? {b.source}: no readable row for {key} on {', '.join(ranges)}")
         shown = self.quarantine[:max_reasons]
-        lines += [f"  x raw #{q.raw_metric_id} {q.natural_key}: {q.reason}" for q in shown]
+        lines += [
+            f"  x {q.source} row {q.row} (raw #{q.raw_metric_id}, {q.natural_key}): {q.reason}" for q in shown
+        ]
         if len(self.quarantine) > len(shown):
             lines.append(f"  x ... and {len(self.quarantine) - len(shown)} more quarantined row(s)")
         return "\n".join(lines)
@@ -219,6 +224,7 @@ class _Pulled:
     rejected: RowRejected | None
     natural_key: str
     day: date | None
+    position: int
     raw_id: int = 0
     version: int = 0
 
@@ -236,12 +242,14 @@ def _prepare(
     records: Sequence[RawRecord], parse: Callable[[RawRecord], Any], key_of: Callable[[Any], str]
 ) -> list[_Pulled]:
     out = []
-    for record in records:
+    for position, record in enumerate(records, start=1):
         digest = payload_hash(record.payload)
         parsed, rejected = _parse(record, parse)
         natural_key = key_of(parsed) if parsed is not None else f"unkeyed|{digest[:32]}"
         day = parsed.day if parsed is not None else None
-        out.append(_Pulled(record, digest, key_paths(record.payload), parsed, rejected, natural_key, day))
+        out.append(
+            _Pulled(record, digest, key_paths(record.payload), parsed, rejected, natural_key, day, position)
+        )
     return out
 
 
@@ -270,7 +278,7 @@ class _SourceRun:
             }
         )
         self.batch.quarantine.append(
-            Quarantined(self.batch.source, item.raw_id, item.natural_key, field_name, reason)
+            Quarantined(self.batch.source, item.raw_id, item.natural_key, item.position, field_name, reason)
         )
         self.batch.quarantined += 1
 

@@ -1,0 +1,53 @@
+"""`budgetloop ingest` as a user runs it: an in-process sandbox over a scenario, a migrated database."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from budgetloop.db.metrics import DailyMetric, DailyRevenue
+from budgetloop.db.session import make_engine, session_scope
+from tests.conftest import REPO_ROOT
+
+SCENARIO = str(REPO_ROOT / "examples" / "scenario.yaml")
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    code = "import sys; from budgetloop.cli import main; main(sys.argv[1:])"
+    return subprocess.run(
+        [sys.executable, "-c", code, "ingest", *args], capture_output=True, text=True, cwd=REPO_ROOT
+    )
+
+
+def test_ingest_a_month_from_the_scenario(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    done = _cli(
+        "--since", "2025-01-06", "--until", "2025-02-04", "--scenario", SCENARIO, "--database-url", url
+    )
+    assert done.returncode == 0, done.stderr
+    assert "ingest 2025-01-06..2025-02-04" in done.stdout
+    assert "store          succeeded pulled 30, landed 30" in done.stdout
+    engine = make_engine(url)
+    with session_scope(engine) as session:
+        assert session.scalar(select(func.count()).select_from(DailyRevenue)) == 30
+        assert session.scalar(select(func.count()).select_from(DailyMetric)) == 30 * 4
+    engine.dispose()
+
+
+def test_bad_input_exits_2_with_the_fix(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    bad_date = _cli("--since", "06/01/2025", "--scenario", SCENARIO, "--database-url", url)
+    assert (
+        bad_date.returncode == 2
+        and "`since`: '06/01/2025' is not a date — write it as YYYY-MM-DD" in bad_date.stderr
+    )
+    no_source = _cli("--since", "2025-01-06", "--database-url", url)
+    assert no_source.returncode == 2 and "give exactly one of --sandbox-url URL" in no_source.stderr
+    backwards = _cli(
+        "--since", "2025-02-01", "--until", "2025-01-01", "--scenario", SCENARIO, "--database-url", url
+    )
+    assert backwards.returncode == 2 and "is before --since" in backwards.stderr
+    assert "Traceback" not in bad_date.stderr + no_source.stderr + backwards.stderr
