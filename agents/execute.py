@@ -1,0 +1,579 @@
+"""The executor: applies an approved change request through the ad platforms, exactly once.
+
+One run of :func:`execute_request`::
+
+    approved ──(guardrails re-checked now, live budgets == planned `before`)──▶ executing
+        │  blocked (freeze, kill switch, learning, shadow, a rule that would now clip) ──▶ failed
+        │  stale (a live budget moved since planning, > 1 cent)                       ──▶ cancelled: re-plan
+    executing: one item at a time
+        set_budget(campaign, after, idempotency_key=item key)   ← the platform replays a key it has seen
+        commit item `applied` + its audit entry                  ← its own transaction, after every call
+    all applied ──▶ executed ──▶ monitoring (with the monitoring plan)
+                    (a rollback: ──▶ confirmed at once, and the request it undoes ──▶ rolled_back)
+    one rejected ──▶ compensate the applied part (each back to `before`, key `<key>-undo`) ──▶ failed
+
+**Crash safety.** Everything the executor knows lives in the database, committed after each platform
+call, and every call carries an idempotency key derived from the item. A run that dies anywhere leaves
+the request ``executing``; the next run resumes it: items already ``applied`` are skipped, ``pending``
+ones are sent again with the *same* key, so a call that reached the platform before the crash (or whose
+answer timed out after the platform applied it) is answered as a replay and nothing is applied twice.
+A resumed request whose items were being compensated goes on compensating. The kill switch halts a
+resumed request where it stands (no call at all) until it is lifted.
+
+**Rollbacks** (``kind == "rollback"``) restore budgets the policy already accepted, so at execution
+time only the portfolio-wide stops (kill switch, freeze window, shadow autonomy) hold them back;
+learning phases, cooldowns and swing limits, which the change being undone set off, do not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal, Protocol
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from agents.execute_guard import LiveState, read_live, recheck
+from budgetloop.clock import Clock
+from budgetloop.db.loop import ChangeRequest, ChangeRequestItem
+from budgetloop.db.session import session_scope
+from budgetloop.errors import ConnectorError, RejectedByPlatform
+from budgetloop.lifecycle import Event, State
+from budgetloop.store import audit
+from budgetloop.store import change_requests as requests
+from budgetloop.store.change_requests import ConcurrentTransition
+from connectors.base import Connector
+from guardrails.policy import Policy
+
+CENT = 0.01 + 1e-9  # budgets within a cent of each other are the same budget
+Outcome = Literal["executed", "blocked", "stale", "failed", "halted", "deferred", "skipped"]
+
+
+class HasPlatforms(Protocol):
+    @property
+    def platforms(self) -> Mapping[str, Connector]: ...
+
+
+Platforms = Mapping[str, Connector] | HasPlatforms
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    idempotency_key: str
+    channel: str
+    platform: str
+    campaign: str
+    before: float
+    after: float
+    state: str  # pending | applied | failed | compensated
+    replayed: bool | None = None
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class ExecutionReport:
+    """What one run did. ``status`` is the request's state when the run ended."""
+
+    change_request_id: int
+    outcome: Outcome
+    status: str
+    reason: str | None
+    items: tuple[ItemResult, ...]
+    calls: int = 0  # budget writes sent to the platforms in this run (undo calls included)
+    replays: int = 0  # of those, answered by the platform as replays of an earlier call
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "executed"
+
+
+@dataclass(frozen=True)
+class ExecutionHooks:
+    """Points where a test can interrupt a run (raise, or kill the process) to prove crash safety.
+
+    ``after_call(key)`` runs once the platform answered an item's call, before its state commits;
+    ``after_commit(key)`` once the item's ``applied`` state is committed.
+    """
+
+    after_call: Callable[[str], None] | None = None
+    after_commit: Callable[[str], None] | None = None
+
+
+@dataclass
+class _Run:
+    """Mutable bookkeeping of one run."""
+
+    request_id: int
+    actor: str
+    clock: Clock
+    calls: int = 0
+    replays: int = 0
+    notes: dict[str, str] = field(default_factory=dict)  # item key -> detail
+    replayed: dict[str, bool] = field(default_factory=dict)
+
+
+def platforms_of(connectors: Platforms) -> Mapping[str, Connector]:
+    """Accept a registry ``Connectors`` (with ``.platforms``) or a plain platform -> connector mapping."""
+    if isinstance(connectors, Mapping):
+        return connectors
+    return connectors.platforms
+
+
+def execute_request(
+    session_factory: sessionmaker[Session],
+    *,
+    change_request_id: int,
+    connectors: Platforms,
+    policy: Policy,
+    clock: Clock,
+    actor: str = "executor",
+    hooks: ExecutionHooks | None = None,
+) -> ExecutionReport:
+    """Apply an ``approved`` request (or resume one left ``executing``) and start its monitoring.
+
+    Never raises for a platform's refusal or an outage: the report says what happened and the request's
+    state records it. Raises LookupError for an unknown id.
+    """
+    platforms = platforms_of(connectors)
+    hooks = hooks or ExecutionHooks()
+    run = _Run(change_request_id, actor, clock)
+    with session_scope(session_factory) as session:
+        cr = requests.get(session, change_request_id=change_request_id)
+        if cr is None:
+            raise LookupError(
+                f"no change request with id {change_request_id}; list them with GET /api/v1/change-requests"
+            )
+        status = State(cr.status)
+        kind = cr.kind
+    if status is State.EXECUTED:  # a run died between `executed` and `monitoring`
+        return _finish(session_factory, run, policy, already_executed=True)
+    if status not in (State.APPROVED, State.EXECUTING):
+        return _report(session_factory, run, "skipped", f"nothing to do: the request is {status.value}")
+
+    if status is State.APPROVED:
+        try:
+            live = read_live(platforms)
+        except ConnectorError as exc:
+            return _report(
+                session_factory, run, "deferred", f"could not read live budgets, will retry: {exc}"
+            )
+        with session_scope(session_factory) as session:
+            cr = _load(session, change_request_id)
+            problems = recheck(session, cr, live=live, policy=policy, now=clock.now())
+            if problems:
+                reason = "blocked at execution time: " + "; ".join(problems)
+                _transition(session, run, Event.BLOCK, reason=reason, payload={"problems": problems})
+                return _report_in(session, run, "blocked", reason)
+            stale = _stale_items(cr.items, live)
+            if stale:
+                reason = "stale plan, re-plan: live budgets moved since planning (" + "; ".join(stale) + ")"
+                _transition(session, run, Event.CANCEL, reason=reason, payload={"stale": stale})
+                return _report_in(session, run, "stale", reason)
+            try:
+                _transition(
+                    session,
+                    run,
+                    Event.START_EXECUTION,
+                    payload={"calls": [_plan_entry(i) for i in cr.items], "kind": kind},
+                )
+            except ConcurrentTransition as exc:
+                session.rollback()
+                return _report(session_factory, run, "skipped", f"another executor took it: {exc}")
+    else:
+        if policy.kill_switch:
+            return _report(
+                session_factory,
+                run,
+                "halted",
+                "the kill switch is on: the interrupted execution stays where it stopped until it is lifted",
+            )
+        with session_scope(session_factory) as session:
+            cr = _load(session, change_request_id)
+            if any(i.state in ("compensated", "failed") for i in cr.items):
+                return _compensate(session_factory, platforms, run, "an interrupted compensation was resumed")
+            try:
+                live = read_live(platforms)
+            except ConnectorError as exc:
+                return _report_in(session, run, "deferred", f"could not read live budgets, will retry: {exc}")
+            moved = [
+                f"{i.channel} ({i.campaign_external_id}) is at {_live_budget(live, i):.2f}, "
+                f"neither {i.before:.2f} nor {i.after:.2f}"
+                for i in cr.items
+                if i.state == "pending"
+                and not (_same(_live_budget(live, i), i.before) or _same(_live_budget(live, i), i.after))
+            ]
+            audit.append(
+                session,
+                action="execution_resumed",
+                actor=actor,
+                at=clock.now(),
+                subject_type="change_request",
+                subject_id=change_request_id,
+                payload={
+                    "pending": [i.idempotency_key for i in cr.items if i.state == "pending"],
+                    "moved": moved,
+                },
+            )
+        if moved:
+            return _compensate(
+                session_factory,
+                platforms,
+                run,
+                "budgets moved by someone else mid-execution: " + "; ".join(moved),
+            )
+
+    return _apply_pending(session_factory, platforms, run, policy, hooks)
+
+
+def _apply_pending(
+    session_factory: sessionmaker[Session],
+    platforms: Mapping[str, Connector],
+    run: _Run,
+    policy: Policy,
+    hooks: ExecutionHooks,
+) -> ExecutionReport:
+    with session_scope(session_factory) as session:
+        items = [_ItemRef.of(i) for i in _load(session, run.request_id).items]
+    for item in items:
+        if item.state != "pending":
+            continue
+        connector = platforms.get(item.platform)
+        if connector is None:
+            return _compensate(
+                session_factory,
+                platforms,
+                run,
+                f"no connector for platform `{item.platform}` (item {item.key}); configure one and re-plan",
+            )
+        try:
+            result = connector.set_budget(item.campaign, item.after, idempotency_key=item.key)
+        except RejectedByPlatform as exc:
+            run.calls += 1
+            _record_item(
+                session_factory,
+                run,
+                item,
+                "failed",
+                {"error": str(exc), "status": exc.status},
+                "platform_rejected",
+            )
+            return _compensate(
+                session_factory,
+                platforms,
+                run,
+                f"{item.platform} rejected {item.channel} ({item.key}): {exc}",
+            )
+        except ConnectorError as exc:
+            run.calls += 1
+            run.notes[item.key] = f"outcome unknown: {exc}"
+            _audit_error(session_factory, run, item, "platform_call_failed", str(exc))
+            return _compensate(
+                session_factory,
+                platforms,
+                run,
+                f"{item.platform} did not answer for {item.channel} ({item.key}) after retries: {exc}",
+                uncertain=item.key,
+            )
+        run.calls += 1
+        run.replayed[item.key] = result.replayed
+        run.replays += int(result.replayed)
+        if hooks.after_call:
+            hooks.after_call(item.key)
+        response = {
+            "previous_daily_budget": result.previous_daily_budget,
+            "new_daily_budget": result.new_daily_budget,
+            "replayed": result.replayed,
+            "platform": dict(result.response),
+        }
+        _record_item(session_factory, run, item, "applied", response, "platform_call")
+        if hooks.after_commit:
+            hooks.after_commit(item.key)
+    return _finish(session_factory, run, policy, already_executed=False)
+
+
+@dataclass(frozen=True)
+class _ItemRef:
+    id: int
+    key: str
+    channel: str
+    platform: str
+    campaign: str
+    before: float
+    after: float
+    state: str
+
+    @classmethod
+    def of(cls, i: ChangeRequestItem) -> _ItemRef:
+        return cls(
+            i.id, i.idempotency_key, i.channel, i.platform, i.campaign_external_id, i.before, i.after, i.state
+        )
+
+
+def _record_item(
+    session_factory: sessionmaker[Session],
+    run: _Run,
+    item: _ItemRef,
+    state: str,
+    response: Mapping[str, Any],
+    action: str,
+) -> None:
+    """One item's new state and its audit entry, committed together."""
+    now = run.clock.now()
+    with session_scope(session_factory) as session:
+        row = session.get(ChangeRequestItem, item.id)
+        assert row is not None
+        row.state = state
+        row.platform_response = dict(response)
+        if state == "applied":
+            row.applied_at = now
+        _audit_item(session, run, item, action, {"item_state": state, "response": dict(response)})
+
+
+def _audit_item(session: Session, run: _Run, item: _ItemRef, action: str, extra: Mapping[str, Any]) -> None:
+    """An audit entry about one item's platform call (sent, answered, refused, undone)."""
+    audit.append(
+        session,
+        action=action,
+        actor=run.actor,
+        at=run.clock.now(),
+        subject_type="change_request",
+        subject_id=run.request_id,
+        channel=item.channel,
+        payload={
+            "idempotency_key": item.key,
+            "platform": item.platform,
+            "campaign": item.campaign,
+            "before": item.before,
+            "after": item.after,
+            **extra,
+        },
+    )
+
+
+def _audit_error(
+    session_factory: sessionmaker[Session], run: _Run, item: _ItemRef, action: str, error: str
+) -> None:
+    with session_scope(session_factory) as session:
+        _audit_item(session, run, item, action, {"error": error})
+
+
+def _compensate(
+    session_factory: sessionmaker[Session],
+    platforms: Mapping[str, Connector],
+    run: _Run,
+    reason: str,
+    *,
+    uncertain: str | None = None,
+) -> ExecutionReport:
+    """Undo the applied part (each item back to `before`, key ``<key>-undo``) and fail the request.
+
+    ``uncertain``: the key of an item whose call may or may not have been applied (no answer); it is
+    undone when the live budget shows it applied. An undo the platform refuses leaves its item
+    ``applied`` and the failure reason says a person must restore it.
+    """
+    with session_scope(session_factory) as session:
+        items = [_ItemRef.of(i) for i in _load(session, run.request_id).items]
+        audit.append(
+            session,
+            action="compensating",
+            actor=run.actor,
+            at=run.clock.now(),
+            subject_type="change_request",
+            subject_id=run.request_id,
+            payload={"reason": reason, "applied": [i.key for i in items if i.state == "applied"]},
+        )
+    live: LiveState | None = None
+    if uncertain is not None:
+        try:
+            live = read_live(platforms)
+        except ConnectorError:
+            live = None  # cannot tell: undo it anyway (setting `before` again is harmless)
+    left: list[str] = []
+    for item in items:
+        if item.state != "applied" and item.key != uncertain:
+            continue
+        if (
+            item.key == uncertain
+            and live is not None
+            and _same(live.budget(item.platform, item.campaign), item.before)
+        ):
+            run.notes[item.key] = "not applied by the platform (live budget still at `before`)"
+            continue
+        connector = platforms.get(item.platform)
+        undo_key = f"{item.key}-undo"[:100]
+        try:
+            if connector is None:
+                raise LookupError(f"no connector for platform `{item.platform}`")
+            result = connector.set_budget(item.campaign, item.before, idempotency_key=undo_key)
+        except (ConnectorError, LookupError) as exc:
+            run.calls += connector is not None
+            left.append(f"{item.channel} ({item.campaign}) is still at {item.after:.2f}: undo failed: {exc}")
+            _audit_error(session_factory, run, item, "platform_undo_failed", f"{undo_key}: {exc}")
+            continue
+        run.calls += 1
+        run.replays += int(result.replayed)
+        response = {
+            "undo_idempotency_key": undo_key,
+            "previous_daily_budget": result.previous_daily_budget,
+            "new_daily_budget": result.new_daily_budget,
+            "replayed": result.replayed,
+            "platform": dict(result.response),
+        }
+        _record_item(session_factory, run, item, "compensated", response, "platform_undo")
+    if left:
+        reason += "; COMPENSATION INCOMPLETE, restore by hand: " + "; ".join(left)
+    with session_scope(session_factory) as session:
+        _transition(session, run, Event.FAIL, reason=reason, payload={"not_compensated": left})
+        return _report_in(session, run, "failed", reason)
+
+
+def _finish(
+    session_factory: sessionmaker[Session], run: _Run, policy: Policy, *, already_executed: bool
+) -> ExecutionReport:
+    """executing -> executed -> monitoring in one transaction (a rollback: confirmed, its target undone)."""
+    with session_scope(session_factory) as session:
+        cr = _load(session, run.request_id)
+        if not already_executed:
+            responses = [
+                {"idempotency_key": i.idempotency_key, "channel": i.channel, "response": i.platform_response}
+                for i in cr.items
+            ]
+            _transition(session, run, Event.FINISH_EXECUTION, payload={"responses": responses})
+        plan = monitoring_plan(cr, policy, executed_at=cr.executed_at or run.clock.now())
+        cr.monitoring_plan = plan
+        _transition(session, run, Event.START_MONITORING, payload={"monitoring_plan": plan})
+        if cr.kind == "rollback":
+            _close_rollback(session, run, cr)
+        return _report_in(session, run, "executed", None)
+
+
+def monitoring_plan(cr: ChangeRequest, policy: Policy, *, executed_at: datetime) -> dict[str, Any]:
+    """What the monitor will check: from the day after execution, the policy's band and windows.
+
+    Values the planner already put in the request's plan win over the policy's defaults.
+    """
+    first = (executed_at + timedelta(days=1)).date()
+    plan: dict[str, Any] = {
+        "first_day": first.isoformat(),
+        "band": policy.monitoring.band,
+        "rollback_after_days_outside": policy.monitoring.rollback_after_days_outside,
+        "evaluation_days": 0 if cr.kind == "rollback" else policy.monitoring.evaluation_days,
+        "model_version_id": cr.model_version_id,
+        "allocation": {i.channel: i.after for i in cr.items},
+    }
+    plan.update({k: v for k, v in (cr.monitoring_plan or {}).items() if k not in ("first_day", "allocation")})
+    return plan
+
+
+def _close_rollback(session: Session, run: _Run, rollback: ChangeRequest) -> None:
+    """A rollback has nothing to evaluate: confirm it, and mark the request it undid ``rolled_back``."""
+    _transition(
+        session,
+        run,
+        Event.CONFIRM,
+        reason="rollback executed: the budgets are back where they were",
+        payload={"rolls_back_id": rollback.rolls_back_id},
+    )
+    if rollback.rolls_back_id is None:
+        return
+    original = session.get(ChangeRequest, rollback.rolls_back_id)
+    if original is None or original.status not in (State.MONITORING.value, State.EXECUTED.value):
+        return
+    why = rollback.details.get("reason") if isinstance(rollback.details, dict) else None
+    requests.transition(
+        session,
+        change_request_id=original.id,
+        event=Event.ROLL_BACK,
+        actor=run.actor,
+        now=run.clock.now(),
+        reason=str(why or f"rolled back by request {rollback.id}"),
+        payload={"rollback_request_id": rollback.id},
+    )
+
+
+# ---- small helpers ------------------------------------------------------------------------------
+
+
+def _load(session: Session, request_id: int) -> ChangeRequest:
+    cr = requests.get(session, change_request_id=request_id)
+    if cr is None:
+        raise LookupError(f"change request {request_id} disappeared")
+    return cr
+
+
+def _transition(
+    session: Session,
+    run: _Run,
+    event: Event,
+    *,
+    reason: str | None = None,
+    payload: Mapping[str, Any] | None = None,
+) -> ChangeRequest:
+    return requests.transition(
+        session,
+        change_request_id=run.request_id,
+        event=event,
+        actor=run.actor,
+        now=run.clock.now(),
+        reason=reason,
+        payload=payload,
+    )
+
+
+def _same(a: float, b: float) -> bool:
+    return abs(a - b) <= CENT
+
+
+def _live_budget(live: LiveState, item: ChangeRequestItem) -> float:
+    return live.budget(item.platform, item.campaign_external_id)
+
+
+def _stale_items(items: Sequence[ChangeRequestItem], live: LiveState) -> list[str]:
+    out = []
+    for i in items:
+        now = _live_budget(live, i)
+        if not _same(now, i.before):
+            shown = "missing" if now != now else f"{now:.2f}"
+            out.append(f"{i.channel} ({i.campaign_external_id}) planned from {i.before:.2f}, live {shown}")
+    return out
+
+
+def _plan_entry(i: ChangeRequestItem) -> dict[str, Any]:
+    return {
+        "idempotency_key": i.idempotency_key,
+        "platform": i.platform,
+        "campaign": i.campaign_external_id,
+        "channel": i.channel,
+        "before": i.before,
+        "after": i.after,
+    }
+
+
+def _report(
+    session_factory: sessionmaker[Session], run: _Run, outcome: Outcome, reason: str | None
+) -> ExecutionReport:
+    with session_scope(session_factory) as session:
+        return _report_in(session, run, outcome, reason)
+
+
+def _report_in(session: Session, run: _Run, outcome: Outcome, reason: str | None) -> ExecutionReport:
+    session.flush()
+    cr = session.execute(select(ChangeRequest).where(ChangeRequest.id == run.request_id)).scalar_one()
+    session.refresh(cr)
+    items = tuple(
+        ItemResult(
+            idempotency_key=i.idempotency_key,
+            channel=i.channel,
+            platform=i.platform,
+            campaign=i.campaign_external_id,
+            before=i.before,
+            after=i.after,
+            state=i.state,
+            replayed=run.replayed.get(i.idempotency_key),
+            detail=run.notes.get(i.idempotency_key),
+        )
+        for i in cr.items
+    )
+    return ExecutionReport(run.request_id, outcome, cr.status, reason, items, run.calls, run.replays)

@@ -1,0 +1,227 @@
+"""The executor against the real sandbox over HTTP, on SQLite and PostgreSQL.
+
+Exactly-once is checked against the sandbox's own log of applied changes (``/admin/applied``), never
+against what the executor says about itself.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from loop_fixtures import D0, REPO_ROOT_HINT, Loop, approved_request, at, audit_story, load, loop, policy
+
+from agents.execute import ExecutionHooks, ExecutionReport, execute_request
+from budgetloop.db.session import session_scope
+from budgetloop.store import audit as audit_store
+from connectors.sandbox.faults import Fault
+from guardrails.policy import Policy
+
+MOVES = {"search": 4400.0, "social": 5600.0}  # +10% / -6.7%: no learning phase, inside every rule
+
+
+class Boom(RuntimeError):
+    """The executor process 'dies' here."""
+
+
+def run(world: Loop, rid: int, pol: Policy | None = None, **kw: Any) -> ExecutionReport:
+    return execute_request(
+        world.sessions,
+        change_request_id=rid,
+        connectors=world.connectors,
+        policy=pol or policy(),
+        clock=world.clock,
+        **kw,
+    )
+
+
+def _applied_per_key(world: Loop) -> Counter[str]:
+    return Counter(a.idempotency_key for a in world.applied())
+
+
+def test_executes_each_item_once_and_starts_monitoring(database_url: str) -> None:
+    with loop(database_url) as world:
+        rid = approved_request(world, MOVES)
+        report = run(world, rid)
+        assert report.outcome == "executed", report.reason
+        assert report.status == "monitoring"
+        assert world.live()["search"] == 4400.0 and world.live()["social"] == 5600.0
+        again = run(world, rid)
+        assert again.outcome == "skipped" and again.calls == 0
+        counts = _applied_per_key(world)
+        assert sorted(counts.values()) == [1, 1] and all(k.startswith(f"cr{rid}-") for k in counts)
+        cr = load(world, rid)
+        assert [i.state for i in cr.items] == ["applied", "applied"]
+        assert all(i.platform_response and i.platform_response["replayed"] is False for i in cr.items)
+        assert cr.monitoring_plan["first_day"] == (D0 + timedelta(days=1)).isoformat()
+        assert cr.monitoring_plan["evaluation_days"] == 5
+        story = [a for _s, a in audit_story(world, [rid])]
+        assert story == [
+            "proposed",
+            "submitted",
+            "approved",
+            "executing",
+            "platform_call",
+            "platform_call",
+            "executed",
+            "monitoring_started",
+        ]
+
+
+def test_crash_between_call_and_commit_resumes_with_the_same_keys(database_url: str) -> None:
+    with loop(database_url) as world:
+        rid = approved_request(world, MOVES)
+        second = f"cr{rid}-1-social"
+
+        def die(key: str) -> None:
+            if key == second:
+                raise Boom(key)
+
+        with pytest.raises(Boom):
+            run(world, rid, hooks=ExecutionHooks(after_call=die))
+        cr = load(world, rid)
+        assert cr.status == "executing"
+        assert [i.state for i in cr.items] == [
+            "applied",
+            "pending",
+        ]  # social reached the platform, not our DB
+        assert world.live()["social"] == 5600.0
+        report = run(world, rid)
+        assert report.outcome == "executed", report.reason
+        assert report.calls == 1 and report.replays == 1  # the platform recognised the key: nothing new
+        assert sorted(_applied_per_key(world).values()) == [1, 1]
+        assert "execution_resumed" in [a for _s, a in audit_story(world, [rid])]
+
+
+def test_killed_process_mid_execution_is_finished_by_the_next_run(sqlite_url: str) -> None:
+    with loop(sqlite_url) as world:
+        rid = approved_request(world, {"search": 4400.0, "social": 5600.0, "retail": 2200.0})
+        script = textwrap.dedent(
+            f"""
+            import os, sys
+            sys.path.insert(0, {os.path.dirname(__file__)!r})
+            from datetime import datetime
+            from agents.execute import ExecutionHooks, ExecutionReport, execute_request
+            from budgetloop.clock import SimulatedClock
+            from budgetloop.db.session import make_engine, session_factory
+            from connectors.registry import sandbox_connectors
+            from loop_fixtures import policy
+            conns = sandbox_connectors({world.server.base_url!r}, sleep=lambda s: None, timeout=0.5)
+            die = ExecutionHooks(after_commit=lambda key: os._exit(9) if key.endswith("-1-social") else None)
+            execute_request(session_factory(make_engine({sqlite_url!r})), change_request_id={rid},
+                            connectors=conns, policy=policy(),
+                            clock=SimulatedClock(datetime.fromisoformat({world.clock.now().isoformat()!r})),
+                            hooks=die)
+            """
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", script], cwd=REPO_ROOT_HINT, timeout=120, capture_output=True
+        )
+        assert done.returncode == 9, done.stderr.decode()[-2000:]
+        cr = load(world, rid)
+        assert cr.status == "executing" and [i.state for i in cr.items] == ["applied", "applied", "pending"]
+        report = run(world, rid)
+        assert report.outcome == "executed", report.reason
+        assert report.calls == 1 and report.replays == 0
+        assert sorted(_applied_per_key(world).values()) == [1, 1, 1]
+        assert world.live() == {"search": 4400.0, "social": 5600.0, "retail": 2200.0}
+
+
+def test_timeout_after_the_platform_applied_is_applied_exactly_once(database_url: str) -> None:
+    with loop(database_url) as world:
+        world.server.arm(Fault(kind="timeout_after_apply", dialect="meta", delay=2.0))
+        rid = approved_request(world, MOVES)
+        report = run(world, rid)
+        assert report.outcome == "executed", report.reason
+        social = next(i for i in report.items if i.channel == "social")
+        assert social.replayed is True  # the retry with the same key was answered as a replay
+        assert sorted(_applied_per_key(world).values()) == [1, 1]
+        assert world.live()["social"] == 5600.0
+
+
+def test_partial_failure_rolls_back_the_applied_part(database_url: str) -> None:
+    with loop(database_url, edit_caps={"meta": 0}) as world:  # Meta refuses every budget edit today
+        before = world.live()
+        rid = approved_request(world, MOVES)
+        report = run(world, rid)
+        assert report.outcome == "failed" and report.status == "failed"
+        assert "rejected social" in (report.reason or "")
+        assert [i.state for i in report.items] == ["compensated", "failed"]
+        assert world.live() == before
+        keys = [a.idempotency_key for a in world.applied()]
+        assert keys == [f"cr{rid}-0-search", f"cr{rid}-0-search-undo"]
+        cr = load(world, rid)
+        assert cr.status_reason == report.reason
+        story = [a for _s, a in audit_story(world, [rid])]
+        assert story[-5:] == ["platform_call", "platform_rejected", "compensating", "platform_undo", "failed"]
+
+
+def test_a_freeze_that_began_after_approval_blocks_execution(database_url: str) -> None:
+    frozen = policy(extra=f"freeze_windows:\n  - {{start: '{D0}T10:00', end: '{D0}T23:00', reason: launch}}")
+    with loop(database_url) as world:
+        rid = approved_request(world, MOVES)  # approved at 09:00, before the window
+        world.clock.set(at(D0, 10, 30))
+        report = run(world, rid, frozen)
+        assert report.outcome == "blocked" and report.status == "failed"
+        assert "freeze_window" in (report.reason or "") and "launch" in (report.reason or "")
+        assert world.applied() == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [("kill_switch: true", "kill_switch"), ("autonomy: shadow", "shadow")],
+)
+def test_kill_switch_and_shadow_autonomy_block(sqlite_url: str, extra: str, needle: str) -> None:
+    text_policy = (
+        policy(extra=extra) if "kill" in extra else policy().model_copy(update={"autonomy": "shadow"})
+    )
+    with loop(sqlite_url) as world:
+        rid = approved_request(world, MOVES)
+        report = run(world, rid, text_policy)
+        assert report.outcome == "blocked" and needle in (report.reason or "")
+        assert world.applied() == []
+
+
+def test_a_campaign_that_entered_learning_blocks(sqlite_url: str) -> None:
+    with loop(sqlite_url) as world:
+        rid = approved_request(world, MOVES)
+        # Someone else's big edit after the request was planned puts search into learning ...
+        world.connectors.platforms["google_ads"].set_budget(
+            next(
+                c.external_id
+                for c in world.connectors.platforms["google_ads"].list_campaigns()
+                if c.channel == "search"
+            ),
+            6000.0,
+            idempotency_key="outside-edit",
+        )
+        world.market.set_budget("search", 4000.0)  # ... and back; learning stays on
+        report = run(world, rid)
+        assert report.outcome == "blocked", report.reason
+        assert "learning" in (report.reason or "")
+
+
+def test_a_stale_live_budget_is_refused_for_replanning(database_url: str) -> None:
+    with loop(database_url) as world:
+        rid = approved_request(world, MOVES)
+        google = world.connectors.platforms["google_ads"]
+        search = next(c.external_id for c in google.list_campaigns() if c.channel == "search")
+        google.set_budget(search, 4100.0, idempotency_key="someone-else")
+        report = run(world, rid)
+        assert report.outcome == "stale" and report.status == "cancelled"
+        assert "re-plan" in (report.reason or "") and "4000.00" in (report.reason or "")
+        assert [a.idempotency_key for a in world.applied()] == ["someone-else"]
+
+
+def test_the_audit_chain_stays_valid(sqlite_url: str) -> None:
+    with loop(sqlite_url, edit_caps={"meta": 0}) as world:
+        rid = approved_request(world, MOVES)
+        run(world, rid)
+        with session_scope(world.sessions) as session:
+            assert audit_store.verify_chain(session).valid
