@@ -1,0 +1,261 @@
+"""budgetloop vs PyMC-Marketing 0.19.2, side by side in one run: same data, same sampler settings.
+
+PyMC-Marketing is installed only in its own environment, ``.venv-bench`` (created here from
+``bench/requirements-pymc.txt`` when missing); it is never a dependency of budgetloop. This file runs
+in two roles: in budgetloop's venv it prepares the datasets, fits our model, starts itself under
+``.venv-bench`` as a worker that fits PyMC-Marketing's ``MMM`` (geometric adstock over 8 periods,
+logistic saturation, yearly Fourier seasonality of order 2, the NumPyro NUTS sampler), and scores
+both against the truth.
+
+Datasets: ``data/pymc-marketing/mmm_example.csv`` (truth from its documented process) and a table
+simulated by :func:`models.simulate.simulate` (seed 0: 104 weeks x 4 channels), plain and with one
+4-week lift test per channel (PyMC-Marketing's ``add_lift_test_measurements``, fed the same test as
+a per-period spend level, spend change and revenue change).
+
+    .venv/bin/python -m bench.pymc_compare [--chains 2 --warmup 1000 --samples 1000] [--cases a,b]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH_VENV = REPO / ".venv-bench"
+REQUIREMENTS = REPO / "bench" / "requirements-pymc.txt"
+RESULTS = REPO / "bench" / "results"
+CASES = ("mmm_example", "simulated", "simulated_calibrated")
+
+
+# --------------------------------------------------------------------------------------------------
+# worker: runs under .venv-bench, imports nothing of budgetloop
+
+
+def worker(spec_path: Path, out_path: Path) -> None:
+    import arviz as az
+    import numpy as np
+    import pandas as pd
+    from pymc_marketing.mmm import MMM, GeometricAdstock, LogisticSaturation
+
+    spec = json.loads(spec_path.read_text())
+    df = pd.read_csv(spec["csv"], parse_dates=[spec["date"]])
+    channels, controls = spec["channels"], spec["controls"]
+    mmm = MMM(
+        date_column=spec["date"],
+        channel_columns=channels,
+        control_columns=controls or None,
+        adstock=GeometricAdstock(l_max=8),
+        saturation=LogisticSaturation(),
+        yearly_seasonality=2,
+    )
+    x = df[[spec["date"], *channels, *controls]]
+    y = df[spec["target"]]
+    t0 = time.perf_counter()
+    if spec.get("lift"):
+        mmm.build_model(x, y)
+        mmm.add_lift_test_measurements(pd.DataFrame(spec["lift"]))
+    mmm.fit(
+        X=x,
+        y=y,
+        chains=spec["chains"],
+        tune=spec["warmup"],
+        draws=spec["samples"],
+        nuts_sampler="numpyro",
+        random_seed=spec["seed"],
+        progressbar=False,
+    )
+    fit_s = time.perf_counter() - t0
+    idata = mmm.idata
+    spend = df[channels].to_numpy(dtype=float)
+    base = mmm.channel_contribution_forward_pass(spend)  # [chain, draw, T, C] original scale
+    bumped = mmm.channel_contribution_forward_pass(spend * 1.01)
+    base = base.reshape(-1, *base.shape[-2:]).sum(axis=1)  # [N, C] over the table
+    bumped = bumped.reshape(-1, *bumped.shape[-2:]).sum(axis=1)
+    totals = spend.sum(axis=0)
+    rhat = az.rhat(idata.posterior)
+    r_hat_max = max(float(np.nanmax(rhat[v].values)) for v in rhat.data_vars)
+    out = {
+        "fit_seconds": fit_s,
+        "r_hat_max": r_hat_max,
+        "divergences": int(idata.sample_stats["diverging"].values.sum()),
+        "contribution": base.tolist(),
+        "roi": (base / totals).tolist(),
+        "mroas": ((bumped - base) / (0.01 * totals)).tolist(),
+    }
+    out_path.write_text(json.dumps(out))
+
+
+# --------------------------------------------------------------------------------------------------
+# driver: runs in budgetloop's venv
+
+
+def ensure_bench_venv() -> Path:
+    """Create ``.venv-bench`` from the pinned requirements if needed; return its python."""
+    py = BENCH_VENV / "bin" / "python"
+    if py.exists():
+        probe = subprocess.run([str(py), "-c", "import pymc_marketing"], capture_output=True, check=False)
+        if probe.returncode == 0:
+            return py
+    subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "-r", str(REQUIREMENTS)], check=True)
+    return py
+
+
+def _prepare(case: str, tmp: Path) -> tuple[dict[str, Any], Any, dict[str, Any]]:
+    """(worker spec, our MMMData, truth dict) for one case."""
+    import numpy as np
+    import pandas as pd
+
+    from models.simulate import simulate
+    from models.validation import PYMC_CSV, lift_tests_for, load_pymc_example, pymc_true_media
+
+    if case == "mmm_example":
+        data = load_pymc_example()
+        df = pd.read_csv(PYMC_CSV)
+        csv = tmp / "mmm_example.csv"
+        df.to_csv(csv, index=False)
+        true_contrib = pymc_true_media(data.spend).sum(axis=0)
+        spec = {"csv": str(csv), "date": "date_week", "target": "y", "channels": ["x1", "x2"]}
+        spec["controls"] = ["event_1", "event_2", "t"]
+        truth = {"contribution": true_contrib.tolist(), "roi": (true_contrib / data.spend.sum(0)).tolist()}
+        return spec, (data, None), truth
+    data, tr = simulate(periods=104, channels=4, frequency="week", seed=0)
+    frame = pd.DataFrame(data.spend, columns=list(data.channels))
+    frame.insert(0, "date", pd.to_datetime(data.dates))
+    frame.insert(1, "y", data.y)
+    frame["t"] = np.arange(data.periods, dtype=float)
+    csv = tmp / "simulated.csv"
+    frame.to_csv(csv, index=False)
+    spec = {
+        "csv": str(csv),
+        "date": "date",
+        "target": "y",
+        "channels": list(data.channels),
+        "controls": ["t"],
+    }
+    tests = lift_tests_for(data, tr, seed=0) if case == "simulated_calibrated" else None
+    if tests:
+        rows = []
+        for t in tests:
+            j = data.channels.index(t.channel)
+            inside = (data.dates >= t.start) & (data.dates <= t.end)
+            n = int(inside.sum())
+            rows.append(
+                {
+                    "channel": t.channel,
+                    "x": float(data.spend[inside, j].mean()),
+                    "delta_x": t.spend_delta / n,
+                    "delta_y": -t.incremental_revenue / n,  # revenue change of the changed spend
+                    "sigma": t.incremental_revenue_se / n,
+                }
+            )
+        spec["lift"] = rows
+    truth = {"contribution": tr.contribution.tolist(), "roi": tr.roi.tolist(), "mroas": tr.mroas.tolist()}
+    return spec, (data, tests), truth
+
+
+def _score(contrib: Any, roi: Any, mroas: Any, truth: dict[str, Any], channels: list[str]) -> dict[str, Any]:
+    import numpy as np
+
+    contrib, roi = np.asarray(contrib), np.asarray(roi)
+    out: dict[str, Any] = {"channels": {}}
+    roi_err, mroas_err, covered = [], [], []
+    for j, ch in enumerate(channels):
+        true_roi = truth["roi"][j]
+        p05, p95 = np.quantile(roi[:, j], [0.05, 0.95])
+        line = {
+            "contribution_error": float(contrib[:, j].mean() / truth["contribution"][j] - 1),
+            "roi_error": float(abs(roi[:, j].mean() - true_roi) / true_roi),
+            "covered": bool(p05 <= true_roi <= p95),
+        }
+        if "mroas" in truth:
+            line["mroas_error"] = float(
+                abs(np.asarray(mroas)[:, j].mean() - truth["mroas"][j]) / truth["mroas"][j]
+            )
+            mroas_err.append(line["mroas_error"])
+        roi_err.append(line["roi_error"])
+        covered.append(line["covered"])
+        out["channels"][ch] = line
+    out["median_roi_error"] = float(np.median(roi_err))
+    out["median_mroas_error"] = float(np.median(mroas_err)) if mroas_err else None
+    out["covered"] = f"{sum(covered)}/{len(covered)}"
+    return out
+
+
+def run_case(case: str, py: Path, tmp: Path, chains: int, warmup: int, samples: int) -> dict[str, Any]:
+    from models.fit import fit
+
+    spec, (data, tests), truth = _prepare(case, tmp)
+    spec.update({"chains": chains, "warmup": warmup, "samples": samples, "seed": 0})
+    t0 = time.perf_counter()
+    fm = fit(data, lift_tests=tests, chains=chains, warmup=warmup, samples=samples, seed=0)
+    ours_wall = time.perf_counter() - t0
+    m = fm.channel_metrics()
+    ours = _score(m.contribution, m.roi, m.mroas, truth, list(data.channels))
+    ours.update(
+        {
+            "fit_seconds": ours_wall,
+            "r_hat_max": fm.diagnostics.r_hat_max,
+            "divergences": fm.diagnostics.divergences,
+        }
+    )
+    spec_path, out_path = tmp / f"{case}.spec.json", tmp / f"{case}.pymc.json"
+    spec_path.write_text(json.dumps(spec))
+    proc = subprocess.run(
+        [str(py), str(Path(__file__).resolve()), "--worker", str(spec_path), str(out_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    if proc.returncode != 0:
+        return {"ours": ours, "pymc": {"error": proc.stderr[-3000:]}}
+    raw = json.loads(out_path.read_text())
+    theirs = _score(raw["contribution"], raw["roi"], raw["mroas"], truth, list(data.channels))
+    theirs.update({k: raw[k] for k in ("fit_seconds", "r_hat_max", "divergences")})
+    ratios = {"time_pymc_over_ours": theirs["fit_seconds"] / ours["fit_seconds"]}
+    if ours["median_roi_error"] > 0:
+        ratios["roi_error_pymc_over_ours"] = theirs["median_roi_error"] / ours["median_roi_error"]
+    if ours.get("median_mroas_error"):
+        ratios["mroas_error_pymc_over_ours"] = theirs["median_mroas_error"] / ours["median_mroas_error"]
+    return {"ours": ours, "pymc": theirs, "ratios": ratios}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.pymc_compare")
+    parser.add_argument("--worker", nargs=2, type=Path, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--chains", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=1000)
+    parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--cases", default=",".join(CASES))
+    args = parser.parse_args(argv)
+    if args.worker:
+        worker(*args.worker)
+        return 0
+    py = ensure_bench_venv()
+    result: dict[str, Any] = {
+        "settings": {"chains": args.chains, "warmup": args.warmup, "samples": args.samples},
+        "cpus": os.cpu_count(),
+        "cases": {},
+    }
+    with tempfile.TemporaryDirectory(prefix="pymc-compare-") as tmp:
+        for case in args.cases.split(","):
+            print(f"== {case}", flush=True)
+            result["cases"][case] = run_case(case, py, Path(tmp), args.chains, args.warmup, args.samples)
+            print(json.dumps(result["cases"][case], indent=1, default=float), flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "pymc_compare.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    if "--worker" not in sys.argv:
+        sys.path.insert(0, str(REPO))
+    raise SystemExit(main())

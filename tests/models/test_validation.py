@@ -1,0 +1,98 @@
+"""The validation harness itself: the truths it scores against must be right."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.validation import (
+    PYMC_TRUTH_CSV,
+    ChannelScore,
+    FitScore,
+    lift_tests_for,
+    load_pymc_example,
+    pymc_true_media,
+    simulated_case,
+    summarize,
+)
+
+
+def test_pymc_example_truth_reproduces_the_published_contributions() -> None:
+    data = load_pymc_example()
+    published = pd.read_csv(PYMC_TRUTH_CSV)[["x1_true_contribution", "x2_true_contribution"]].to_numpy()
+    ours = pymc_true_media(data.spend)
+    np.testing.assert_allclose(ours, published, rtol=1e-9, atol=1e-6)
+    # data/README.md: true totals 274,848.3 (x1) and 65,906.0 (x2)
+    np.testing.assert_allclose(ours.sum(axis=0), [274_848.3, 65_906.0], atol=0.1)
+
+
+def _adstock_hill(spend: np.ndarray, decay: float, half: float, shape: float, scale: float) -> np.ndarray:
+    out = np.empty(len(spend))
+    a = spend[0]
+    for t, s in enumerate(spend):
+        a = (1 - decay) * s + decay * a
+        out[t] = scale * a**shape / (a**shape + half**shape)
+    return out
+
+
+@pytest.mark.parametrize("frequency", ["week", "day"])
+def test_lift_tests_measure_the_true_incremental_revenue(frequency: str) -> None:
+    data, truth = simulated_case(3, frequency)
+    tests = lift_tests_for(data, truth, seed=3)
+    assert len(tests) == len(data.channels)
+    rows = 4 if frequency == "week" else 28
+    for t in tests:
+        j = data.channels.index(t.channel)
+        inside = (data.dates >= t.start) & (data.dates <= t.end)
+        assert inside.sum() == rows
+        assert np.flatnonzero(inside)[0] >= data.periods // 2
+        per_row = t.spend_delta / rows
+        assert per_row < 0 and (data.spend[inside, j] + per_row).min() >= 0  # a holdout, never below zero
+        changed = data.spend[:, j].copy()
+        changed[inside] += per_row
+        args = (truth.decay[j], truth.half[j], truth.shape[j], truth.scale[j])
+        true_lift = (_adstock_hill(data.spend[:, j], *args) - _adstock_hill(changed, *args))[inside].sum()
+        assert t.incremental_revenue_se == pytest.approx(0.10 * true_lift, rel=1e-9)
+        assert abs(t.incremental_revenue - true_lift) < 4 * t.incremental_revenue_se
+
+
+def test_simulated_cases_are_two_to_three_years_of_four_to_six_channels_and_seeded() -> None:
+    sizes = set()
+    for seed in range(8):
+        data, _ = simulated_case(seed)
+        assert 104 <= data.periods <= 156
+        assert 4 <= len(data.channels) <= 6
+        sizes.add((data.periods, len(data.channels)))
+    assert len(sizes) > 1
+    a, ta = simulated_case(5)
+    b, tb = simulated_case(5)
+    np.testing.assert_array_equal(a.y, b.y)
+    np.testing.assert_array_equal(ta.roi, tb.roi)
+
+
+def _score(seed: int, rows: list[tuple[float, float, float, float, float, float]]) -> FitScore:
+    return FitScore(
+        seed=seed,
+        frequency="week",
+        calibrated=False,
+        periods=104,
+        channels=tuple(ChannelScore(f"c{i}", *r) for i, r in enumerate(rows)),
+        r_hat_max=1.01,
+        divergences=0,
+        fit_seconds=5.0,
+        healthy=True,
+    )
+
+
+def test_summary_takes_medians_over_all_channels_and_counts_coverage() -> None:
+    # (roi_true, roi_mean, p05, p95, mroas_true, mroas_mean)
+    a = _score(0, [(2.0, 2.2, 1.5, 2.5, 1.0, 1.1), (1.0, 1.5, 1.2, 1.8, 0.5, 0.4)])
+    b = _score(1, [(3.0, 3.0, 2.0, 4.0, 2.0, 2.0)])
+    s = summarize([a, b])
+    assert s["channels"] == 3 and s["fits"] == 2
+    assert s["median_roi_error"] == pytest.approx(0.1)  # errors 0.1, 0.5, 0.0
+    assert s["median_mroas_error"] == pytest.approx(0.1)  # errors 0.1, 0.2, 0.0
+    assert s["covered"] == 2 and s["coverage_90"] == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="nothing to summarize"):
+        summarize([])
