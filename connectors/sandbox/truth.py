@@ -23,6 +23,7 @@ from connectors.sandbox.market import Market
 from connectors.sandbox.scenario import ChannelSpec, Scenario, hill
 
 __all__ = [
+    "GeoFactors",
     "best_allocation",
     "counterfactual_market",
     "counterfactual_revenue",
@@ -240,14 +241,21 @@ def _round_to_cents(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, total: float)
 # ------------------------------------------------------------------------------------- counterfactuals
 
 
+GeoFactors = Mapping[tuple[str, str], float]  # (channel, region) -> factor, as Market.set_geo_factor
+
+
 def counterfactual_market(
-    scenario: Scenario, budgets_by_day: Callable[[date], Mapping[str, float]], end: date
+    scenario: Scenario,
+    budgets_by_day: Callable[[date], Mapping[str, float]],
+    end: date,
+    *,
+    geo_by_day: Callable[[date], GeoFactors] | None = None,
 ) -> Market:
     """A fresh market simulated from the scenario's start through ``end`` (inclusive).
 
     From the loop's first day on, each day's budgets are ``budgets_by_day(day)`` (channels it leaves
-    out keep their budget); the noise draws are the scenario's, so only the budgets differ from the
-    loop's own run.
+    out keep their budget) and, when given, its geo factors ``geo_by_day(day)`` (pairs it leaves out
+    keep theirs); the noise draws are the scenario's, so only these inputs differ from the loop's run.
     """
     market = Market(scenario)
     market.advance_to(min(scenario.first_loop_day, end + timedelta(days=1)))
@@ -256,6 +264,9 @@ def counterfactual_market(
         for channel, budget in budgets_by_day(day).items():
             if round(float(budget), 2) != market.budget(channel):
                 market.set_budget(channel, budget)
+        if geo_by_day is not None:
+            for (channel, region), factor in geo_by_day(day).items():
+                market.set_geo_factor(channel, region, factor)
         day += timedelta(days=1)
         market.advance_to(day)
     return market
@@ -266,15 +277,18 @@ def counterfactual_revenue(
     budgets_by_day: Callable[[date], Mapping[str, float]],
     start: date,
     end: date,
+    *,
+    geo_by_day: Callable[[date], GeoFactors] | None = None,
 ) -> float:
     """Total revenue from ``start`` to ``end`` inclusive, re-simulated with other budgets, same noise.
 
     Static run: ``lambda day: {}`` (the starting budgets never change). Oracle run:
-    ``lambda day: best_allocation(scenario, total, bounds)``.
+    ``lambda day: best_allocation(scenario, total, bounds)``. A geo experiment's true effect: the same
+    budgets with and without its ``geo_by_day`` holdout.
     """
     if end < start:
         raise ValueError(f"`end` ({end}) is before `start` ({start})")
     if start < scenario.start:
         raise ValueError(f"`start` ({start}) is before the scenario's start ({scenario.start})")
-    market = counterfactual_market(scenario, budgets_by_day, end)
+    market = counterfactual_market(scenario, budgets_by_day, end, geo_by_day=geo_by_day)
     return round(sum(o.revenue for o in market.outcomes(start, end)), 2)

@@ -214,3 +214,28 @@ def test_the_oracle_beats_the_static_budgets_over_a_year(example: Scenario) -> N
         example, {c.name: c.daily_budget for c in example.channels}
     )
     assert oracle_revenue - static_revenue > 0.5 * 365 * steady_gain
+
+
+def test_a_geo_holdout_replays_and_costs_what_the_region_would_have_earned(example: Scenario) -> None:
+    regions = [
+        {"name": "north", "baseline_share": 0.7, "reach": {"search": 0.6}},
+        {"name": "south", "baseline_share": 0.3, "reach": {"search": 0.4}},
+    ]
+    s = parse_scenario({**example.model_dump(), "regions": regions})
+    loop = s.first_loop_day
+    begin, end = loop + timedelta(days=7), loop + timedelta(days=20)
+
+    def holdout(day: date) -> dict[tuple[str, str], float]:
+        return {("search", "south"): 0.0 if begin <= day <= end else 1.0}
+
+    live = Market(s)
+    live.advance_to(begin)
+    live.set_geo_factor("search", "south", 0.0)
+    live.advance_to(end + timedelta(days=1))
+    replay = truth.counterfactual_market(s, lambda day: {}, end, geo_by_day=holdout)
+    assert replay.outcomes(loop, end) == live.outcomes(loop, end)
+    with_holdout = truth.counterfactual_revenue(s, lambda day: {}, begin, end, geo_by_day=holdout)
+    without = truth.counterfactual_revenue(s, lambda day: {}, begin, end)
+    lost = without - with_holdout
+    steady = 0.4 * truth.steady_state_contribution(s, "search", 4000.0) * 14  # reach x curve x days
+    assert 0.7 * steady < lost < 1.2 * steady  # noise and delivery aside, the south's search revenue
