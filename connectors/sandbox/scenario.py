@@ -327,111 +327,94 @@ def _allowed_keys(parent: list[Any]) -> list[str]:
     return []
 
 
+class _Problems(list[_Problem]):
+    def add(self, path: tuple[str | int, ...], what: str, fix: str | None) -> None:
+        self.append((path, what, fix))
+
+
 def _cross_check(s: Scenario) -> list[_Problem]:
-    problems: list[_Problem] = []
-    seen: dict[str, int] = {}
+    """What pydantic cannot see field by field: names, dates and shares that span several keys."""
+    problems = _Problems()
+    first_use: dict[str, int] = {}
     for i, channel in enumerate(s.channels):
-        if channel.name in seen:
-            problems.append(
-                (
-                    ("channels", i, "name"),
-                    f"duplicate channel name `{channel.name}` (also channels[{seen[channel.name]}])",
-                    "give every channel a unique name",
-                )
+        if channel.name in first_use:
+            problems.add(
+                ("channels", i, "name"),
+                f"duplicate channel name `{channel.name}` (also channels[{first_use[channel.name]}])",
+                "give every channel a unique name",
             )
-        seen.setdefault(channel.name, i)
-    names = set(seen)
-    horizon = s.first_loop_day + timedelta(days=3660)
-    for i, event in enumerate(s.events):
-        if event.start < s.start:
-            problems.append(
-                (
-                    ("events", i, "start"),
-                    f"{event.start} is before the scenario's start {s.start}",
-                    "move the event inside the simulated period",
-                )
-            )
-        if event.start > horizon:
-            problems.append(
-                (
-                    ("events", i, "start"),
-                    f"{event.start} is more than ten years after the loop's first day",
-                    "check the year",
-                )
-            )
-        if isinstance(event, FreezeEvent):
-            if event.end < event.start:
-                problems.append(
-                    (
-                        ("events", i, "end"),
-                        f"freeze ends ({event.end}) before it starts ({event.start})",
-                        "swap `start` and `end`",
-                    )
-                )
-            elif event.end < s.first_loop_day:
-                problems.append(
-                    (
-                        ("events", i, "end"),
-                        f"freeze ends {event.end}, before the loop's first day "
-                        f"{s.first_loop_day}, so it could never stop a change",
-                        "check the dates",
-                    )
-                )
-        elif event.channel not in names:
-            problems.append(
-                (
-                    ("events", i, "channel"),
-                    f"shock on unknown channel `{event.channel}`",
-                    "use one of " + ", ".join(s.channel_names),
-                )
-            )
-    problems.extend(_check_regions(s, names))
+        first_use.setdefault(channel.name, i)
+    _check_events(s, problems)
+    _check_regions(s, problems)
     return problems
 
 
-def _check_regions(s: Scenario, names: set[str]) -> list[_Problem]:
-    problems: list[_Problem] = []
-    region_names: dict[str, int] = {}
-    for i, region in enumerate(s.regions):
-        if region.name in region_names:
-            problems.append(
-                (
-                    ("regions", i, "name"),
-                    f"duplicate region name `{region.name}`",
-                    "give every region a unique name",
-                )
+def _check_events(s: Scenario, problems: _Problems) -> None:
+    horizon = s.first_loop_day + timedelta(days=3660)
+    known = "use one of " + ", ".join(s.channel_names)
+    for i, event in enumerate(s.events):
+        if event.start < s.start:
+            problems.add(
+                ("events", i, "start"),
+                f"{event.start} is before the scenario's start {s.start}",
+                "move the event inside the simulated period",
             )
-        region_names.setdefault(region.name, i)
+        if event.start > horizon:
+            problems.add(
+                ("events", i, "start"),
+                f"{event.start} is more than ten years after the loop's first day",
+                "check the year",
+            )
+        if isinstance(event, ShockEvent):
+            if event.channel not in s.channel_names:
+                problems.add(("events", i, "channel"), f"shock on unknown channel `{event.channel}`", known)
+        elif event.end < event.start:
+            problems.add(
+                ("events", i, "end"),
+                f"freeze ends ({event.end}) before it starts ({event.start})",
+                "swap `start` and `end`",
+            )
+        elif event.end < s.first_loop_day:
+            problems.add(
+                ("events", i, "end"),
+                f"freeze ends {event.end}, before the loop's first day {s.first_loop_day}, "
+                "so it could never stop a change",
+                "check the dates",
+            )
+
+
+def _check_regions(s: Scenario, problems: _Problems) -> None:
+    first_use: dict[str, int] = {}
+    known = "use one of " + ", ".join(s.channel_names)
+    for i, region in enumerate(s.regions):
+        if region.name in first_use:
+            problems.add(
+                ("regions", i, "name"),
+                f"duplicate region name `{region.name}`",
+                "give every region a unique name",
+            )
+        first_use.setdefault(region.name, i)
         for channel in region.reach:
-            if channel not in names:
-                problems.append(
-                    (
-                        ("regions", i, "reach", channel),
-                        f"reach given for unknown channel `{channel}`",
-                        "use one of " + ", ".join(s.channel_names),
-                    )
+            if channel not in s.channel_names:
+                problems.add(
+                    ("regions", i, "reach", channel), f"reach given for unknown channel `{channel}`", known
                 )
     total = sum(r.baseline_share for r in s.regions)
     if abs(total - 1.0) > _SHARE_TOLERANCE:
-        problems.append(
-            (
-                ("regions",),
-                f"baseline_share values sum to {total:.6g}, not 1",
-                "make the regions' shares add up to 1",
-            )
+        problems.add(
+            ("regions",),
+            f"baseline_share values sum to {total:.6g}, not 1",
+            "make the regions' shares add up to 1",
         )
     for channel in s.channel_names:
         reach = sum(r.reach_of(channel) for r in s.regions)
         if abs(reach - 1.0) > _SHARE_TOLERANCE:
-            problems.append(
-                (
-                    ("regions", "*", "reach", channel),
-                    f"reach shares of `{channel}` sum to {reach:.6g}, not 1",
-                    "make each channel's reach over the regions add up to 1 (a missing entry counts as the "
-                    "region's baseline_share)",
-                )
+            problems.add(
+                ("regions", "*", "reach", channel),
+                f"reach shares of `{channel}` sum to {reach:.6g}, not 1",
+                "make each channel's reach over the regions add up to 1 (a missing entry counts as the "
+                "region's baseline_share)",
             )
-    return problems
 
 
 def _key(path: Sequence[str | int]) -> str:
