@@ -1,0 +1,131 @@
+"""The agents as jobs: each takes the :class:`~agents.runtime.Runtime`, does one unit of work and returns a
+JSON-able summary. The scheduler (:mod:`agents.scheduler`) decides when they run; the jobs never look
+at the wall clock, only at ``rt.clock``.
+
+=========  ==========================  ================================================================
+job        when                        what
+=========  ==========================  ================================================================
+ingest     daily 06:00 UTC             pull every connector up to yesterday into the raw and clean tables
+monitor    daily 07:00 UTC             compare yesterday with each monitored request's band; roll back
+retrain    weekly, Monday 03:00 UTC    fit the latest four quarters; promote only a healthy version
+plan       daily 08:00 UTC, on demand  one planning step from the promoted model (no-op while a request
+                                       is open); runs right after a promotion too
+execute    every 5 minutes             apply approved requests exactly once (and finish crashed ones)
+expire     hourly                      expire requests nobody decided in time
+=========  ==========================  ================================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from agents.runtime import Runtime
+from budgetloop.db.loop import ChangeRequest
+from budgetloop.lifecycle import State
+from budgetloop.store import metrics as metrics_store
+
+JobFunc = Callable[[Runtime], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    name: str
+    func: JobFunc
+    cron: dict[str, Any]  # APScheduler CronTrigger fields (UTC)
+    description: str
+
+
+def ingest(rt: Runtime) -> dict[str, Any]:
+    from agents.ingest import run_ingest
+
+    yesterday = rt.clock.today() - timedelta(days=1)
+    with rt.unit_of_work() as session:
+        last = metrics_store.last_complete_day(session)
+        start = yesterday - timedelta(days=6) if last is None else min(last + timedelta(days=1), yesterday)
+        # Re-pull the last three days too: platforms restate recent days (late corrections).
+        start = min(start, yesterday - timedelta(days=2))
+        report = run_ingest(session, rt.connectors, start=start, end=yesterday, now=rt.clock.now())
+    return {"start": start.isoformat(), "end": yesterday.isoformat(), **report.summary()}
+
+
+def retrain(rt: Runtime) -> dict[str, Any]:
+    from agents.retrain import retrain as run_retrain
+
+    with rt.unit_of_work() as session:
+        outcome = run_retrain(session, now=rt.clock.now(), options=rt.fit)
+    summary: dict[str, Any] = {
+        "version_id": outcome.version_id,
+        "promoted": outcome.promoted,
+        "reason": outcome.reason,
+        "fit_seconds": outcome.fit_seconds,
+    }
+    if outcome.promoted:
+        summary["plan"] = plan(rt)
+    return summary
+
+
+def plan(rt: Runtime) -> dict[str, Any]:
+    from agents.plan import run_plan
+
+    with rt.unit_of_work() as session:
+        run = run_plan(rt, session)
+        return {"proposed": run.proposed, "change_request_id": run.change_request_id, "reason": run.reason}
+
+
+def execute(rt: Runtime) -> dict[str, Any]:
+    from agents.execute import execute_request
+
+    with rt.unit_of_work() as session:
+        ids = list(
+            session.execute(
+                select(ChangeRequest.id)
+                .where(ChangeRequest.status.in_([State.APPROVED.value, State.EXECUTING.value]))
+                .order_by(ChangeRequest.id)
+            ).scalars()
+        )
+        _, policy = rt.policy(session)
+    results = {}
+    for cr_id in ids:
+        report = execute_request(
+            rt.sessions, change_request_id=cr_id, connectors=rt.connectors, policy=policy, clock=rt.clock
+        )
+        results[str(cr_id)] = report.status
+    return {"executed": results}
+
+
+def monitor(rt: Runtime) -> dict[str, Any]:
+    from agents.monitor import model_predictor, monitor_day
+
+    day = rt.clock.today() - timedelta(days=1)
+    with rt.unit_of_work() as session:
+        _, policy = rt.policy(session)
+    readings = monitor_day(
+        rt.sessions, day=day, clock=rt.clock, predictor=model_predictor(rt), policy=policy, runtime=rt
+    )
+    return {"day": day.isoformat(), "readings": [r.outcome for r in readings]}
+
+
+def expire(rt: Runtime) -> dict[str, Any]:
+    from agents.expire import expire_stale
+
+    with rt.unit_of_work() as session:
+        expired = expire_stale(session, now=rt.clock.now(), notify=rt.notify)
+    return {"expired": expired}
+
+
+JOBS: dict[str, JobSpec] = {
+    spec.name: spec
+    for spec in (
+        JobSpec("ingest", ingest, {"hour": 6, "minute": 0}, "pull every connector up to yesterday"),
+        JobSpec("monitor", monitor, {"hour": 7, "minute": 0}, "check yesterday against each forecast band"),
+        JobSpec("retrain", retrain, {"day_of_week": "mon", "hour": 3, "minute": 0}, "weekly retrain"),
+        JobSpec("plan", plan, {"hour": 8, "minute": 0}, "one planning step"),
+        JobSpec("execute", execute, {"minute": "*/5"}, "apply approved requests exactly once"),
+        JobSpec("expire", expire, {"minute": 30}, "expire undecided requests"),
+    )
+}

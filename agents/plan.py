@@ -1,0 +1,333 @@
+"""The plan job: read the live state, run one planning step, and turn a worthwhile step into a request.
+
+Reads like a script: load the promoted model and the active policy, read live budgets and learning
+status through the connectors, gather the executed history, call :func:`agents.planning.plan`, store
+the outcome (a change request when it proposes, a planner run with the reason either way), and hand
+the request to the right path for the policy's autonomy: ``shadow`` records it, ``autonomous_below``
+approves small moves by itself, ``approval`` asks a person in Slack.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from agents.planning import PlanContext, PlanOutcome, plan, summarise
+from agents.retrain import decode_model
+from agents.runtime import Runtime
+from budgetloop.db.loop import ChangeRequest, ChangeRequestItem, ModelVersion, PlannerRun
+from budgetloop.db.metrics import DailyRevenue
+from budgetloop.lifecycle import OPEN, Event, State
+from budgetloop.store import change_requests as crs
+from budgetloop.store import metrics as metrics_store
+from budgetloop.store import models as model_store
+from guardrails.policy import Policy
+from guardrails.records import CampaignState, ExecutedChange
+from models.curves import ResponseCurves
+from models.fitted import FittedModel
+
+ACTOR = "planner"
+APPLIED_STATES = ("executed", "monitoring", "confirmed", "rolled_back")
+
+
+@dataclass(frozen=True)
+class LiveCampaign:
+    channel: str
+    platform: str
+    external_id: str
+    budget: float
+    learning: bool
+
+
+def load_model(rt: Runtime, version: ModelVersion) -> FittedModel:
+    """The fitted model of a version, deserialised once per process."""
+    cache: dict[int, FittedModel] = rt.extras.setdefault("model_cache", {})
+    if version.id not in cache:
+        cache.clear()
+        cache[version.id] = decode_model(version.artifact, source=f"model version {version.id}")
+    return cache[version.id]
+
+
+def daily_curves(fm: FittedModel) -> ResponseCurves:
+    """Curves per day: a weekly model's per-week curve scaled to a day (budget x 7 in, revenue / 7 out)."""
+    rc = fm.response_curves()
+    if rc.period == "day":
+        return rc
+    return ResponseCurves(rc.channels, rc.beta / 7.0, rc.half / 7.0, rc.shape, "day", dict(rc.meta))
+
+
+def live_campaigns(rt: Runtime, session: Session) -> list[LiveCampaign]:
+    """Every known campaign with its live daily budget and learning status, read through the connectors."""
+    known = {(c.platform, c.external_id): c.channel for c in metrics_store.campaigns(session)}
+    out: list[LiveCampaign] = []
+    for name, connector in sorted(rt.connectors.platforms.items()):
+        budgets = connector.get_budgets()
+        learning = connector.learning_status()
+        if not known:
+            known.update({(name, c.external_id): c.channel for c in connector.list_campaigns()})
+        for external_id, budget in sorted(budgets.items()):
+            channel = known.get((name, external_id))
+            if channel is None:
+                continue
+            status = learning.get(external_id)
+            out.append(
+                LiveCampaign(channel, name, external_id, float(budget), bool(status and status.learning))
+            )
+    return out
+
+
+def executed_history(session: Session, *, since: datetime) -> list[ExecutedChange]:
+    """Budget changes applied per channel since ``since`` (for cooldowns and the weekly swing)."""
+    rows = session.execute(
+        select(
+            ChangeRequestItem.channel,
+            ChangeRequestItem.applied_at,
+            ChangeRequestItem.before,
+            ChangeRequestItem.after,
+        )
+        .where(ChangeRequestItem.state == "applied", ChangeRequestItem.applied_at >= since)
+        .order_by(ChangeRequestItem.applied_at)
+    ).all()
+    per_channel: dict[tuple[str, datetime], list[tuple[float, float]]] = defaultdict(list)
+    for channel, at, before, after in rows:
+        per_channel[(channel, at)].append((before, after))
+    return [
+        ExecutedChange(key=ch, at=at, before=sum(b for b, _ in pairs), after=sum(a for _, a in pairs))
+        for (ch, at), pairs in sorted(per_channel.items(), key=lambda kv: kv[0][1])
+    ]
+
+
+def baseline_revenue(session: Session, *, days: int = 28) -> float:
+    last = session.scalar(select(func.max(DailyRevenue.day)))
+    if last is None:
+        return 0.0
+    avg = session.scalar(
+        select(func.avg(DailyRevenue.revenue)).where(DailyRevenue.day > last - timedelta(days=days))
+    )
+    return float(avg or 0.0)
+
+
+def step_scale(session: Session, policy: Policy) -> float:
+    """Share of the max swing the next step may use: grows by ``expand_step`` after each confirmed move,
+    starts (and restarts after a rollback) at ``1 / (1 + expand_step)``."""
+    start = 1.0 / (1.0 + policy.monitoring.expand_step)
+    last = session.execute(
+        select(ChangeRequest)
+        .where(
+            ChangeRequest.kind == "reallocation",
+            ChangeRequest.status.in_([State.CONFIRMED.value, State.ROLLED_BACK.value]),
+        )
+        .order_by(ChangeRequest.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    if last is None or last.status == State.ROLLED_BACK.value:
+        return start
+    previous = float(last.details.get("step_scale", start))
+    return min(1.0, previous * (1.0 + policy.monitoring.expand_step))
+
+
+def _record_run(
+    session: Session,
+    *,
+    now: datetime,
+    version_id: int | None,
+    reason: str,
+    cr_id: int | None,
+    details: dict[str, Any],
+) -> PlannerRun:
+    run = PlannerRun(
+        at=now,
+        model_version_id=version_id,
+        proposed=cr_id is not None,
+        change_request_id=cr_id,
+        reason=reason,
+        details=details,
+    )
+    session.add(run)
+    session.flush()
+    return run
+
+
+def _split(campaigns: list[LiveCampaign], new_total: float) -> list[tuple[LiveCampaign, float]]:
+    """A channel's new daily budget shared among its campaigns in proportion to their budgets."""
+    old_total = sum(c.budget for c in campaigns)
+    shares = [c.budget / old_total if old_total > 0 else 1.0 / len(campaigns) for c in campaigns]
+    amounts = [round(new_total * s, 2) for s in shares]
+    amounts[-1] = round(new_total - sum(amounts[:-1]), 2)
+    return list(zip(campaigns, amounts, strict=True))
+
+
+def run_plan(rt: Runtime, session: Session) -> PlannerRun:
+    """One planning run (see the module docstring). Never commits."""
+    now = rt.clock.now()
+    policy_version, policy = rt.policy(session)
+    open_cr = session.execute(
+        select(ChangeRequest.id, ChangeRequest.status)
+        .where(ChangeRequest.status.in_([s.value for s in OPEN]))
+        .order_by(ChangeRequest.id)
+        .limit(1)
+    ).first()
+    if open_cr is not None:
+        return _record_run(
+            session,
+            now=now,
+            version_id=None,
+            reason=f"change request {open_cr[0]} is still {open_cr[1]}: one move at a time",
+            cr_id=None,
+            details={},
+        )
+    version = model_store.promoted(session)
+    if version is None:
+        return _record_run(
+            session, now=now, version_id=None, reason="no promoted model yet", cr_id=None, details={}
+        )
+    fm = load_model(rt, version)
+    live = live_campaigns(rt, session)
+    by_channel: dict[str, list[LiveCampaign]] = defaultdict(list)
+    for c in live:
+        by_channel[c.channel].append(c)
+    current = {ch: round(sum(c.budget for c in cs), 2) for ch, cs in by_channel.items()}
+    states = {
+        ch: CampaignState(channel=ch, learning=any(c.learning for c in cs)) for ch, cs in by_channel.items()
+    }
+    scale = step_scale(session, policy)
+    ctx = PlanContext(
+        curves=daily_curves(fm),
+        current=current,
+        states=states,
+        history=executed_history(session, since=now - timedelta(days=35)),
+        policy=policy,
+        now=now,
+        baseline_revenue_per_day=baseline_revenue(session),
+        step_scale=scale,
+    )
+    outcome = plan(ctx)
+    details = _outcome_details(outcome)
+    if not outcome.propose:
+        return _record_run(
+            session, now=now, version_id=version.id, reason=outcome.reason, cr_id=None, details=details
+        )
+    cr = _create_request(rt, session, outcome, by_channel, policy, policy_version, version.id, scale, now)
+    return _record_run(
+        session, now=now, version_id=version.id, reason=outcome.reason, cr_id=cr.id, details=details
+    )
+
+
+def _outcome_details(outcome: PlanOutcome) -> dict[str, Any]:
+    return {
+        "current": {m.channel: m.current for m in outcome.moves},
+        "target": outcome.target,
+        "proposed": outcome.proposed,
+        "expected_gain": outcome.expected_gain,
+        "gain_p05": outcome.gain_p05,
+        "gain_p95": outcome.gain_p95,
+        "probability_of_improvement": outcome.probability_of_improvement,
+        "relative_gain": outcome.relative_gain,
+        "warnings": list(outcome.warnings),
+        **outcome.details,
+    }
+
+
+def _create_request(
+    rt: Runtime,
+    session: Session,
+    outcome: PlanOutcome,
+    by_channel: dict[str, list[LiveCampaign]],
+    policy: Policy,
+    policy_version: int | None,
+    model_version_id: int,
+    scale: float,
+    now: datetime,
+) -> ChangeRequest:
+    items: list[crs.ItemDraft] = []
+    for move in outcome.moves:
+        if abs(move.proposed - move.current) < 0.005:
+            continue
+        for campaign, amount in _split(by_channel[move.channel], move.proposed):
+            items.append(
+                crs.ItemDraft(move.channel, campaign.platform, campaign.external_id, campaign.budget, amount)
+            )
+    assert outcome.decision is not None
+    verdicts = [
+        {
+            "rule": v.rule,
+            "key": v.key,
+            "outcome": v.outcome,
+            "level": v.level,
+            "limit": v.limit,
+            "proposed": v.proposed,
+            "adjusted": v.adjusted,
+            "message": v.message,
+        }
+        for v in outcome.decision.verdicts
+    ]
+    monitoring = policy.monitoring
+    draft = crs.ChangeRequestDraft(
+        kind="reallocation",
+        requested_by=ACTOR,
+        objective=policy.objective.metric,
+        summary=summarise(outcome, policy.budget.currency),
+        items=items,
+        expected_gain=outcome.expected_gain,
+        gain_p05=outcome.gain_p05,
+        gain_p95=outcome.gain_p95,
+        probability_of_improvement=outcome.probability_of_improvement,
+        verdicts=verdicts,
+        monitoring_plan={
+            "band": monitoring.band,
+            "rollback_after_days_outside": monitoring.rollback_after_days_outside,
+            "evaluation_days": monitoring.evaluation_days,
+            "expected_media_revenue_before": outcome.expected_revenue_before,
+            "expected_media_revenue_after": outcome.expected_revenue_after,
+        },
+        details={
+            "step_scale": scale,
+            "approvals_required": outcome.decision.approvals_required,
+            "relative_gain": outcome.relative_gain,
+            "mroas": {
+                m.channel: {"mean": m.mroas_mean, "p05": m.mroas_p05, "p95": m.mroas_p95}
+                for m in outcome.moves
+            },
+            "target": outcome.target,
+            "warnings": list(outcome.warnings),
+        },
+        model_version_id=model_version_id,
+        policy_version=policy_version,
+        expires_at=now + timedelta(hours=policy.approval.expire_after_hours),
+    )
+    cr = crs.create(session, draft=draft, now=now)
+    if policy.autonomy == "shadow":
+        cr = crs.transition(
+            session,
+            change_request_id=cr.id,
+            event=Event.RECORD_SHADOW,
+            actor=ACTOR,
+            now=now,
+            reason="autonomy is shadow: recorded, not executed",
+            payload={"would_have": {i.channel: i.after for i in cr.items}},
+        )
+    elif (
+        policy.autonomy == "autonomous_below"
+        and policy.approval.autonomous_below is not None
+        and cr.relative_move < policy.approval.autonomous_below
+    ):
+        cr = crs.transition(
+            session,
+            change_request_id=cr.id,
+            event=Event.AUTO_APPROVE,
+            actor="autonomy",
+            now=now,
+            reason=(
+                f"relative move {cr.relative_move:.1%} is below autonomous_below "
+                f"{policy.approval.autonomous_below:.0%}"
+            ),
+        )
+    else:
+        cr = crs.transition(session, change_request_id=cr.id, event=Event.SUBMIT, actor=ACTOR, now=now)
+    rt.notify(session, cr)
+    return cr

@@ -1,0 +1,239 @@
+"""The planner's pure core: from posterior response curves to a guarded, evaluated proposal.
+
+One planning step:
+
+1. **Target**: the best allocation of the current total (capped by the policy) under the posterior,
+   within the policy's per-channel bounds and locks (:func:`models.optimize.optimize`).
+2. **Step**: move each channel toward its target by at most the policy's swing (scaled by the step
+   factor, which grows after a confirmed move), keeping the total: where increases outweigh cuts,
+   increases are scaled down, and the other way round.
+3. **Guardrails**: the engine clips or blocks the step (:func:`guardrails.engine.evaluate`).
+4. **Evaluation**: over posterior draws, the gain of the guarded step against the current budgets: mean,
+   90% band and the probability that it improves the objective.
+5. **Decision**: propose only when the probability and the relative gain reach the policy's
+   thresholds (an advisory threshold warns instead of blocking). Otherwise say why.
+
+No database, no clock: everything arrives as arguments, so it can be tested and replayed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from guardrails.engine import evaluate
+from guardrails.policy import Policy
+from guardrails.records import CampaignState, Decision, ExecutedChange, Forecast
+from models.curves import ResponseCurves
+from models.optimize import optimize
+
+# A step smaller than this share of the portfolio is not worth a person's attention.
+MIN_RELATIVE_MOVE = 0.005
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    curves: ResponseCurves  # per-day curves of the promoted model
+    current: Mapping[str, float]  # live daily budget per channel
+    states: Mapping[str, CampaignState]
+    history: Sequence[ExecutedChange]
+    policy: Policy
+    now: datetime
+    baseline_revenue_per_day: float  # recent average total revenue, for the relative gain
+    step_scale: float = 1.0  # share of the policy's max swing this step may use (grows after confirmations)
+
+
+@dataclass(frozen=True)
+class ChannelMove:
+    channel: str
+    current: float
+    target: float
+    proposed: float
+    mroas_mean: float
+    mroas_p05: float
+    mroas_p95: float
+
+
+@dataclass(frozen=True)
+class PlanOutcome:
+    propose: bool
+    reason: str
+    moves: tuple[ChannelMove, ...]
+    decision: Decision | None
+    expected_gain: float = 0.0  # objective per day
+    gain_p05: float = 0.0
+    gain_p95: float = 0.0
+    probability_of_improvement: float = 0.0
+    relative_gain: float = 0.0
+    expected_revenue_before: float = 0.0  # media revenue per day (posterior mean)
+    expected_revenue_after: float = 0.0
+    warnings: tuple[str, ...] = ()
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def proposed(self) -> dict[str, float]:
+        return {m.channel: m.proposed for m in self.moves}
+
+    @property
+    def target(self) -> dict[str, float]:
+        return {m.channel: m.target for m in self.moves}
+
+
+def _bounds(
+    policy: Policy, channels: Sequence[str], total: float
+) -> dict[str, tuple[float | None, float | None]]:
+    out: dict[str, tuple[float | None, float | None]] = {}
+    for ch in channels:
+        rule = policy.channels.get(ch)
+        if rule is None:
+            continue
+        hi = rule.max_daily if rule.max_daily is not None else total
+        out[ch] = (float(rule.min_daily), float(min(hi, total)))
+    return out
+
+
+def step_toward(current: np.ndarray, target: np.ndarray, max_swing: float) -> np.ndarray:
+    """Move each channel toward its target by at most ``max_swing`` of its budget, keeping the total."""
+    limit = np.abs(current) * max_swing
+    delta = np.clip(target - current, -limit, limit)
+    up = delta[delta > 0].sum()
+    down = -delta[delta < 0].sum()
+    if up > down and up > 0:
+        delta = np.where(delta > 0, delta * (down / up), delta)
+    elif down > up and down > 0:
+        delta = np.where(delta < 0, delta * (up / down), delta)
+    return np.round(current + delta, 2)
+
+
+def plan(ctx: PlanContext) -> PlanOutcome:
+    """One planning step (see the module docstring)."""
+    policy = ctx.policy
+    channels = [c for c in ctx.curves.channels if c in ctx.current]
+    if not channels:
+        return PlanOutcome(False, "the promoted model shares no channel with the live campaigns", (), None)
+    curves = ctx.curves.select(channels)
+    cur = np.array([float(ctx.current[c]) for c in channels])
+    total = float(min(cur.sum(), policy.budget.total_daily_max))
+    locked = [c for c in channels if policy.channels.get(c) is not None and policy.channels[c].locked]
+    objective = policy.objective.metric
+    try:
+        best = optimize(
+            curves,
+            total,
+            current=dict(zip(channels, cur.tolist(), strict=True)),
+            bounds=_bounds(policy, channels, total),
+            locked=locked,
+            objective=objective,
+            margin=policy.objective.margin,
+            target_roas=policy.objective.target,
+        )
+    except ValueError as exc:
+        return PlanOutcome(False, f"no feasible allocation under the policy: {exc}", (), None)
+    target = np.array([best.allocation[c] for c in channels])
+    # The step grows after each confirmed move, never beyond the policy's swing (the engine clips anyway).
+    swing = policy.change.max_swing_per_change * min(max(ctx.step_scale, 0.0), 1.0)
+    stepped = step_toward(cur, target, swing)
+    decision = evaluate(
+        current=dict(zip(channels, cur.tolist(), strict=True)),
+        proposed=dict(zip(channels, stepped.tolist(), strict=True)),
+        states=ctx.states,
+        history=ctx.history,
+        policy=policy,
+        now=ctx.now,
+    )
+    adjusted = np.array([float(decision.adjusted.get(c, ctx.current[c])) for c in channels])
+    m_draws = curves.mroas(cur)  # [D, C]
+    m05, m95 = np.quantile(m_draws, [0.05, 0.95], axis=0)
+    moves = tuple(
+        ChannelMove(
+            c,
+            float(cur[i]),
+            float(target[i]),
+            float(adjusted[i]),
+            float(m_draws[:, i].mean()),
+            float(m05[i]),
+            float(m95[i]),
+        )
+        for i, c in enumerate(channels)
+    )
+    details: dict[str, Any] = {
+        "target": dict(zip(channels, np.round(target, 2).tolist(), strict=True)),
+        "stepped": dict(zip(channels, stepped.tolist(), strict=True)),
+        "optimizer_expected_gain": best.expected_gain,
+        "optimizer_probability_of_improvement": best.probability_of_improvement,
+        "objective": objective,
+        "step_scale": ctx.step_scale,
+    }
+    if decision.blocked:
+        why = (
+            "; ".join(v.message for v in decision.verdicts if v.outcome == "blocked")
+            or "blocked by guardrails"
+        )
+        return PlanOutcome(False, f"blocked by guardrails: {why}", moves, decision, details=details)
+    moved = float(np.abs(adjusted - cur).sum())
+    if moved < MIN_RELATIVE_MOVE * max(cur.sum(), 1e-9):
+        return PlanOutcome(
+            False,
+            f"already at the best allocation the guardrails allow (a move of {moved:.2f}/day)",
+            moves,
+            decision,
+            details=details,
+        )
+    rev_cur = curves.total_revenue(cur)
+    rev_new = curves.total_revenue(adjusted)
+    if objective == "profit":
+        margin = float(policy.objective.margin or 1.0)
+        gain = margin * (rev_new - rev_cur) - (adjusted.sum() - cur.sum())
+    else:
+        gain = rev_new - rev_cur
+    g05, g95 = np.quantile(gain, [0.05, 0.95])
+    prob = float(np.mean(gain > 0))
+    rel = float(gain.mean() / max(ctx.baseline_revenue_per_day, 1e-9))
+    outcome = dict(
+        moves=moves,
+        decision=decision,
+        expected_gain=float(gain.mean()),
+        gain_p05=float(g05),
+        gain_p95=float(g95),
+        probability_of_improvement=prob,
+        relative_gain=rel,
+        expected_revenue_before=float(rev_cur.mean()),
+        expected_revenue_after=float(rev_new.mean()),
+        details=details,
+    )
+    # Second pass with the forecast: the engine owns the thresholds and their enforcement levels.
+    final = evaluate(
+        current=dict(zip(channels, cur.tolist(), strict=True)),
+        proposed=dict(zip(channels, adjusted.tolist(), strict=True)),
+        states=ctx.states,
+        history=ctx.history,
+        policy=policy,
+        now=ctx.now,
+        forecast=Forecast(probability_of_improvement=prob, expected_gain=rel),
+    )
+    outcome["decision"] = final
+    warnings = tuple(v.message for v in final.verdicts if v.outcome == "warned")
+    if final.blocked:
+        why = "; ".join(v.message for v in final.verdicts if v.outcome == "blocked")
+        return PlanOutcome(False, why or "blocked by guardrails", warnings=warnings, **outcome)  # type: ignore[arg-type]
+    return PlanOutcome(True, "meets the policy's thresholds", warnings=warnings, **outcome)  # type: ignore[arg-type]
+
+
+def summarise(outcome: PlanOutcome, currency: str = "USD") -> str:
+    """A sentence a marketer can judge in ten seconds."""
+    ups = [m for m in outcome.moves if m.proposed > m.current + 0.005]
+    downs = [m for m in outcome.moves if m.proposed < m.current - 0.005]
+
+    def fmt(ms: list[ChannelMove]) -> str:
+        return ", ".join(f"{m.channel} {m.current:,.0f}→{m.proposed:,.0f}" for m in ms) or "nothing"
+
+    moved = sum(m.proposed - m.current for m in ups)
+    return (
+        f"Move {moved:,.0f} {currency}/day: up {fmt(ups)}; down {fmt(downs)}. "
+        f"Expected {outcome.expected_gain:+,.0f} {currency}/day (90% band {outcome.gain_p05:+,.0f} to "
+        f"{outcome.gain_p95:+,.0f}), probability of improvement {outcome.probability_of_improvement:.0%}."
+    )

@@ -1,0 +1,197 @@
+"""The weekly retrain: fit the latest four quarters, store the version, promote it only if it is healthy.
+
+A candidate is promoted when
+
+1. its sampler diagnostics pass (r-hat <= 1.05, divergences <= 1%, as judged by ``models.diagnostics``),
+2. its time-series holdout (refit without the last ``holdout_days``, predict them) has a MAPE below
+   ``MAX_HOLDOUT_MAPE``, and
+3. it is not wildly different from the promoted version without cause: a channel whose ROI moved by
+   more than ``MAX_ROI_SHIFT`` (relative) *and* left the previous version's 90% interval needs a new
+   calibration point (a lift test) on that channel since the previous version, or it is held back.
+
+Otherwise the previous version stays promoted and the reason is stored and audited.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from agents.runtime import FitOptions
+from budgetloop.db.loop import CalibrationPoint, ModelVersion
+from budgetloop.errors import FitError, InputError
+from budgetloop.store import metrics as metrics_store
+from budgetloop.store import models as model_store
+from models.data import from_frame
+from models.fit import fit
+from models.fitted import FittedModel
+from models.lift import LiftTest
+from models.serialize import from_dict, to_dict
+
+MAX_HOLDOUT_MAPE = 0.15
+MAX_ROI_SHIFT = 0.5
+
+
+@dataclass(frozen=True)
+class RetrainOutcome:
+    version_id: int | None
+    promoted: bool
+    reason: str
+    fit_seconds: float = 0.0
+    summary: Mapping[str, Any] | None = None
+
+
+ARTIFACT_DRAWS = 500  # posterior draws kept in a stored version (enough for decisions, small on disk)
+
+
+def encode_model(fm: FittedModel) -> bytes:
+    """The stored artifact: the serialised model (a draws subset), compressed."""
+    return zlib.compress(json.dumps(to_dict(fm, max_draws=ARTIFACT_DRAWS)).encode(), level=6)
+
+
+def decode_model(artifact: bytes, *, source: str = "<model version>") -> FittedModel:
+    return from_dict(json.loads(zlib.decompress(artifact)), source=source)
+
+
+def lift_tests_in(session: Session, *, start: date, end: date, channels: Sequence[str]) -> list[LiftTest]:
+    """Calibration points whose window lies inside the training range, as lift tests."""
+    rows = session.execute(
+        select(CalibrationPoint)
+        .where(CalibrationPoint.start >= start, CalibrationPoint.end <= end)
+        .order_by(CalibrationPoint.id)
+    ).scalars()
+    return [
+        LiftTest(
+            channel=r.channel,
+            start=np.datetime64(r.start, "D"),
+            end=np.datetime64(r.end, "D"),
+            spend_delta=r.spend_delta,
+            incremental_revenue=r.incremental_revenue,
+            incremental_revenue_se=r.incremental_revenue_se,
+        )
+        for r in rows
+        if r.channel in channels
+    ]
+
+
+def summarise(fm: FittedModel) -> dict[str, Any]:
+    """ROI and mROAS per channel (mean, p05, p95) and the holdout, for the version's record."""
+    m = fm.channel_metrics()
+    out: dict[str, Any] = {"channels": {}}
+    for i, ch in enumerate(fm.channels):
+        out["channels"][ch] = {
+            name: {
+                "mean": float(arr[:, i].mean()),
+                "p05": float(np.quantile(arr[:, i], 0.05)),
+                "p95": float(np.quantile(arr[:, i], 0.95)),
+            }
+            for name, arr in (("roi", m.roi), ("mroas", m.mroas))
+        }
+    out["holdout"] = None if fm.holdout is None else fm.holdout.to_dict()
+    return out
+
+
+def _shifted_without_cause(
+    session: Session, previous: ModelVersion, summary: Mapping[str, Any], now_end: date
+) -> list[str]:
+    shifted: list[str] = []
+    old = previous.summary.get("channels", {})
+    calibrated = {
+        r.channel
+        for r in session.execute(
+            select(CalibrationPoint).where(CalibrationPoint.created_at >= previous.created_at)
+        ).scalars()
+    }
+    for ch, new in summary["channels"].items():
+        before = old.get(ch)
+        if not before or ch in calibrated:
+            continue
+        o, n = before["roi"], new["roi"]
+        rel = abs(n["mean"] - o["mean"]) / max(abs(o["mean"]), 1e-9)
+        outside = n["mean"] < o["p05"] or n["mean"] > o["p95"]
+        if rel > MAX_ROI_SHIFT and outside:
+            shifted.append(f"{ch} ROI {o['mean']:.2f} -> {n['mean']:.2f}")
+    return shifted
+
+
+def gate(fm: FittedModel, previous_reasons: list[str]) -> tuple[bool, str]:
+    reasons: list[str] = []
+    diag = fm.diagnostics
+    if not diag.healthy:
+        reasons.append("unhealthy fit: " + "; ".join(diag.reasons))
+    if fm.holdout is not None and not fm.holdout.mape <= MAX_HOLDOUT_MAPE:
+        reasons.append(f"holdout MAPE {fm.holdout.mape:.1%} above {MAX_HOLDOUT_MAPE:.0%}")
+    if previous_reasons:
+        reasons.append(
+            "wildly different from the promoted version without a new lift test: "
+            + ", ".join(previous_reasons)
+        )
+    if reasons:
+        return False, "kept the previous version: " + "; ".join(reasons)
+    holdout = "" if fm.holdout is None else f", holdout MAPE {fm.holdout.mape:.1%}"
+    return True, f"healthy (r-hat max {diag.r_hat_max}, divergences {diag.divergences}{holdout})"
+
+
+def retrain(
+    session: Session, *, now: datetime, options: FitOptions, actor: str = "retrain"
+) -> RetrainOutcome:
+    """Fit the latest ``options.window_days`` of clean data and promote or keep the previous version."""
+    end = metrics_store.last_complete_day(session)
+    if end is None:
+        return RetrainOutcome(None, False, "no clean data yet: run ingestion first")
+    start = end - timedelta(days=options.window_days - 1)
+    channels = metrics_store.channels(session)
+    try:
+        table = metrics_store.daily_table(session, start=start, end=end, channel_names=channels)
+        data = from_frame(table, target="revenue", date="date", channels=channels, source="daily_metrics")
+    except InputError as exc:
+        return RetrainOutcome(None, False, f"training data not usable: {exc}")
+    tests = lift_tests_in(session, start=start, end=end, channels=channels)
+    holdout = (
+        options.holdout_days if options.holdout_days and data.periods >= 3 * options.holdout_days else None
+    )
+    try:
+        fm = fit(
+            data,
+            lift_tests=tests,
+            method=options.method,
+            chains=options.chains,
+            warmup=options.warmup,
+            samples=options.samples,
+            seed=options.seed,
+            holdout_periods=holdout,
+            lift_source="calibration_points",
+        )
+    except (FitError, InputError) as exc:
+        return RetrainOutcome(None, False, f"fit failed: {exc}")
+    summary = summarise(fm)
+    summary["lift_tests"] = len(tests)
+    previous = model_store.promoted(session)
+    shifted = [] if previous is None else _shifted_without_cause(session, previous, summary, end)
+    ok, reason = gate(fm, shifted)
+    version = model_store.save_candidate(
+        session,
+        artifact=encode_model(fm),
+        data_start=start,
+        data_end=end,
+        method=options.method,
+        healthy=fm.diagnostics.healthy,
+        fingerprint=data.fingerprint(),
+        diagnostics=fm.diagnostics.to_dict(),
+        summary=summary,
+        now=now,
+        actor=actor,
+    )
+    if ok:
+        model_store.promote(session, model_version_id=version.id, reason=reason, now=now, actor=actor)
+    else:
+        model_store.reject(session, model_version_id=version.id, reason=reason, now=now, actor=actor)
+    return RetrainOutcome(version.id, ok, reason, float(fm.diagnostics.fit_seconds), summary)
