@@ -248,7 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="pymc-compare-") as tmp:
         for case in args.cases.split(","):
             print(f"== {case}", flush=True)
-            result["cases"][case] = run_case(case, py, Path(tmp), args.chains, args.warmup, args.samples)
+            try:
+                result["cases"][case] = run_case(case, py, Path(tmp), args.chains, args.warmup, args.samples)
+            except Exception as exc:  # one broken case is reported; the others still run
+                result["cases"][case] = {"error": f"{type(exc).__name__}: {exc}"}
             print(json.dumps(result["cases"][case], indent=1, default=float), flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "pymc_compare.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
