@@ -39,10 +39,7 @@ class SandboxServer:
         edit_caps: Mapping[str, int] | None = None,
         start_timeout: float = 10.0,
     ) -> None:
-        if isinstance(app_or_market, FastAPI):
-            self.app = app_or_market
-        else:
-            self.app = create_sandbox_app(app_or_market, tokens=tokens, edit_caps=edit_caps)
+        self.app = self._make_app(app_or_market, tokens, edit_caps)
         self.state: SandboxState = sandbox_state(self.app)
         self.host = host
         self._port = port
@@ -50,7 +47,8 @@ class SandboxServer:
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         config = uvicorn.Config(
-            self.app,
+            self._asgi,
+            interface="asgi3",
             host=host,
             port=port,
             log_level="warning",
@@ -60,6 +58,36 @@ class SandboxServer:
             timeout_keep_alive=5,
         )
         self._server = uvicorn.Server(config)
+
+    @staticmethod
+    def _make_app(
+        app_or_market: FastAPI | MarketLike,
+        tokens: Mapping[str, Iterable[str]] | None,
+        edit_caps: Mapping[str, int] | None,
+    ) -> FastAPI:
+        if isinstance(app_or_market, FastAPI):
+            return app_or_market
+        return create_sandbox_app(app_or_market, tokens=tokens, edit_caps=edit_caps)
+
+    async def _asgi(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+    def replace(
+        self,
+        app_or_market: FastAPI | MarketLike,
+        *,
+        tokens: Mapping[str, Iterable[str]] | None = None,
+        edit_caps: Mapping[str, int] | None = None,
+    ) -> SandboxState:
+        """Serve another market (or app) on the same port from the next request on.
+
+        Cheaper than a new server per test or per counterfactual run; answers the old app still holds
+        (hung by a fault) are released.
+        """
+        app = self._make_app(app_or_market, tokens, edit_caps)
+        old, self.app, self.state = self.state, app, sandbox_state(app)
+        old.stopping.set()
+        return self.state
 
     @property
     def market(self) -> MarketLike:

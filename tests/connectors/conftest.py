@@ -61,12 +61,19 @@ def small_market() -> Market:
     return Market(scenario)
 
 
+@pytest.fixture(scope="session")
+def _server() -> Iterator[SandboxServer]:
+    with SandboxServer(small_market()) as server:
+        yield server
+
+
 @pytest.fixture
-def sandbox() -> Iterator[SandboxServer]:
+def sandbox(_server: SandboxServer) -> SandboxServer:
+    """The loopback sandbox serving a fresh market (at ``TODAY``) with no faults armed."""
     market = small_market()
     market.advance_to(TODAY)
-    with SandboxServer(market) as server:
-        yield server
+    _server.replace(market)
+    return _server
 
 
 @pytest.fixture
