@@ -21,7 +21,7 @@ def field(payload: Mapping[str, Any], path: str) -> Any:
     """``payload["a"]["b"]`` for ``path="a.b"``; a missing key is a RowRejected (schema drift)."""
     node: Any = payload
     for part in path.split("."):
-        if not isinstance(node, Mapping):
+        if not isinstance(node, dict) and not isinstance(node, Mapping):  # dict first: the cheap check
             raise RowRejected(
                 f"`{path}`: `{part}` is inside a {type(node).__name__}, not an object", field_name=path
             )

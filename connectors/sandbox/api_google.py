@@ -34,6 +34,7 @@ from connectors.sandbox.api_common import (
     replay,
 )
 from connectors.sandbox.api_state import (
+    DayOutcomeLike,
     EditRefused,
     IdempotencyConflict,
     SandboxState,
@@ -41,6 +42,7 @@ from connectors.sandbox.api_state import (
     decode_cursor,
     encode_cursor,
     page,
+    report_pager,
 )
 from connectors.sandbox.faults import Fault, RowShape, malform
 
@@ -292,36 +294,41 @@ def _search(state: SandboxState, customer_id: str, request: Request, body: Any) 
     except ValueError as exc:
         return DIALECT.error(state, "invalid", str(exc))
     campaigns = state.campaigns("google", customer_id)
-    rows = [
-        {
-            "customer": {"id": c.account_id, "currencyCode": c.currency},
-            "campaign": {
-                "resourceName": f"customers/{c.account_id}/campaigns/{c.external_id}",
-                "id": c.external_id,
-                "name": c.name,
-            },
-            "segments": {"date": o.day.isoformat()},
-            "metrics": {
-                "costMicros": str(round(o.channels[c.channel].spend * 1_000_000)),
-                "impressions": str(int(o.channels[c.channel].impressions)),
-                "clicks": str(int(o.channels[c.channel].clicks)),
-                "conversionsValue": round(o.channels[c.channel].attributed_revenue, 2),
-            },
-        }
-        for o in state.outcomes(start, end)
-        for c in campaigns
-    ]
-    chunk, nxt = page(rows, offset, size)
+
+    def make_rows(o: DayOutcomeLike) -> list[dict[str, Any]]:
+        return [_metric_row(o, c) for c in campaigns]
+
+    pager = report_pager(state, start, end, len(campaigns), make_rows)
+    chunk, nxt, total = page(pager, offset, size)
     if (fault := malformed_fault(state, DIALECT, "search")) is not None:
         chunk = malform(chunk, fault, ROW_SHAPE)
     out: dict[str, Any] = {
         "results": chunk,
-        "totalResultsCount": str(len(rows)),
+        "totalResultsCount": str(total),
         "fieldMask": "campaign,metrics",
     }
     if nxt is not None:
         out["nextPageToken"] = encode_cursor(nxt, scope)
     return answer(state, DIALECT, "search", out)
+
+
+def _metric_row(o: DayOutcomeLike, c: SimCampaignLike) -> dict[str, Any]:
+    day = o.channels[c.channel]
+    return {
+        "customer": {"id": c.account_id, "currencyCode": c.currency},
+        "campaign": {
+            "resourceName": f"customers/{c.account_id}/campaigns/{c.external_id}",
+            "id": c.external_id,
+            "name": c.name,
+        },
+        "segments": {"date": o.day.isoformat()},
+        "metrics": {
+            "costMicros": str(round(day.spend * 1_000_000)),
+            "impressions": str(int(day.impressions)),
+            "clicks": str(int(day.clicks)),
+            "conversionsValue": round(day.attributed_revenue, 2),
+        },
+    }
 
 
 async def _json(request: Request) -> Any:

@@ -36,13 +36,17 @@ from connectors.sandbox.api_common import (
     replay,
 )
 from connectors.sandbox.api_state import (
+    DayOutcomeLike,
     EditRefused,
     IdempotencyConflict,
+    Pager,
     SandboxState,
     SimCampaignLike,
     decode_cursor,
     encode_cursor,
+    list_pager,
     page,
+    report_pager,
 )
 from connectors.sandbox.faults import Fault, RowShape, malform
 
@@ -113,9 +117,7 @@ def _campaign_json(state: SandboxState, c: SimCampaignLike) -> dict[str, Any]:
     }
 
 
-def _list(
-    state: SandboxState, request: Request, route: str, rows: list[dict[str, Any]], scope: str
-) -> Response:
+def _list(state: SandboxState, request: Request, route: str, pager: Pager, scope: str) -> Response:
     try:
         limit = int(request.query_params.get("limit", DEFAULT_LIMIT))
         if not 1 <= limit <= MAX_LIMIT:
@@ -124,13 +126,13 @@ def _list(
         offset = decode_cursor(after, f"{scope}|{limit}") if after else 0
     except ValueError as exc:
         return DIALECT.error(state, "invalid", f"(#100) {exc}")
-    chunk, nxt = page(rows, offset, limit)
+    chunk, nxt, total = page(pager, offset, limit)
     if route == "insights" and (fault := malformed_fault(state, DIALECT, route)) is not None:
         chunk = malform(chunk, fault, ROW_SHAPE)
     paging: dict[str, Any] = {
         "cursors": {
             "before": encode_cursor(offset, f"{scope}|{limit}"),
-            "after": encode_cursor(nxt if nxt is not None else len(rows), f"{scope}|{limit}"),
+            "after": encode_cursor(nxt if nxt is not None else total, f"{scope}|{limit}"),
         }
     }
     if nxt is not None:
@@ -162,25 +164,28 @@ def _insights(state: SandboxState, account: str, request: Request) -> Response:
     if end < start:
         return DIALECT.error(state, "invalid", "(#100) `time_range.until` is before `time_range.since`")
     campaigns = state.campaigns("meta", account)
-    rows = [
-        {
-            "account_id": c.account_id.removeprefix("act_"),
-            "account_currency": c.currency,
-            "campaign_id": c.external_id,
-            "campaign_name": c.name,
-            "date_start": o.day.isoformat(),
-            "date_stop": o.day.isoformat(),
-            "spend": f"{o.channels[c.channel].spend:.2f}",
-            "impressions": str(int(o.channels[c.channel].impressions)),
-            "clicks": str(int(o.channels[c.channel].clicks)),
-            "action_values": [
-                {"action_type": "omni_purchase", "value": f"{o.channels[c.channel].attributed_revenue:.2f}"}
-            ],
-        }
-        for o in state.outcomes(start, end)
-        for c in campaigns
-    ]
-    return _list(state, request, "insights", rows, f"insights|{account}|{start}|{end}")
+
+    def make_rows(o: DayOutcomeLike) -> list[dict[str, Any]]:
+        return [_insight_row(o, c) for c in campaigns]
+
+    pager = report_pager(state, start, end, len(campaigns), make_rows)
+    return _list(state, request, "insights", pager, f"insights|{account}|{start}|{end}")
+
+
+def _insight_row(o: DayOutcomeLike, c: SimCampaignLike) -> dict[str, Any]:
+    day = o.channels[c.channel]
+    return {
+        "account_id": c.account_id.removeprefix("act_"),
+        "account_currency": c.currency,
+        "campaign_id": c.external_id,
+        "campaign_name": c.name,
+        "date_start": o.day.isoformat(),
+        "date_stop": o.day.isoformat(),
+        "spend": f"{day.spend:.2f}",
+        "impressions": str(int(day.impressions)),
+        "clicks": str(int(day.clicks)),
+        "action_values": [{"action_type": "omni_purchase", "value": f"{day.attributed_revenue:.2f}"}],
+    }
 
 
 def _edit(state: SandboxState, object_id: str, request: Request, form: dict[str, str]) -> Response:
@@ -248,7 +253,7 @@ def router(state: SandboxState) -> APIRouter:
             {"id": acct, "account_id": acct.removeprefix("act_"), "currency": currency, "account_status": 1}
             for acct, currency in sorted(state.accounts("meta").items())
         ]
-        return _list(state, request, "accounts", rows, "accounts")
+        return _list(state, request, "accounts", list_pager(rows), "accounts")
 
     @r.get(PREFIX + "/{account_ref}/campaigns")
     def campaigns(account_ref: str, request: Request) -> Response:
@@ -259,7 +264,7 @@ def router(state: SandboxState) -> APIRouter:
                 state, "not_found", f"ad account {account_ref!r} does not exist or is not yours"
             )
         rows = [_campaign_json(state, c) for c in state.campaigns("meta", account)]
-        return _list(state, request, "campaigns", rows, f"campaigns|{account}")
+        return _list(state, request, "campaigns", list_pager(rows), f"campaigns|{account}")
 
     @r.get(PREFIX + "/{account_ref}/adsets")
     def adsets(account_ref: str, request: Request) -> Response:
@@ -279,7 +284,7 @@ def router(state: SandboxState) -> APIRouter:
             }
             for c in state.campaigns("meta", account)
         ]
-        return _list(state, request, "adsets", rows, f"adsets|{account}")
+        return _list(state, request, "adsets", list_pager(rows), f"adsets|{account}")
 
     @r.get(PREFIX + "/{account_ref}/insights")
     def insights(account_ref: str, request: Request) -> Response:

@@ -30,7 +30,15 @@ from connectors.sandbox.api_common import (
     malformed_fault,
     replay,
 )
-from connectors.sandbox.api_state import EditRefused, IdempotencyConflict, SandboxState, SimCampaignLike
+from connectors.sandbox.api_state import (
+    DayOutcomeLike,
+    EditRefused,
+    IdempotencyConflict,
+    SandboxState,
+    SimCampaignLike,
+    page,
+    report_pager,
+)
 from connectors.sandbox.faults import Fault, RowShape, malform
 
 PREFIX = "/retail/v1"
@@ -167,29 +175,30 @@ def _reports(state: SandboxState, request: Request) -> Response:
     except (KeyError, ValueError) as exc:
         return DIALECT.error(state, "invalid", f"`start` and `end` (YYYY-MM-DD), `page`, `pageSize`: {exc}")
     campaigns = state.campaigns("retail")
-    rows = [
-        {
-            "date": o.day.isoformat(),
-            "campaignId": c.external_id,
-            "advertiserId": c.account_id,
-            "cost": round(o.channels[c.channel].spend, 2),
-            "impressions": int(o.channels[c.channel].impressions),
-            "clicks": int(o.channels[c.channel].clicks),
-            "attributedSales14d": round(o.channels[c.channel].attributed_revenue, 2),
-            "currencyCode": c.currency,
-        }
-        for o in state.outcomes(start, end)
-        for c in campaigns
-    ]
-    chunk, total = _paged(rows, page_no, size)
+
+    def make_rows(o: DayOutcomeLike) -> list[dict[str, Any]]:
+        return [_report_row(o, c) for c in campaigns]
+
+    pager = report_pager(state, start, end, len(campaigns), make_rows)
+    chunk, _, total = page(pager, (page_no - 1) * size, size)
     if (fault := malformed_fault(state, DIALECT, "reports")) is not None:
         chunk = malform(chunk, fault, ROW_SHAPE)
-    return answer(
-        state,
-        DIALECT,
-        "reports",
-        {"rows": chunk, "page": page_no, "totalPages": total, "totalRows": len(rows)},
-    )
+    body = {"rows": chunk, "page": page_no, "totalPages": max(1, math.ceil(total / size)), "totalRows": total}
+    return answer(state, DIALECT, "reports", body)
+
+
+def _report_row(o: DayOutcomeLike, c: SimCampaignLike) -> dict[str, Any]:
+    day = o.channels[c.channel]
+    return {
+        "date": o.day.isoformat(),
+        "campaignId": c.external_id,
+        "advertiserId": c.account_id,
+        "cost": round(day.spend, 2),
+        "impressions": int(day.impressions),
+        "clicks": int(day.clicks),
+        "attributedSales14d": round(day.attributed_revenue, 2),
+        "currencyCode": c.currency,
+    }
 
 
 def router(state: SandboxState) -> APIRouter:

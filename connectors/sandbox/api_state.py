@@ -15,7 +15,7 @@ import itertools
 import json
 import math
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 from typing import Any, Protocol
@@ -255,10 +255,6 @@ class SandboxState:
         last = min(end, self.market.today() - timedelta(days=1))
         return [start + timedelta(days=i) for i in range((last - start).days + 1)] if last >= start else []
 
-    def outcomes(self, start: date, end: date) -> list[DayOutcomeLike]:
-        with self.lock:
-            return [self.market.outcome(d) for d in self.report_days(start, end)]
-
     def advance_to(self, day: date) -> None:
         with self.lock:
             if day < self.market.today():
@@ -289,7 +285,39 @@ def decode_cursor(token: str, scope: str) -> int:
     return offset
 
 
-def page(items: Sequence[Any], offset: int, size: int) -> tuple[list[Any], int | None]:
-    chunk = list(items[offset : offset + size])
+Pager = Callable[[int, int], tuple[list[dict[str, Any]], int]]
+"""``pager(offset, size)`` -> (the rows of that page, the total number of rows)."""
+
+
+def list_pager(rows: Sequence[dict[str, Any]]) -> Pager:
+    return lambda offset, size: (list(rows[offset : offset + size]), len(rows))
+
+
+def report_pager(
+    state: SandboxState,
+    start: date,
+    end: date,
+    per_day: int,
+    make_rows: Callable[[DayOutcomeLike], list[dict[str, Any]]],
+) -> Pager:
+    """Rows ordered by day, ``per_day`` rows a day: a page simulates-out only the days it shows."""
+    days = state.report_days(start, end)
+
+    def pager(offset: int, size: int) -> tuple[list[dict[str, Any]], int]:
+        total = len(days) * per_day
+        if per_day == 0 or offset >= total:
+            return [], total
+        first, last = offset // per_day, (min(offset + size, total) - 1) // per_day
+        with state.lock:
+            rows = [row for d in days[first : last + 1] for row in make_rows(state.market.outcome(d))]
+        skip = offset - first * per_day
+        return rows[skip : skip + size], total
+
+    return pager
+
+
+def page(pager: Pager, offset: int, size: int) -> tuple[list[dict[str, Any]], int | None, int]:
+    """One page, the offset of the next (None on the last) and the total."""
+    chunk, total = pager(offset, size)
     nxt = offset + size
-    return chunk, (nxt if nxt < len(items) else None)
+    return chunk, (nxt if nxt < total else None), total

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from connectors.sandbox.api_common import Dialect, answer, guard, malformed_fault
-from connectors.sandbox.api_state import SandboxState
+from connectors.sandbox.api_state import DayOutcomeLike, SandboxState, page, report_pager
 from connectors.sandbox.faults import Fault, RowShape, malform
 
 PREFIX = "/store/v1"
@@ -56,17 +56,13 @@ def _revenue(state: SandboxState, request: Request) -> Response:
     except (KeyError, ValueError) as exc:
         return DIALECT.error(state, "invalid", f"`start`, `end` (YYYY-MM-DD), `page`, `page_size`: {exc}")
     currency = state.currency()
-    rows = [
-        {
-            "date": o.day.isoformat(),
-            "revenue": f"{o.revenue:.2f}",
-            "currency": currency,
-            "orders": max(0, round(o.revenue / AVERAGE_ORDER_VALUE)),
-        }
-        for o in state.outcomes(start, end)
-    ]
-    total_pages = max(1, math.ceil(len(rows) / size))
-    chunk = rows[(page_no - 1) * size : page_no * size]
+
+    def make_rows(o: DayOutcomeLike) -> list[dict[str, Any]]:
+        revenue = {"date": o.day.isoformat(), "revenue": f"{o.revenue:.2f}", "currency": currency}
+        return [{**revenue, "orders": max(0, round(o.revenue / AVERAGE_ORDER_VALUE))}]
+
+    chunk, _, total = page(report_pager(state, start, end, 1, make_rows), (page_no - 1) * size, size)
+    total_pages = max(1, math.ceil(total / size))
     if (fault := malformed_fault(state, DIALECT, "revenue")) is not None:
         chunk = malform(chunk, fault, ROW_SHAPE)
     body = {"data": chunk, "page": page_no, "next_page": page_no + 1 if page_no < total_pages else None}
