@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
+from connectors.sandbox.api_auth import bearer
 from connectors.sandbox.api_state import SandboxState
 from connectors.sandbox.faults import Fault
 
@@ -56,9 +57,13 @@ def _seconds(value: float) -> str:
 
 
 def guard(
-    state: SandboxState, dialect: Dialect, route: str, scope: str, token: str | None
+    state: SandboxState, dialect: Dialect, route: str, scope: str, request: Request, token: str | None = None
 ) -> JSONResponse | None:
-    """Refuse the request the way the platform would (auth, armed faults); None lets it through."""
+    """Refuse the request the way the platform would (auth, armed faults); None lets it through.
+
+    The token is ``token`` when given (Meta's ``access_token``), else the request's Bearer token.
+    """
+    token = token or bearer(request.headers.get("authorization"))
     denied = state.tokens.check(token, scope)
     if denied == 401:
         return dialect.error(state, "unauthenticated", "the access token is missing, unknown or expired")

@@ -105,11 +105,6 @@ def budget_id(campaign: SimCampaignLike) -> str:
     return str(int(hashlib.sha256(f"budget:{campaign.external_id}".encode()).hexdigest()[:12], 16))
 
 
-def _token(request: Request) -> str | None:
-    auth = request.headers.get("authorization", "")
-    return auth[7:].strip() if auth.lower().startswith("bearer ") else None
-
-
 def _campaign_json(state: SandboxState, c: SimCampaignLike) -> dict[str, Any]:
     learning = state.learning(c) > 0
     return {
@@ -206,7 +201,7 @@ def _check_operation(
 
 
 def _mutate(state: SandboxState, customer_id: str, request: Request, body: Any) -> Response:
-    if (refused := guard(state, DIALECT, "mutate", "google:write", _token(request))) is not None:
+    if (refused := guard(state, DIALECT, "mutate", "google:write", request)) is not None:
         return refused
     if (missing := _known(state, customer_id)) is not None:
         return missing
@@ -271,7 +266,7 @@ def _mutate(state: SandboxState, customer_id: str, request: Request, body: Any) 
 
 
 def _search(state: SandboxState, customer_id: str, request: Request, body: Any) -> Response:
-    if (refused := guard(state, DIALECT, "search", "google:read", _token(request))) is not None:
+    if (refused := guard(state, DIALECT, "search", "google:read", request)) is not None:
         return refused
     if (missing := _known(state, customer_id)) is not None:
         return missing
@@ -344,14 +339,14 @@ def router(state: SandboxState) -> APIRouter:
 
     @r.get(PREFIX + "/customers:listAccessibleCustomers")
     def list_customers(request: Request) -> Response:
-        if (refused := guard(state, DIALECT, "customers", "google:read", _token(request))) is not None:
+        if (refused := guard(state, DIALECT, "customers", "google:read", request)) is not None:
             return refused
         names = [f"customers/{cid}" for cid in sorted(state.accounts("google"))]
         return answer(state, DIALECT, "customers", {"resourceNames": names})
 
     @r.get(PREFIX + "/customers/{customer_id}")
     def customer(customer_id: str, request: Request) -> Response:
-        if (refused := guard(state, DIALECT, "customer", "google:read", _token(request))) is not None:
+        if (refused := guard(state, DIALECT, "customer", "google:read", request)) is not None:
             return refused
         if (missing := _known(state, customer_id)) is not None:
             return missing
@@ -366,7 +361,7 @@ def router(state: SandboxState) -> APIRouter:
 
     @r.get(PREFIX + "/customers/{customer_id}/campaigns")
     def campaigns(customer_id: str, request: Request) -> Response:
-        if (refused := guard(state, DIALECT, "campaigns", "google:read", _token(request))) is not None:
+        if (refused := guard(state, DIALECT, "campaigns", "google:read", request)) is not None:
             return refused
         if (missing := _known(state, customer_id)) is not None:
             return missing
@@ -375,7 +370,7 @@ def router(state: SandboxState) -> APIRouter:
 
     @r.get(PREFIX + "/customers/{customer_id}/campaignBudgets")
     def budgets(customer_id: str, request: Request) -> Response:
-        if (refused := guard(state, DIALECT, "budgets", "google:read", _token(request))) is not None:
+        if (refused := guard(state, DIALECT, "budgets", "google:read", request)) is not None:
             return refused
         if (missing := _known(state, customer_id)) is not None:
             return missing

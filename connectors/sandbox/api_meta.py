@@ -93,10 +93,7 @@ DIALECT = Dialect("meta", "x-fb-trace-id", _error_body)
 
 def _token(request: Request, form: dict[str, str] | None = None) -> str | None:
     token = request.query_params.get("access_token") or (form or {}).get("access_token")
-    if token:
-        return token
-    auth = request.headers.get("authorization", "")
-    return auth[7:].strip() if auth.lower().startswith("bearer ") else None
+    return token or None  # else guard() reads the Bearer header
 
 
 def _learning(state: SandboxState, c: SimCampaignLike) -> dict[str, Any]:
@@ -189,7 +186,7 @@ def _insight_row(o: DayOutcomeLike, c: SimCampaignLike) -> dict[str, Any]:
 
 
 def _edit(state: SandboxState, object_id: str, request: Request, form: dict[str, str]) -> Response:
-    if (refused := guard(state, DIALECT, "edit", "meta:write", _token(request, form))) is not None:
+    if (refused := guard(state, DIALECT, "edit", "meta:write", request, _token(request, form))) is not None:
         return refused
     campaign = state.campaign("meta", object_id)
     if campaign is None:
@@ -247,7 +244,7 @@ def router(state: SandboxState) -> APIRouter:
 
     @r.get(PREFIX + "/me/adaccounts")
     def accounts(request: Request) -> Response:
-        if (refused := guard(state, DIALECT, "accounts", "meta:read", _token(request))) is not None:
+        if (refused := guard(state, DIALECT, "accounts", "meta:read", request, _token(request))) is not None:
             return refused
         rows = [
             {"id": acct, "account_id": acct.removeprefix("act_"), "currency": currency, "account_status": 1}
@@ -257,7 +254,7 @@ def router(state: SandboxState) -> APIRouter:
 
     @r.get(PREFIX + "/{account_ref}/campaigns")
     def campaigns(account_ref: str, request: Request) -> Response:
-        if (refused := guard(state, DIALECT, "campaigns", "meta:read", _token(request))) is not None:
+        if (refused := guard(state, DIALECT, "campaigns", "meta:read", request, _token(request))) is not None:
             return refused
         if (account := _account(state, account_ref)) is None:
             return DIALECT.error(
@@ -268,7 +265,7 @@ def router(state: SandboxState) -> APIRouter:
 
     @r.get(PREFIX + "/{account_ref}/adsets")
     def adsets(account_ref: str, request: Request) -> Response:
-        if (refused := guard(state, DIALECT, "adsets", "meta:read", _token(request))) is not None:
+        if (refused := guard(state, DIALECT, "adsets", "meta:read", request, _token(request))) is not None:
             return refused
         if (account := _account(state, account_ref)) is None:
             return DIALECT.error(
@@ -288,7 +285,7 @@ def router(state: SandboxState) -> APIRouter:
 
     @r.get(PREFIX + "/{account_ref}/insights")
     def insights(account_ref: str, request: Request) -> Response:
-        if (refused := guard(state, DIALECT, "insights", "meta:read", _token(request))) is not None:
+        if (refused := guard(state, DIALECT, "insights", "meta:read", request, _token(request))) is not None:
             return refused
         if (account := _account(state, account_ref)) is None:
             return DIALECT.error(
@@ -298,7 +295,7 @@ def router(state: SandboxState) -> APIRouter:
 
     @r.get(PREFIX + "/{object_id}")
     def read_object(object_id: str, request: Request) -> Response:
-        if (refused := guard(state, DIALECT, "campaign", "meta:read", _token(request))) is not None:
+        if (refused := guard(state, DIALECT, "campaign", "meta:read", request, _token(request))) is not None:
             return refused
         campaign = state.campaign("meta", object_id)
         if campaign is None:

@@ -74,11 +74,6 @@ def _error_body(kind: str, message: str, request_id: str, fault: Fault | None) -
 DIALECT = Dialect("retail", "x-request-id", _error_body)
 
 
-def _token(request: Request) -> str | None:
-    auth = request.headers.get("authorization", "")
-    return auth[7:].strip() if auth.lower().startswith("bearer ") else None
-
-
 def _paging(request: Request) -> tuple[int, int]:
     page_no = int(request.query_params.get("page", 1))
     size = int(request.query_params.get("pageSize", DEFAULT_PAGE_SIZE))
@@ -131,7 +126,7 @@ def _check_item(
 
 
 def _budgets(state: SandboxState, request: Request, body: Any) -> Response:
-    if (refused := guard(state, DIALECT, "budgets", "retail:write", _token(request))) is not None:
+    if (refused := guard(state, DIALECT, "budgets", "retail:write", request)) is not None:
         return refused
     items = body.get("campaigns") if isinstance(body, dict) else body
     if not isinstance(items, list) or not items:
@@ -206,7 +201,7 @@ def router(state: SandboxState) -> APIRouter:
 
     @r.get(PREFIX + "/campaigns")
     def campaigns(request: Request) -> Response:
-        if (refused := guard(state, DIALECT, "campaigns", "retail:read", _token(request))) is not None:
+        if (refused := guard(state, DIALECT, "campaigns", "retail:read", request)) is not None:
             return refused
         try:
             page_no, size = _paging(request)
@@ -227,7 +222,7 @@ def router(state: SandboxState) -> APIRouter:
 
     @r.get(PREFIX + "/reports/daily")
     def reports(request: Request) -> Response:
-        if (refused := guard(state, DIALECT, "reports", "retail:read", _token(request))) is not None:
+        if (refused := guard(state, DIALECT, "reports", "retail:read", request)) is not None:
             return refused
         return _reports(state, request)
 

@@ -74,9 +74,7 @@ def router(state: SandboxState) -> APIRouter:
 
     @r.get(PREFIX + "/daily_revenue")
     def daily_revenue(request: Request) -> Response:
-        auth = request.headers.get("authorization", "")
-        token = auth[7:].strip() if auth.lower().startswith("bearer ") else None
-        if (refused := guard(state, DIALECT, "revenue", "store:read", token)) is not None:
+        if (refused := guard(state, DIALECT, "revenue", "store:read", request)) is not None:
             return refused
         return _revenue(state, request)
 
