@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Float, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Float, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from budgetloop.db.base import Base
@@ -52,7 +52,6 @@ class JobRun(Base):
     summary: Mapped[dict[str, Any] | None] = mapped_column()
 
     __table_args__ = (
-        UniqueConstraint("job", "scheduled_for", "attempt", "owner"),
         Index("ix_job_runs_job_scheduled", "job", "scheduled_for"),
         Index("ix_job_runs_status", "status"),
     )

@@ -44,9 +44,6 @@ def upgrade() -> None:
             nullable=True,
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_job_runs")),
-        sa.UniqueConstraint(
-            "job", "scheduled_for", "attempt", "owner", name=op.f("uq_job_runs_job_scheduled_for_attempt_owner")
-        ),
     )
     op.create_index("ix_job_runs_job_scheduled", "job_runs", ["job", "scheduled_for"], unique=False)
     op.create_index("ix_job_runs_status", "job_runs", ["status"], unique=False)
