@@ -30,6 +30,16 @@ class Settings(BaseSettings):
     environment: str = "local"
     audit_signing_key: str = "dev-audit-key-change-me"
     log_level: str = "INFO"
+    # serve / worker (issue 6): where the ad platforms are, whether this process runs the scheduler,
+    # how jobs retry and how the weekly retrain fits.
+    sandbox_url: str | None = None
+    scheduler: bool = True
+    job_max_attempts: int = Field(default=3, ge=1)
+    job_retry_backoff_s: float = Field(default=120.0, gt=0)
+    fit_method: str = "nuts"
+    fit_chains: int = Field(default=2, ge=1)
+    fit_warmup: int = Field(default=500, ge=10)
+    fit_samples: int = Field(default=500, ge=10)
 
     @model_validator(mode="after")
     def _refuse_dev_secrets_outside_local(self) -> Settings:
