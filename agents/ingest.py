@@ -154,13 +154,12 @@ def storable(value: Any) -> Any:
 
 def key_paths(payload: Mapping[str, Any], prefix: str = "") -> frozenset[str]:
     """The dotted paths of a record's keys (into nested objects; lists are leaves)."""
-    out: set[str] = set()
+    out: list[str] = []
     for key, value in payload.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out |= key_paths(value, path + ".")
+        if type(value) is dict and value:
+            out.extend(key_paths(value, f"{prefix}{key}."))
         else:
-            out.add(path)
+            out.append(f"{prefix}{key}")
     return frozenset(out)
 
 
@@ -218,6 +217,7 @@ class _Pulled:
     """One record in flight: as it came, its parse, its key, and (once stored) its raw id."""
 
     record: RawRecord
+    stored: dict[str, Any]
     digest: str
     keys: frozenset[str]
     parsed: MetricRow | RevenueRow | None
@@ -243,12 +243,27 @@ def _prepare(
 ) -> list[_Pulled]:
     out = []
     for position, record in enumerate(records, start=1):
-        digest = payload_hash(record.payload)
+        canonical = canonical_json(record.payload)
+        digest = hashlib.sha256(canonical.encode()).hexdigest()
+        # JSON has no NaN/Infinity: only such payloads (rare) need rewriting before they are stored
+        stored = (
+            storable(record.payload) if ("NaN" in canonical or "Infinity" in canonical) else record.payload
+        )
         parsed, rejected = _parse(record, parse)
         natural_key = key_of(parsed) if parsed is not None else f"unkeyed|{digest[:32]}"
         day = parsed.day if parsed is not None else None
         out.append(
-            _Pulled(record, digest, key_paths(record.payload), parsed, rejected, natural_key, day, position)
+            _Pulled(
+                record,
+                stored,
+                digest,
+                key_paths(record.payload),
+                parsed,
+                rejected,
+                natural_key,
+                day,
+                position,
+            )
         )
     return out
 
@@ -288,7 +303,9 @@ class _SourceRun:
         groups: dict[str, list[_Pulled]] = {}
         for item in items:
             groups.setdefault(item.natural_key, []).append(item)
-        latest = store.latest_raw(self.session, source=self.batch.source, keys=list(groups))
+        latest = store.latest_raw(
+            self.session, source=self.batch.source, keys={key: group[0].day for key, group in groups.items()}
+        )
         fresh: list[_Pulled] = []
         for key, group in groups.items():
             before = latest.get(key)
@@ -306,7 +323,7 @@ class _SourceRun:
                 "received_at": self.now,
                 "natural_key": g.natural_key,
                 "day": g.day,
-                "payload": storable(g.record.payload),
+                "payload": g.stored,
                 "payload_hash": g.digest,
                 "version": g.version,
             }

@@ -96,7 +96,10 @@ class RawMetric(Base):
     """
 
     __tablename__ = "raw_metrics"
-    __table_args__ = (Index("ix_raw_metrics_source_natural_key", "source", "natural_key"),)
+    __table_args__ = (
+        Index("ix_raw_metrics_source_natural_key", "source", "natural_key"),
+        Index("ix_raw_metrics_source_day", "source", "day"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     batch_id: Mapped[int] = mapped_column(ForeignKey("ingest_batches.id"), index=True)

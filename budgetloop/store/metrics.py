@@ -236,15 +236,31 @@ def upsert_campaign(
     return campaign, problem
 
 
-def latest_raw(session: Session, *, source: str, keys: Sequence[str]) -> dict[str, LatestRaw]:
-    """For each natural key already stored for ``source``: its newest version and that version's rows."""
-    found: dict[str, list[tuple[int, int, str]]] = {}
-    for chunk in _chunks(sorted(set(keys))):
-        stmt = select(RawMetric.natural_key, RawMetric.version, RawMetric.id, RawMetric.payload_hash).where(
-            RawMetric.source == source, RawMetric.natural_key.in_(chunk)
+def latest_raw(session: Session, *, source: str, keys: Mapping[str, date | None]) -> dict[str, LatestRaw]:
+    """For each natural key already stored for ``source``: its newest version and that version's rows.
+
+    ``keys`` maps each key to the day it is about (None when unknown). Dated keys are looked up
+    with one range scan over ``(source, day)``; undated ones by key, in chunks.
+    """
+    columns = (RawMetric.natural_key, RawMetric.version, RawMetric.id, RawMetric.payload_hash)
+    statements = []
+    days = [d for d in keys.values() if d is not None]
+    if days:
+        statements.append(
+            select(*columns).where(
+                RawMetric.source == source, RawMetric.day >= min(days), RawMetric.day <= max(days)
+            )
         )
+    undated = sorted(k for k, d in keys.items() if d is None)
+    statements += [
+        select(*columns).where(RawMetric.source == source, RawMetric.natural_key.in_(chunk))
+        for chunk in _chunks(undated)
+    ]
+    found: dict[str, list[tuple[int, int, str]]] = {}
+    for stmt in statements:
         for key, version, raw_id, digest in session.execute(stmt):
-            found.setdefault(key, []).append((version, raw_id, digest))
+            if key in keys:
+                found.setdefault(key, []).append((version, raw_id, digest))
     latest: dict[str, LatestRaw] = {}
     for key, rows in found.items():
         top = max(v for v, _, _ in rows)
@@ -254,13 +270,29 @@ def latest_raw(session: Session, *, source: str, keys: Sequence[str]) -> dict[st
 
 
 def insert_raw(session: Session, rows: Sequence[Mapping[str, Any]]) -> list[int]:
-    """Append raw rows in one statement; returns their ids in the order given."""
+    """Append raw rows of one batch; returns their ids in the order given.
+
+    A plain executemany (the fastest bulk path on both engines), then the ids are read back by
+    batch, natural key, version and hash. Rows equal in all four are the same payload pulled twice,
+    so they take their ids in order.
+    """
     if not rows:
         return []
-    result = session.execute(
-        insert(RawMetric).returning(RawMetric.id, sort_by_parameter_order=True), list(rows)
+    batches = {row["batch_id"] for row in rows}
+    session.execute(insert(RawMetric.__table__), list(rows))
+    stmt = (
+        select(RawMetric.id, RawMetric.natural_key, RawMetric.version, RawMetric.payload_hash)
+        .where(RawMetric.batch_id.in_(sorted(batches)))
+        .order_by(RawMetric.id)
     )
-    return [int(r) for r in result.scalars()]
+    ids: dict[tuple[str, int, str], list[int]] = {}
+    for raw_id, key, version, digest in session.execute(stmt):
+        ids.setdefault((key, version, digest), []).append(int(raw_id))
+    out = []
+    for row in rows:
+        same = ids[(row["natural_key"], row["version"], row["payload_hash"])]
+        out.append(same.pop(0))
+    return out
 
 
 def clean_metrics(
@@ -303,9 +335,9 @@ def previous_schema(session: Session, *, source: str) -> list[str] | None:
 
 
 def insert_rows(session: Session, model: type[Any], rows: Sequence[Mapping[str, Any]]) -> None:
-    """One bulk INSERT (executemany) of plain dicts into ``model``'s table."""
+    """One bulk INSERT (executemany, Core: no ORM bookkeeping) of plain dicts into ``model``'s table."""
     if rows:
-        session.execute(insert(model), list(rows))
+        session.execute(insert(model.__table__), list(rows))
 
 
 def update_rows(session: Session, model: type[Any], rows: Sequence[Mapping[str, Any]]) -> None:

@@ -108,6 +108,7 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_raw_metrics_batch_id"), "raw_metrics", ["batch_id"])
     op.create_index("ix_raw_metrics_source_natural_key", "raw_metrics", ["source", "natural_key"])
+    op.create_index("ix_raw_metrics_source_day", "raw_metrics", ["source", "day"])
     op.create_table(
         "daily_metrics",
         sa.Column("id", BIG_ID, nullable=False),
