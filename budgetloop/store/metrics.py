@@ -18,10 +18,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from budgetloop.db.metrics import (
@@ -279,7 +279,7 @@ def insert_raw(session: Session, rows: Sequence[Mapping[str, Any]]) -> list[int]
     if not rows:
         return []
     batches = {row["batch_id"] for row in rows}
-    session.execute(insert(RawMetric.__table__), list(rows))
+    session.execute(insert(cast(Table, RawMetric.__table__)), list(rows))
     stmt = (
         select(RawMetric.id, RawMetric.natural_key, RawMetric.version, RawMetric.payload_hash)
         .where(RawMetric.batch_id.in_(sorted(batches)))
