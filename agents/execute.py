@@ -136,9 +136,21 @@ def execute_request(
     Never raises for a platform's refusal or an outage: the report says what happened and the request's
     state records it. Raises LookupError for an unknown id.
     """
-    platforms = platforms_of(connectors)
-    hooks = hooks or ExecutionHooks()
     run = _Run(change_request_id, actor, clock)
+    try:
+        return _run_request(session_factory, run, platforms_of(connectors), policy, hooks or ExecutionHooks())
+    except ConcurrentTransition as exc:  # another executor moved the request first: it owns the rest
+        return _report(session_factory, run, "skipped", f"another executor is on it: {exc}")
+
+
+def _run_request(
+    session_factory: sessionmaker[Session],
+    run: _Run,
+    platforms: Mapping[str, Connector],
+    policy: Policy,
+    hooks: ExecutionHooks,
+) -> ExecutionReport:
+    change_request_id, actor, clock = run.request_id, run.actor, run.clock
     with session_scope(session_factory) as session:
         cr = requests.get(session, change_request_id=change_request_id)
         if cr is None:
@@ -171,16 +183,12 @@ def execute_request(
                 reason = "stale plan, re-plan: live budgets moved since planning (" + "; ".join(stale) + ")"
                 _transition(session, run, Event.CANCEL, reason=reason, payload={"stale": stale})
                 return _report_in(session, run, "stale", reason)
-            try:
-                _transition(
-                    session,
-                    run,
-                    Event.START_EXECUTION,
-                    payload={"calls": [_plan_entry(i) for i in cr.items], "kind": kind},
-                )
-            except ConcurrentTransition as exc:
-                session.rollback()
-                return _report(session_factory, run, "skipped", f"another executor took it: {exc}")
+            _transition(
+                session,
+                run,
+                Event.START_EXECUTION,
+                payload={"calls": [_plan_entry(i) for i in cr.items], "kind": kind},
+            )
     else:
         if policy.kill_switch:
             return _report(

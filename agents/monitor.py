@@ -33,7 +33,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from agents.execute import ExecutionReport, Platforms, execute_request
-from agents.rollback import open_rollback, propose_rollback
+from agents.rollback import open_rollback, propose_rollback, restore_locks
 from budgetloop.clock import Clock
 from budgetloop.db.loop import ChangeRequest, MonitoringReading
 from budgetloop.db.metrics import Campaign, DailyMetric, DailyRevenue
@@ -135,6 +135,7 @@ def _read_one(
     assert cr is not None
     plan = cr.monitoring_plan or {}
     now = clock.now()
+    restore_locks(session, original=cr, now=now, actor=actor)
     row = session.execute(
         select(MonitoringReading).where(
             MonitoringReading.change_request_id == request_id, MonitoringReading.day == day

@@ -106,3 +106,36 @@ def propose_rollback(
         )
     session.refresh(rollback)
     return rollback
+
+
+def restore_locks(
+    session: Session, *, original: ChangeRequest, now: datetime, actor: str = "monitor"
+) -> list[str]:
+    """Give a monitored request back the campaign locks its rollback took, once that rollback has ended
+    without executing (blocked, cancelled, rejected, expired): the request is still live on those
+    campaigns, so no planner may touch them. Returns the channels re-locked (audited as ``locks_restored``).
+    """
+    if open_rollback(session, original_id=original.id) is not None:
+        return []
+    channels = sorted({i.channel for i in original.items})
+    held = set(
+        session.execute(select(CampaignLock.channel).where(CampaignLock.channel.in_(channels))).scalars()
+    )
+    missing = [ch for ch in channels if ch not in held]
+    for channel in missing:
+        session.add(CampaignLock(channel=channel, change_request_id=original.id, acquired_at=now))
+    if missing:
+        session.flush()
+        audit.append(
+            session,
+            action="locks_restored",
+            actor=actor,
+            at=now,
+            subject_type="change_request",
+            subject_id=original.id,
+            payload={
+                "channels": missing,
+                "why": "its rollback ended without executing; the change is still live",
+            },
+        )
+    return missing

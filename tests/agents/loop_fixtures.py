@@ -31,7 +31,7 @@ from guardrails.policy import Policy
 
 REPO_ROOT_HINT = str(Path(__file__).resolve().parents[2])
 START = date(2026, 1, 5)
-HISTORY_DAYS = 21
+HISTORY_DAYS = 7
 D0 = START + timedelta(days=HISTORY_DAYS)  # the loop's first day: execution happens on it
 
 CHANNELS = {  # channel -> (platform, daily budget)
@@ -52,7 +52,7 @@ def scenario(*, shock: tuple[str, date, float] | None = None, noise: float = 0.0
             "name": "executor-tests",
             "start": START.isoformat(),
             "history_days": HISTORY_DAYS,
-            "seed": 4,  # no day of the first week after D0 falls outside the 90% band by chance
+            "seed": 3,  # no day of the first week after D0 falls outside the 90% band by chance
             "currency": "USD",
             "baseline": {"daily_revenue": 20000, "trend_per_year": 0.0, "yearly_amplitude": 0.0},
             "noise": noise,

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from collections import Counter
 from datetime import timedelta
 from typing import Any
@@ -225,3 +226,51 @@ def test_the_audit_chain_stays_valid(sqlite_url: str) -> None:
         run(world, rid)
         with session_scope(world.sessions) as session:
             assert audit_store.verify_chain(session).valid
+
+
+def test_two_executors_racing_on_one_request_apply_it_once(database_url: str) -> None:
+    with loop(database_url) as world:
+        rid = approved_request(world, MOVES)
+        gate = threading.Barrier(2)
+        reports: list[ExecutionReport] = []
+
+        def worker() -> None:
+            gate.wait()
+            reports.append(run(world, rid))
+
+        threads = [threading.Thread(target=worker) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert sorted(r.outcome for r in reports) == ["executed", "skipped"], [r.reason for r in reports]
+        assert sorted(_applied_per_key(world).values()) == [1, 1]
+        assert load(world, rid).status == "monitoring"
+
+
+def test_an_outage_while_reading_live_budgets_defers_without_touching_anything(sqlite_url: str) -> None:
+    with loop(sqlite_url) as world:
+        rid = approved_request(world, MOVES)
+        world.server.arm(Fault(kind="server_error", dialect="google", times=None))
+        report = run(world, rid)
+        assert report.outcome == "deferred" and report.status == "approved"
+        assert "will retry" in (report.reason or "")
+        world.server.state.faults.clear()
+        assert run(world, rid).outcome == "executed"
+        assert sorted(_applied_per_key(world).values()) == [1, 1]
+
+
+def test_a_platform_that_never_answers_an_edit_is_compensated(sqlite_url: str) -> None:
+    with loop(sqlite_url) as world:
+        before = world.live()
+        rid = approved_request(world, MOVES)
+        world.server.arm(Fault(kind="server_error", dialect="meta", route="edit", times=None))
+        report = run(world, rid)
+        assert report.outcome == "failed" and "did not answer for social" in (report.reason or "")
+        social = next(i for i in report.items if i.channel == "social")
+        assert social.state == "pending" and "not applied by the platform" in (social.detail or "")
+        assert [i.state for i in report.items] == ["compensated", "pending"]
+        assert world.live() == before
+        assert [a.idempotency_key for a in world.applied()] == [f"cr{rid}-0-search", f"cr{rid}-0-search-undo"]
+        story = [a for _s, a in audit_story(world, [rid])]
+        assert "platform_call_failed" in story and story[-1] == "failed"

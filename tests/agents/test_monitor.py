@@ -6,7 +6,7 @@ shock would promise), so a day outside the band means the market really moved aw
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 from loop_fixtures import (
     D0,
@@ -22,7 +22,7 @@ from loop_fixtures import (
 from sqlalchemy import func, select
 
 from agents.execute import execute_request
-from agents.monitor import monitor_day
+from agents.monitor import Reading, monitor_day
 from budgetloop.db.audit import AuditEntry
 from budgetloop.db.loop import MonitoringReading
 from budgetloop.db.session import session_scope
@@ -31,6 +31,15 @@ from budgetloop.store import change_requests as requests
 from guardrails.policy import Policy
 
 MOVES = {"search": 4400.0, "social": 5600.0}
+
+
+def watch(
+    world: Loop, day: date, predictor: TruthPredictor, pol: Policy, *, execute: bool = False
+) -> list[Reading]:
+    conns = world.connectors if execute else None
+    return monitor_day(
+        world.sessions, day=day, clock=world.clock, predictor=predictor, policy=pol, connectors=conns
+    )
 
 
 def _execute(world: Loop, pol: Policy) -> int:
@@ -50,18 +59,11 @@ def test_a_shock_after_execution_rolls_back_on_the_third_day_outside_the_band(da
         rid = _execute(world, pol)
         predictor = TruthPredictor(world.market)
         world.next_day()  # D0 itself: not monitored (the plan starts the day after execution)
-        assert monitor_day(world.sessions, day=D0, clock=world.clock, predictor=predictor, policy=pol) == []
+        assert watch(world, D0, predictor, pol) == []
         outcomes = []
         for _ in range(3):
             day = world.next_day()
-            readings = monitor_day(
-                world.sessions,
-                day=day,
-                clock=world.clock,
-                predictor=predictor,
-                policy=pol,
-                connectors=world.connectors,
-            )
+            readings = watch(world, day, predictor, pol, execute=True)
             assert [r.change_request_id for r in readings] == [rid]
             outcomes.append((readings[0].outcome, readings[0].fail_streak, readings[0].action))
         assert outcomes == [("fail", 1, "none"), ("fail", 2, "none"), ("fail", 3, "rollback")]
@@ -129,9 +131,7 @@ def test_a_change_that_holds_is_confirmed_and_the_next_step_recorded(database_ur
         actions = []
         for _ in range(4):
             day = world.next_day()
-            (reading,) = monitor_day(
-                world.sessions, day=day, clock=world.clock, predictor=predictor, policy=pol
-            )
+            (reading,) = watch(world, day, predictor, pol)
             actions.append((reading.outcome, reading.action))
         assert actions == [("pass", "none")] * 3 + [("pass", "confirm")]
         cr = load(world, rid)
@@ -141,7 +141,7 @@ def test_a_change_that_holds_is_confirmed_and_the_next_step_recorded(database_ur
         assert step["suggested_relative_move"] == round(step["relative_move"] * 1.5, 4)
         assert step["direction"] == {"search": 1, "social": -1}
         day = world.next_day()
-        assert monitor_day(world.sessions, day=day, clock=world.clock, predictor=predictor, policy=pol) == []
+        assert watch(world, day, predictor, pol) == []
 
 
 def test_inconclusive_days_neither_count_nor_reset_and_reruns_are_idempotent(sqlite_url: str) -> None:
@@ -157,9 +157,7 @@ def test_inconclusive_days_neither_count_nor_reset_and_reruns_are_idempotent(sql
             world.clock.set(world.clock.now() + timedelta(days=1))
             if n not in (1, 2):  # two days whose data has not landed yet
                 world.ingest(today)
-            (reading,) = monitor_day(
-                world.sessions, day=today, clock=world.clock, predictor=predictor, policy=pol
-            )
+            (reading,) = watch(world, today, predictor, pol)
             seen.append((reading.outcome, reading.fail_streak, reading.action))
         assert seen == [
             ("fail", 1, "none"),
@@ -173,7 +171,7 @@ def test_inconclusive_days_neither_count_nor_reset_and_reruns_are_idempotent(sql
         # The late data lands; re-running that day upgrades the inconclusive reading, once.
         world.ingest(late)
         for _ in range(2):
-            monitor_day(world.sessions, day=late, clock=world.clock, predictor=predictor, policy=pol)
+            watch(world, late, predictor, pol)
         with session_scope(world.sessions) as session:
             rows = session.execute(
                 select(MonitoringReading.day, MonitoringReading.outcome).where(
@@ -195,14 +193,7 @@ def test_rollback_waits_for_a_person_when_the_policy_says_so(sqlite_url: str) ->
         world.next_day()
         for _ in range(4):
             day = world.next_day()
-            readings = monitor_day(
-                world.sessions,
-                day=day,
-                clock=world.clock,
-                predictor=predictor,
-                policy=pol,
-                connectors=world.connectors,
-            )
+            readings = watch(world, day, predictor, pol, execute=True)
         rollbacks = [r.rollback_request_id for r in readings if r.rollback_request_id]
         assert rollbacks == []  # the fourth failing day does not propose a second rollback
         with session_scope(world.sessions) as session:
@@ -220,3 +211,30 @@ def load_reading_reason(world: Loop, rid: int, day: object) -> str:
             )
         ).scalar_one()
         return row.reason or ""
+
+
+def test_a_rollback_blocked_by_a_freeze_gives_the_locks_back_and_is_retried(sqlite_url: str) -> None:
+    # Monitoring day D0+3 runs on D0+4 at 09:00, inside a one-day freeze: the rollback is blocked.
+    freeze_day = D0 + timedelta(days=4)
+    pol = policy(extra=f"freeze_windows:\n  - {{start: {freeze_day}, end: {freeze_day}, reason: launch}}")
+    with loop(sqlite_url, scenario(shock=("search", D0 + timedelta(days=1), 0.1))) as world:
+        rid = _execute(world, pol)
+        predictor = TruthPredictor(world.market)
+        world.next_day()
+        for _ in range(3):
+            day = world.next_day()
+            (reading,) = watch(world, day, predictor, pol, execute=True)
+        assert reading.action == "rollback" and reading.rollback is not None
+        assert reading.rollback.outcome == "blocked" and "freeze_window" in (reading.rollback.reason or "")
+        assert load(world, rid).status == "monitoring"
+        day = world.next_day()  # D0+4 read on D0+5: the freeze is over
+        (reading,) = watch(world, day, predictor, pol, execute=True)
+        assert reading.fail_streak == 4 and reading.action == "rollback"
+        assert reading.rollback is not None and reading.rollback.outcome == "executed"
+        assert load(world, rid).status == "rolled_back"
+        story = [
+            a
+            for s, a in audit_story(world, [rid])
+            if a in ("locks_restored", "rollback_triggered", "rolled_back")
+        ]
+        assert story == ["rollback_triggered", "locks_restored", "rollback_triggered", "rolled_back"]
