@@ -20,6 +20,7 @@ from budgetloop.config import Settings
 from budgetloop.db.session import session_factory
 from budgetloop.store import policy as policies
 from service.deps import AppContext, ContextDep, OnApproved, PolicyProvider
+from service.observability import observability_router
 from service.routes import audit, change_requests, misc, reconciliation
 from service.schemas import HealthPublic
 from service.slack import interactions
@@ -69,6 +70,7 @@ def create_app(
     ):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(interactions.router)
+    app.include_router(observability_router(engine, include_healthz=False))  # /readyz, /metrics (issue 6)
 
     @app.get(
         "/healthz", response_model=HealthPublic, tags=["health"], summary="Liveness and database reachability"

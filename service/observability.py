@@ -10,8 +10,8 @@
   state and pending ones, audit entries, and spend under management (the sum of the live daily budgets,
   read through the connectors and cached briefly).
 * :func:`observability_router`: ``GET /healthz`` (the process answers; no auth, no database),
-  ``GET /readyz`` (database reachable, migrations at head, scheduler running when enabled; 503 with the
-  failing checks otherwise) and ``GET /metrics`` (Prometheus text format).
+  ``GET /readyz`` (database reachable, migrations at head, scheduler running when this process runs
+  one; 503 with the failing checks otherwise) and ``GET /metrics`` (Prometheus text format).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
@@ -294,26 +294,30 @@ def migrations_at_head(engine: Engine) -> tuple[bool, str]:
     )
 
 
-def observability_router(
-    engine: Engine,
-    *,
-    scheduler_running: Callable[[], bool] | None = None,
-    live_budgets: Callable[[], Mapping[str, float]] | None = None,
-) -> APIRouter:
-    """``/healthz``, ``/readyz`` and ``/metrics`` for ``engine``. ``scheduler_running`` None: this process
-    runs no scheduler (``--no-scheduler``), so readiness does not wait for one."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(LoopCollector(engine, live_budgets=live_budgets))
+def observability_router(engine: Engine, *, include_healthz: bool = True) -> APIRouter:
+    """``/healthz``, ``/readyz`` and ``/metrics`` over ``engine``.
+
+    The process edge tells the router more through ``app.state`` (read per request): ``scheduler``, an
+    object with a ``running`` property when this process runs the scheduler (readiness then waits for
+    it), and ``live_budgets``, a callable returning the live daily budgets (for spend under
+    management). ``/readyz`` and ``/metrics`` are left out of OpenAPI: they are for probes and
+    Prometheus, not for API clients, and take no token.
+    """
     from prometheus_client import REGISTRY
 
+    collector = LoopCollector(engine)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
     router = APIRouter(tags=["health"])
 
-    @router.get("/healthz", summary="Liveness: the process answers (no auth, no database)")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    if include_healthz:
 
-    @router.get("/readyz", summary="Readiness: database reachable, migrations at head, scheduler running")
-    def readyz() -> JSONResponse:
+        @router.get("/healthz", summary="Liveness: the process answers (no auth, no database)")
+        def healthz() -> dict[str, str]:
+            return {"status": "ok"}
+
+    @router.get("/readyz", include_in_schema=False)
+    def readyz(request: Request) -> JSONResponse:
         checks: dict[str, dict[str, Any]] = {}
         try:
             with engine.connect() as conn:
@@ -324,14 +328,16 @@ def observability_router(
         except Exception as exc:
             checks["database"] = {"ok": False, "detail": f"{type(exc).__name__}: {str(exc).splitlines()[0]}"}
             checks["migrations"] = {"ok": False, "detail": "unknown: the database is unreachable"}
-        if scheduler_running is not None:
-            running = scheduler_running()
+        scheduler = getattr(request.app.state, "scheduler", None)
+        if scheduler is not None:
+            running = bool(scheduler.running)
             checks["scheduler"] = {"ok": running, "detail": "running" if running else "not running"}
         ready = all(c["ok"] for c in checks.values())
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
-    @router.get("/metrics", summary="Prometheus metrics (text exposition format)")
-    def metrics() -> Response:
+    @router.get("/metrics", include_in_schema=False)
+    def metrics(request: Request) -> Response:
+        collector.live_budgets = getattr(request.app.state, "live_budgets", None)
         body = generate_latest(REGISTRY) + generate_latest(registry)
         return Response(content=body, media_type=CONTENT_TYPE_LATEST)
 
