@@ -36,7 +36,7 @@ from agents.execute import ExecutionReport, Platforms, execute_request
 from agents.rollback import open_rollback, propose_rollback, restore_locks
 from budgetloop.clock import Clock
 from budgetloop.db.loop import ChangeRequest, MonitoringReading
-from budgetloop.db.metrics import Campaign, DailyMetric, DailyRevenue
+from budgetloop.db.metrics import Campaign, DailyMetric, DailyRevenue, IngestBatch
 from budgetloop.db.session import session_scope
 from budgetloop.errors import BudgetloopError
 from budgetloop.lifecycle import Event, State
@@ -248,16 +248,14 @@ def _measure(session: Session, cr: ChangeRequest, day: date, predictor: Predicto
         select(DailyRevenue.revenue).where(DailyRevenue.day == day)
     ).scalar_one_or_none()
     if revenue is None:
-        return _Measured(
-            "inconclusive", None, None, None, None, f"no revenue for {day} yet (late or missing data)"
-        )
+        why = f"no revenue for {day} yet (late or missing data)"
+        return _Measured("inconclusive", None, None, None, None, why + _failed_pulls(session, day))
     realised = round(float(revenue), 2)
     spend = spend_by_channel(session, day=day)
     missing = sorted({i.channel for i in cr.items} - set(spend))
     if missing:
-        return _Measured(
-            "inconclusive", realised, None, None, None, f"no spend rows for {', '.join(missing)} on {day} yet"
-        )
+        why = f"no spend rows for {', '.join(missing)} on {day} yet" + _failed_pulls(session, day)
+        return _Measured("inconclusive", realised, None, None, None, why)
     try:
         mean, low, high = predictor(cr, day, spend)
     except (BudgetloopError, LookupError, ValueError) as exc:
@@ -272,6 +270,25 @@ def _measure(session: Session, cr: ChangeRequest, day: date, predictor: Predicto
     return _Measured(
         "pass", realised, mean, low, high, f"realised {realised:,.2f} is {where} [{low:,.2f}, {high:,.2f}]"
     )
+
+
+def _failed_pulls(session: Session, day: date) -> str:
+    """``"; the <source> pull covering it failed: ..."`` per failed ingest batch covering ``day``."""
+    batches = session.execute(
+        select(IngestBatch.source, IngestBatch.errors)
+        .where(
+            IngestBatch.requested_start <= day,
+            IngestBatch.requested_end >= day,
+            IngestBatch.status == "failed",
+        )
+        .order_by(IngestBatch.id.desc())
+        .limit(5)
+    ).all()
+    notes = []
+    for source, errors in batches:
+        first = errors[0].get("message", "") if errors and isinstance(errors[0], dict) else ""
+        notes.append(f"; the {source} pull covering it failed: {first}"[:300])
+    return "".join(notes)
 
 
 def spend_by_channel(session: Session, *, day: date) -> dict[str, float]:

@@ -28,6 +28,7 @@ from budgetloop.db.loop import MonitoringReading
 from budgetloop.db.session import session_scope
 from budgetloop.store import audit as audit_store
 from budgetloop.store import change_requests as requests
+from connectors.sandbox.faults import Fault
 from guardrails.policy import Policy
 
 MOVES = {"search": 4400.0, "social": 5600.0}
@@ -150,14 +151,18 @@ def test_inconclusive_days_neither_count_nor_reset_and_reruns_are_idempotent(sql
         rid = _execute(world, pol)
         predictor = TruthPredictor(world.market)
         world.next_day()
-        seen = []
+        seen, reasons = [], []
         for n in range(5):
             today = world.market.today()
             world.server.advance_to(today + timedelta(days=1))
             world.clock.set(world.clock.now() + timedelta(days=1))
-            if n not in (1, 2):  # two days whose data has not landed yet
+            if n == 2:  # the revenue source is down: the pull fails, the day cannot be judged
+                world.server.arm(Fault(kind="server_error", dialect="store", times=None))
+            if n != 1:  # n == 1: the day's data has not landed yet
                 world.ingest(today)
+            world.server.state.faults.clear()
             (reading,) = watch(world, today, predictor, pol)
+            reasons.append(reading.reason)
             seen.append((reading.outcome, reading.fail_streak, reading.action))
         assert seen == [
             ("fail", 1, "none"),
@@ -167,6 +172,8 @@ def test_inconclusive_days_neither_count_nor_reset_and_reruns_are_idempotent(sql
             ("fail", 3, "rollback"),
         ]
         late = D0 + timedelta(days=2)
+        assert "no revenue" in reasons[1] and "pull" not in reasons[1]
+        assert "no revenue" in reasons[2] and "the store pull covering it failed" in reasons[2]
         assert "no revenue" in load_reading_reason(world, rid, late)
         # The late data lands; re-running that day upgrades the inconclusive reading, once.
         world.ingest(late)
