@@ -174,7 +174,8 @@ def lift_predictions(
     beta: Array,
 ) -> Array:
     """Per test: sum over its window of media(table spend) - media(spend changed by delta), scaled units."""
-    ch = lift["channel"]
+    ch = jnp.asarray(lift["channel"])
+    x = jnp.asarray(x)
 
     def one(j: Array, window: Array, delta: Array) -> Array:
         xc = x[:, j]

@@ -63,12 +63,12 @@ class Priors:
     ``half_scaled`` is the default half-saturation prior in units of the channel's mean non-zero spend.
     """
 
-    media_share: float = 0.2
-    roi_sigma: float = 0.9
+    media_share: float = 0.25
+    roi_sigma: float = 0.8
     decay_week: BetaPrior = BetaPrior(1.5, 3.0)
     decay_day: BetaPrior = BetaPrior(2.0, 2.0)
-    half_scaled: LogNormalPrior = LogNormalPrior(1.0, 0.7)
-    shape: LogNormalPrior = LogNormalPrior(1.3, 0.3)
+    half_scaled: LogNormalPrior = LogNormalPrior(1.3, 0.6)
+    shape: LogNormalPrior = LogNormalPrior(1.4, 0.3)
     trend_sd: float = 0.3
     curvature_sd: float = 0.1
     season_sd: float = 0.15

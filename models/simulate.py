@@ -43,6 +43,42 @@ def media_np(
     return scale * hill_np(geometric_adstock_np(spend, decay), half, shape)
 
 
+def _spend_history(
+    rng: np.random.Generator, budget: np.ndarray, periods: int, step: int, hv: float
+) -> np.ndarray:
+    """Daily budgets built like the sandbox market's history (INTERFACES section 4), summed to the table's
+    periods: an AR(1) weekly drift, a yearly push, a few flights at a clearly higher level, a few
+    multi-day pauses, and +-5% daily delivery noise."""
+    days_total = periods * step
+    days = np.arange(days_total)
+    weeks = days_total // 7 + 2
+    out = np.zeros((days_total, len(budget)))
+    for c, b in enumerate(budget):
+        shocks = rng.standard_normal(weeks)
+        walk = np.zeros(weeks)
+        walk[0] = shocks[0]
+        for w in range(1, weeks):
+            walk[w] = 0.8 * walk[w - 1] + np.sqrt(1 - 0.64) * shocks[w]
+        drift = 0.6 * hv * walk[days // 7]
+        push = (
+            hv
+            * rng.uniform(0.3, 0.8)
+            * np.sin(2 * np.pi * (days // 7) * 7 / 365.25 + rng.uniform(0, 2 * np.pi))
+        )
+        level = b * np.exp(drift + push)
+        n_flights = int(rng.integers(1, 4)) * max(1, days_total // 365)
+        for _ in range(n_flights):
+            length = int(rng.integers(14, 36))
+            begin = int(rng.integers(0, max(1, days_total - length)))
+            level[begin : begin + length] *= np.exp(hv * rng.uniform(0.8, 1.6))
+        for _ in range(int(rng.integers(0, 3)) * max(1, days_total // 365)):
+            length = int(rng.integers(3, 13))
+            begin = int(rng.integers(0, max(1, days_total - length)))
+            level[begin : begin + length] = 0.0
+        out[:, c] = level * np.exp(rng.normal(0, 0.05, days_total))
+    return out.reshape(periods, step, len(budget)).sum(axis=1)
+
+
 def simulate(
     *,
     periods: int = 104,
@@ -52,7 +88,7 @@ def simulate(
     noise: float = 0.04,
     revenue_per_period: float = 100_000.0,
     media_share: float = 0.25,
-    variation: float = 0.35,
+    variation: float = 0.3,
     trend_per_year: float = 0.05,
     yearly_amplitude: float = 0.1,
     decay: np.ndarray | None = None,
@@ -60,7 +96,7 @@ def simulate(
     shape: np.ndarray | None = None,
     roi_at_budget: np.ndarray | None = None,
 ) -> tuple[MMMData, Truth]:
-    """A table and its truth. Budgets drift, pulse and pause as an advertiser's do."""
+    """A table and its truth. Budgets drift, push, fly and pause as the sandbox market's history does."""
     rng = np.random.default_rng(seed)
     c = channels
     step = 7 if frequency == "week" else 1
@@ -70,20 +106,12 @@ def simulate(
     shape = rng.uniform(1.0, 1.8, c) if shape is None else np.asarray(shape, float)
     roi_at_budget = rng.uniform(0.8, 3.0, c) if roi_at_budget is None else np.asarray(roi_at_budget, float)
     share = rng.dirichlet(np.full(c, 3.0))
-    budget = media_share * revenue_per_period * share / roi_at_budget
-    # spend: slow drift x pulses x occasional pauses
-    t = np.arange(periods)
-    drift = np.exp(np.cumsum(rng.normal(0, variation / 4, (periods, c)), axis=0))
-    drift /= drift.mean(0)
-    pulse = 1 + variation * np.sin(2 * np.pi * (t[:, None] / rng.uniform(8, 30, c) + rng.uniform(0, 1, c)))
-    noise_spend = np.exp(rng.normal(0, variation / 2, (periods, c)))
-    spend = budget * drift * pulse * noise_spend
-    spend[rng.uniform(size=(periods, c)) < 0.05] = 0.0
-    spend = np.round(spend, 2)
+    budget = media_share * revenue_per_period * share / roi_at_budget  # per period
+    spend = np.round(_spend_history(rng, budget / step, periods, step, variation), 2)
     half = half_ratio * budget
     scale = roi_at_budget * budget / hill_np(budget, half, shape)
     media = media_np(spend, decay, half, shape, scale)
-    days = t * step
+    days = np.arange(periods) * step
     baseline = (
         revenue_per_period
         * (1 - media_share)

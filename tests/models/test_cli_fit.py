@@ -1,0 +1,126 @@
+"""`budgetloop fit`: bad input exits 2 naming file, row and column, and writes nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from budgetloop.cli import main
+from models.simulate import simulate
+
+
+def _write_table(path: Path, periods: int = 40) -> Path:
+    data, _ = simulate(periods=periods, channels=2, seed=5)
+    df = pd.DataFrame(
+        {
+            "date": [str(d)[:10] for d in data.dates],
+            "revenue": np.round(data.y, 2),
+            "tv": data.spend[:, 0],
+            "search": data.spend[:, 1],
+            "price": np.linspace(9, 11, periods).round(2),
+        }
+    )
+    df.to_csv(path, index=False)
+    return path
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    return int(exc.value.code or 0), capsys.readouterr().err
+
+
+def _edit(path: Path, row: int, col: str, value: str) -> None:
+    df = pd.read_csv(path, dtype=str)
+    df.loc[row, col] = value
+    df.to_csv(path, index=False)
+
+
+BASE = ["--target", "revenue", "--date", "date", "--channels", "tv,search"]
+
+
+@pytest.mark.parametrize(
+    ("edit", "extra", "expected"),
+    [
+        (None, ["--target", "sales"], "`sales`: column not found"),
+        (None, ["--channels", "tv,radio"], "`radio`: column not found"),
+        (("tv", 6, "-3"), [], "row 8, `tv`: negative value -3"),
+        (("search", 2, "lots"), [], "row 4, `search`: value 'lots' is not a number"),
+        (("date", 5, "__prev__"), [], "row 7, `date`: duplicate date"),
+        (("date", 5, "__skip__"), [], "row 7, `date`: date gap"),
+    ],
+)
+def test_bad_input_exits_2_names_the_place_and_writes_nothing(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    edit: tuple[str, int, str] | None,
+    extra: list[str],
+    expected: str,
+) -> None:
+    table = _write_table(tmp_path / "data.csv")
+    if edit is not None:
+        col, row, value = edit
+        df = pd.read_csv(table, dtype=str)
+        if value == "__prev__":
+            value = df.loc[row - 1, col]
+        elif value == "__skip__":
+            value = str((pd.Timestamp(df.loc[row, col]) + pd.Timedelta(days=7)).date())
+            df.loc[row:, col] = [
+                str((pd.Timestamp(v) + pd.Timedelta(days=7)).date()) for v in df.loc[row:, col]
+            ]
+        df.loc[row, col] = value
+        df.to_csv(table, index=False)
+    out = tmp_path / "FIT.json"
+    args = [*BASE]
+    for i in range(0, len(extra), 2):
+        args[args.index(extra[i]) + 1] = extra[i + 1]
+    code, err = _run(["fit", str(table), *args, "--out", str(out), "--quiet"], capsys)
+    assert code == 2, err
+    assert expected in err and str(table) in err
+    assert "Traceback" not in err
+    assert not out.exists()
+
+
+def test_unknown_lift_test_channel_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    table = _write_table(tmp_path / "data.csv")
+    lift = tmp_path / "lift.csv"
+    lift.write_text(
+        "channel,start,end,spend_delta,incremental_revenue,incremental_revenue_se\n"
+        "radio,2023-03-06,2023-03-27,-1000,1500,200\n"
+    )
+    out = tmp_path / "FIT.json"
+    code, err = _run(
+        ["fit", str(table), *BASE, "--lift-tests", str(lift), "--out", str(out), "--quiet"], capsys
+    )
+    assert code == 2 and f"{lift}, row 2, `channel`: unknown channel `radio`" in err
+    assert not out.exists()
+
+
+def test_fit_writes_fit_json_and_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    table = _write_table(tmp_path / "data.csv")
+    out = tmp_path / "FIT.json"
+    argv = [
+        "fit",
+        str(table),
+        *BASE,
+        "--controls",
+        "price",
+        "--out",
+        str(out),
+        "--plots",
+        str(tmp_path / "plots"),
+    ]
+    argv += ["--chains", "1", "--warmup", "150", "--samples", "100", "--holdout", "0", "--allow-unhealthy"]
+    code, err = _run(argv, capsys)
+    assert code == 0, err
+    doc = json.loads(out.read_text())
+    assert set(doc["channels"]) == {"tv", "search"}
+    assert doc["channels"]["tv"]["roi"]["p05"] <= doc["channels"]["tv"]["roi"]["p95"]
+    assert doc["model"]["controls"] == ["price"]
+    for name in ("curves", "decomposition", "fit"):
+        assert Path(doc["plots"][name]).stat().st_size > 1000
+    assert "ROI" in err

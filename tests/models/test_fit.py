@@ -1,0 +1,118 @@
+"""A real NUTS fit on simulated data: recovery within a stated tolerance, contract outputs, round trip."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.curves import ResponseCurves
+from models.fitted import FittedModel
+from models.outputs import fit_json
+from models.serialize import dumps, load, save
+from models.simulate import Truth
+
+
+def test_recovers_roi_and_mroas_of_an_easy_table(
+    small_fit: FittedModel, easy_case: tuple[object, Truth]
+) -> None:
+    _, truth = easy_case
+    m = small_fit.channel_metrics()
+    roi_err = np.abs(np.median(m.roi, 0) / truth.roi - 1)
+    mroas_err = np.abs(np.median(m.mroas, 0) / truth.mroas - 1)
+    # tolerance: median relative error over channels below 25% (2% noise, 300 draws x 2 chains)
+    assert np.median(roi_err) < 0.25, (np.median(m.roi, 0), truth.roi)
+    assert np.median(mroas_err) < 0.25, (np.median(m.mroas, 0), truth.mroas)
+    lo, hi = np.quantile(m.roi, [0.01, 0.99], axis=0)
+    assert np.mean((truth.roi >= lo) & (truth.roi <= hi)) >= 2 / 3
+
+
+def test_diagnostics_are_computed_and_the_fit_is_healthy(small_fit: FittedModel) -> None:
+    d = small_fit.diagnostics
+    assert d.r_hat_max is not None and d.r_hat_max < 1.05
+    assert d.ess_bulk_min is not None and d.ess_bulk_min > 50
+    assert d.ess_tail_min is not None and d.bfmi_min is not None
+    assert d.ppc_coverage_90 is not None and 0.75 <= d.ppc_coverage_90 <= 1.0
+    assert d.prior_ppc_coverage_90 is not None and d.prior_ppc_coverage_90 > 0.5
+    assert small_fit.healthy, d.reasons
+    assert small_fit.holdout is not None and small_fit.holdout.periods == 8
+    assert 0 < small_fit.holdout.mape < 0.1
+
+
+def test_fit_json_has_every_contract_field(small_fit: FittedModel) -> None:
+    doc = json.loads(json.dumps(fit_json(small_fit)))
+    for ch in small_fit.channels:
+        c = doc["channels"][ch]
+        assert c["spend"] == pytest.approx(float(small_fit.data.spend[:, small_fit.channels.index(ch)].sum()))
+        for key in ("roi", "mroas"):
+            assert set(c[key]) >= {"mean", "median", "p05", "p95"}
+            assert c[key]["p05"] <= c[key]["median"] <= c[key]["p95"]
+        assert set(c["contribution_share"]) >= {"mean", "p05", "p95"}
+        assert 0 < c["contribution_share"]["mean"] < 1
+    assert set(doc["diagnostics"]) >= {"r_hat_max", "ess_bulk_min", "divergences", "fit_seconds"}
+    assert doc["holdout"]["periods"] == 8 and doc["holdout"]["mape"] > 0
+    rc = ResponseCurves.from_dict(doc["response_curves"])
+    assert rc.channels == small_fit.channels and set(doc["response_curves"]["current"]) == set(
+        small_fit.channels
+    )
+    assert len(doc["decomposition"]["dates"]) == small_fit.data.periods
+
+
+def test_roi_definition_matches_zeroing_the_channel(small_fit: FittedModel) -> None:
+    """ROI = (expected revenue - expected revenue with the channel's spend zeroed) / spend, per draw."""
+    from models.fitted import _media_jit
+
+    j = 1
+    zeroed = small_fit.data.spend.copy()
+    zeroed[:, j] = 0.0
+    media0, _ = _media_jit(small_fit.spec, small_fit._x(zeroed), small_fit._jdraws(), 1.0)
+    full = small_fit.expected().sum(1)
+    without = small_fit.baseline().sum(1) + np.asarray(media0).sum((1, 2)) * small_fit.data.y_scale
+    roi = (full - without) / small_fit.data.spend[:, j].sum()
+    np.testing.assert_allclose(small_fit.channel_metrics().roi[:, j], roi, rtol=1e-4)
+
+
+def test_response_curves_are_in_currency_and_match_the_media_at_steady_state(small_fit: FittedModel) -> None:
+    rc = small_fit.response_curves()
+    assert rc.period == "week" and rc.draws == small_fit.n_draws
+    level = small_fit.data.spend.mean(0)
+    steady = np.tile(level, (60, 1))
+    pred = small_fit.predict(
+        steady, None, np.datetime64("2030-01-07") + np.arange(60) * np.timedelta64(7, "D"), noise=False
+    )
+    base = small_fit.baseline(
+        np.datetime64("2030-01-07") + np.arange(60) * np.timedelta64(7, "D"), np.zeros((60, 0))
+    )
+    np.testing.assert_allclose((pred - base)[:, -1], rc.total_revenue(level), rtol=1e-3)
+
+
+def test_predict_continues_the_adstock_and_has_bands(small_fit: FittedModel) -> None:
+    step = np.timedelta64(7, "D")
+    dates = small_fit.data.dates[-1] + step * np.arange(1, 5)
+    spend = np.tile(small_fit.data.spend[-1], (4, 1))
+    draws = small_fit.predict(spend, None, dates, seed=3)
+    assert draws.shape == (small_fit.n_draws, 4)
+    lo, hi = np.quantile(draws, [0.05, 0.95], axis=0)
+    assert np.all(hi > lo) and np.all(lo > 0)
+    np.testing.assert_array_equal(draws, small_fit.predict(spend, None, dates, seed=3))
+
+
+def test_round_trip_gives_identical_outputs(small_fit: FittedModel, tmp_path: Path) -> None:
+    path = tmp_path / "model.json"
+    save(small_fit, path)
+    back = load(path)
+    assert back.data.fingerprint() == small_fit.data.fingerprint()
+    assert back.diagnostics == small_fit.diagnostics and back.priors == small_fit.priors
+    a, b = fit_json(small_fit), fit_json(back)
+    assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    assert dumps(back) == dumps(small_fit)
+    sub = load_from_text(dumps(small_fit, max_draws=50, seed=2), tmp_path)
+    assert sub.n_draws == 50
+
+
+def load_from_text(text: str, tmp_path: Path) -> FittedModel:
+    p = tmp_path / "sub.json"
+    p.write_text(text)
+    return load(p)
