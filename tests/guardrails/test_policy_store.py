@@ -1,0 +1,81 @@
+"""Policy versions in the database: invalid versions are kept but never active; both land in the audit log."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select
+
+from budgetloop.db.audit import AuditEntry
+from budgetloop.db.session import session_scope
+from budgetloop.errors import InputError
+from budgetloop.store.audit import verify_chain
+from budgetloop.store.policy import active_policy, list_policy_versions, policy_status, record_policy
+
+EXAMPLE = (Path(__file__).resolve().parents[2] / "examples" / "policy.yaml").read_text()
+NOW = datetime(2026, 5, 4, 15, 0, tzinfo=UTC)
+
+
+def test_invalid_versions_never_become_active(migrated_engine: Engine) -> None:
+    with (
+        session_scope(migrated_engine) as session,
+        pytest.raises(InputError, match="no valid guardrail policy"),
+    ):
+        active_policy(session)
+    with session_scope(migrated_engine) as session:
+        first = record_policy(
+            session, text=EXAMPLE, source="examples/policy.yaml", author="U0OPSLEAD", now=NOW
+        )
+    assert first.valid and first.version == 1 and first.active and first.problems == []
+    broken = EXAMPLE.replace("max_swing_per_change: 0.20", "max_swing_per_change: 2.0")
+    with session_scope(migrated_engine) as session:
+        second = record_policy(
+            session, text=broken, source="ops.yaml", author="U0INTERN", now=NOW + timedelta(hours=1)
+        )
+    assert not second.valid and second.version == 2 and not second.active
+    assert second.problems == [
+        "change.max_swing_per_change (line 14): input should be less than or equal to 1 (got 2.0)"
+    ]
+    with session_scope(migrated_engine) as session:
+        version, policy = active_policy(session)
+        status = policy_status(session)
+        listed = list_policy_versions(session)
+        entries = session.scalars(select(AuditEntry).order_by(AuditEntry.seq)).all()
+        chain = verify_chain(session)
+    assert version == 1 and policy.change.max_swing_per_change == 0.20
+    assert (
+        status.message
+        == "policy version 1 is active; newer version(s) 2 were invalid and did not take effect"
+    )
+    assert [(r.version, r.valid, r.active) for r in listed] == [(2, False, False), (1, True, True)]
+    assert [(e.action, e.actor, e.subject_id) for e in entries] == [
+        ("policy_changed", "U0OPSLEAD", "1"),
+        ("policy_rejected", "U0INTERN", "2"),
+    ]
+    assert '"active_version_kept":1' in entries[1].payload
+    assert chain.valid
+
+
+def test_a_new_valid_version_takes_over_and_a_failed_transaction_leaves_nothing(
+    migrated_engine: Engine,
+) -> None:
+    with session_scope(migrated_engine) as session:
+        record_policy(session, text=EXAMPLE, source="a.yaml", author="U0OPSLEAD", now=NOW)
+    tighter = EXAMPLE.replace("total_daily_max: 16000", "total_daily_max: 15000")
+    with pytest.raises(RuntimeError), session_scope(migrated_engine) as session:
+        record_policy(session, text=tighter, source="b.yaml", author="U0OPSLEAD", now=NOW)
+        raise RuntimeError("the caller's unit of work failed")
+    with session_scope(migrated_engine) as session:
+        assert active_policy(session)[1].budget.total_daily_max == 16000
+        record = record_policy(session, text=tighter, source="b.yaml", author="U0OPSLEAD", now=NOW)
+    assert record.version == 2 and len(record.sha256) == 64
+    with session_scope(migrated_engine) as session:
+        version, policy = active_policy(session)
+    assert (version, policy.budget.total_daily_max) == (2, 15000)
+
+
+def test_author_is_required(migrated_engine: Engine) -> None:
+    with session_scope(migrated_engine) as session, pytest.raises(InputError, match="needs an author"):
+        record_policy(session, text=EXAMPLE, source="a.yaml", author=" ", now=NOW)
