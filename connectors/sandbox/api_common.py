@@ -2,8 +2,8 @@
 
 A route calls :func:`guard` first (token scope, then armed rate-limit / 5xx / slow faults), does its
 work, and returns through :func:`answer` (which may truncate the body when such a fault is armed and
-stamps the dialect's request-id header). After applying a budget change it calls :func:`hang_after_apply`,
-which, when a ``timeout_after_apply`` fault is armed, holds the answer so the client times out.
+stamps the dialect's request-id header). A budget change answers through :func:`answer_applied`, which,
+when a ``timeout_after_apply`` fault is armed, holds the answer so the client times out, or drops it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, Response
 
 from connectors.sandbox.api_auth import bearer
 from connectors.sandbox.api_state import SandboxState
-from connectors.sandbox.faults import Fault
+from connectors.sandbox.faults import Fault, InjectedDrop
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -102,10 +102,30 @@ def answer(
     return JSONResponse(body, status_code=status, headers=out)
 
 
-def hang_after_apply(state: SandboxState, dialect: Dialect, route: str) -> None:
-    fault = state.faults.take(dialect.name, route, ("timeout_after_apply",))
+def answer_applied(
+    state: SandboxState, dialect: Dialect, route: str, body: Any, *, applied: bool, status: int = 200
+) -> Response:
+    """The answer to a budget change; when one was applied, an armed ``timeout_after_apply`` fault holds
+    it ``delay`` seconds (the client times out) and, with ``drop``, then cuts the connection mid-body."""
+    fault = state.faults.take(dialect.name, route, ("timeout_after_apply",)) if applied else None
     if fault is not None:
         state.stopping.wait(fault.delay)
+        if fault.drop:
+            return DroppedAnswer()
+    return answer(state, dialect, route, body, status=status)
+
+
+class DroppedAnswer(Response):
+    """Starts a 200 answer, sends a few bytes of it, then aborts the connection."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=200)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"256")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b'{"resu', "more_body": True})
+        raise InjectedDrop("sandbox fault: the connection was dropped after the change was applied")
 
 
 def malformed_fault(state: SandboxState, dialect: Dialect, route: str) -> Fault | None:

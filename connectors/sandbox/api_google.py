@@ -27,8 +27,8 @@ from starlette.concurrency import run_in_threadpool
 from connectors.sandbox.api_common import (
     Dialect,
     answer,
+    answer_applied,
     guard,
-    hang_after_apply,
     idempotency_key,
     malformed_fault,
     replay,
@@ -260,9 +260,7 @@ def _mutate(state: SandboxState, customer_id: str, request: Request, body: Any) 
             }
         if not validate_only:
             state.remember("google", key, fingerprint, 200, out)
-    if applied:
-        hang_after_apply(state, DIALECT, "mutate")
-    return answer(state, DIALECT, "mutate", out)
+    return answer_applied(state, DIALECT, "mutate", out, applied=applied > 0)
 
 
 def _search(state: SandboxState, customer_id: str, request: Request, body: Any) -> Response:

@@ -29,8 +29,8 @@ from starlette.concurrency import run_in_threadpool
 from connectors.sandbox.api_common import (
     Dialect,
     answer,
+    answer_applied,
     guard,
-    hang_after_apply,
     idempotency_key,
     malformed_fault,
     replay,
@@ -224,8 +224,7 @@ def _edit(state: SandboxState, object_id: str, request: Request, form: dict[str,
         state.apply("meta", campaign, cents / 100, key)
         body = {"success": True}
         state.remember("meta", key, fingerprint, 200, body)
-    hang_after_apply(state, DIALECT, "edit")
-    return answer(state, DIALECT, "edit", body)
+    return answer_applied(state, DIALECT, "edit", body, applied=True)
 
 
 async def _form(request: Request) -> dict[str, str]:

@@ -24,8 +24,8 @@ from starlette.concurrency import run_in_threadpool
 from connectors.sandbox.api_common import (
     Dialect,
     answer,
+    answer_applied,
     guard,
-    hang_after_apply,
     idempotency_key,
     malformed_fault,
     replay,
@@ -157,9 +157,7 @@ def _budgets(state: SandboxState, request: Request, body: Any) -> Response:
             success.append({"index": index, "campaignId": campaign.external_id, "dailyBudget": change.new})
         out = {"success": success, "error": errors}
         state.remember("retail", key, fingerprint, 207, out)
-    if applied:
-        hang_after_apply(state, DIALECT, "budgets")
-    return answer(state, DIALECT, "budgets", out, status=207)
+    return answer_applied(state, DIALECT, "budgets", out, applied=applied > 0, status=207)
 
 
 def _reports(state: SandboxState, request: Request) -> Response:

@@ -8,7 +8,8 @@ A :class:`Fault` hits the next ``times`` matching requests (``times=None``: unti
     truncated             a 2xx whose JSON body is cut short
     malformed             report rows altered by ``malformation`` (see MALFORMATIONS)
     timeout_after_apply   a budget change is applied and recorded, then the answer hangs ``delay``
-                          seconds and the connection is dropped: the client sees a timeout
+                          seconds (the client times out); with ``drop``, the connection is then cut
+                          mid-answer (the client sees a broken response)
 
 Routes are the names in each dialect module (``search``, ``mutate``, ``insights``, ``edit``,
 ``reports``, ``budgets``, ``revenue``, ...), or ``*``.
@@ -52,6 +53,7 @@ class Fault(BaseModel):
     retry_after: float = Field(default=1.0, ge=0)
     rate_limit_code: Literal[4, 17, 32, 613] = 17
     delay: float = Field(default=1.0, ge=0, le=30)
+    drop: bool = False  # timeout_after_apply: after the delay, cut the connection mid-answer
     malformation: Malformation | None = None
     day: date | None = None
     campaign_id: str | None = None
@@ -64,6 +66,10 @@ class Fault(BaseModel):
 
     def matches(self, dialect: str, route: str) -> bool:
         return self.dialect in ("*", dialect) and self.route in ("*", route)
+
+
+class InjectedDrop(ConnectionAbortedError):
+    """Raised inside the server to cut a connection on purpose (not logged as a server error)."""
 
 
 class FaultPlan:

@@ -11,6 +11,7 @@ Used by the tests, ingestion and the demo. The socket is bound before the thread
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -23,9 +24,21 @@ from fastapi import FastAPI
 
 from connectors.sandbox.api_state import AppliedChange, MarketLike, SandboxState
 from connectors.sandbox.app import create_sandbox_app, sandbox_state
-from connectors.sandbox.faults import Fault
+from connectors.sandbox.faults import Fault, InjectedDrop
 
 __all__ = ["SandboxServer"]
+
+
+class _InjectedDropFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], InjectedDrop))
+
+
+def _quiet_injected_drops() -> None:
+    """Connections cut by a ``drop`` fault are on purpose: keep them out of uvicorn's error log."""
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _InjectedDropFilter) for f in logger.filters):
+        logger.addFilter(_InjectedDropFilter())
 
 
 class SandboxServer:
@@ -58,6 +71,7 @@ class SandboxServer:
             timeout_keep_alive=5,
         )
         self._server = uvicorn.Server(config)
+        _quiet_injected_drops()
 
     @staticmethod
     def _make_app(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
@@ -154,6 +155,26 @@ def test_timeout_after_apply_then_retry_applies_exactly_once(
     assert [(a["campaign_id"], a["new"], a["idempotency_key"]) for a in applied] == [
         (c.external_id, 1234.5, "cr-9/execute")
     ]
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_a_connection_dropped_after_apply_is_retried_and_applied_once(
+    platform: str,
+    sandbox: SandboxServer,
+    conns: Connectors,
+    sleeps: list[float],
+    campaign: Callable[[str], Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    dialect, route = WRITE_ROUTE[platform]
+    sandbox.arm({"kind": "timeout_after_apply", "dialect": dialect, "route": route, "delay": 0, "drop": True})
+    conn, c = conns.platforms[platform], campaign(CHANNEL_OF[platform])
+    result = conn.set_budget(c.external_id, 1500.25, idempotency_key="cr-10/execute")
+    assert result.replayed is True and len(sleeps) == 1
+    assert [a["idempotency_key"] for a in applied_over_http(sandbox)] == ["cr-10/execute"]
+    assert not [
+        r for r in caplog.records if r.name == "uvicorn.error"
+    ]  # an injected drop is not a server error
 
 
 @pytest.mark.parametrize(
