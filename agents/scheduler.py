@@ -505,6 +505,13 @@ class WallScheduler:
             self._schedule_retry(name, result.scheduled_for, result.retry_at)
         return result
 
+    def request(self, name: str) -> None:
+        """Run ``name`` as soon as a thread is free (on demand, e.g. execute right after an approval)."""
+        if name not in self.jobs:
+            raise KeyError(f"no job named {name!r}; the jobs are {sorted(self.jobs)}")
+        now = self.rt.clock.now()
+        self._schedule_retry(name, now, now)
+
     def _schedule_retry(self, name: str, scheduled_for: datetime, when: datetime) -> None:
         iso = ensure_utc(scheduled_for).isoformat()
         self.scheduler.add_job(

@@ -80,6 +80,8 @@ def configure_logging(level: str = "INFO", stream: Any = None) -> None:
         lg = logging.getLogger(name)
         lg.handlers[:] = []
         lg.propagate = True
+    for chatty in ("httpx", "httpcore", "alembic"):  # one line per HTTP call or migration step is noise
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
 
 
 class RequestIdMiddleware:
