@@ -176,16 +176,35 @@ _ENTRY_COLUMNS = (
 
 
 def iter_entries(session: Session, *, batch: int = 20000, after_seq: int = 0) -> Iterator[tuple[Any, ...]]:
-    """Rows of the log in ``seq`` order, fetched in keyset batches (constant memory)."""
-    last = after_seq
-    while True:
-        rows = session.execute(
-            select(*_ENTRY_COLUMNS).where(AuditEntry.seq > last).order_by(AuditEntry.seq).limit(batch)
-        ).all()
-        if not rows:
-            return
-        yield from rows
-        last = rows[-1][1]
+    """Rows of the log in ``seq`` order, fetched in keyset batches (constant memory).
+
+    Straight through the driver (no ORM row processing: this walks millions of rows), so ``at`` comes as
+    the driver gives it (a string on SQLite, a datetime on PostgreSQL); :func:`at_iso` normalises it.
+    """
+    last = int(after_seq)
+    cursor = session.connection().connection.cursor()
+    try:
+        while True:
+            cursor.execute(
+                "SELECT id, seq, at, actor, action, subject_type, subject_id, channel, payload, prev_hash, hash "
+                f"FROM audit_log WHERE seq > {last} ORDER BY seq LIMIT {int(batch)}"
+            )
+            rows = cursor.fetchall()
+            if not rows:
+                return
+            yield from rows
+            last = int(rows[-1][1])
+    finally:
+        cursor.close()
+
+
+def at_iso(value: datetime | str) -> str:
+    """An entry's time as hashed (ISO 8601, UTC, microseconds), from a datetime or SQLite's stored text."""
+    if isinstance(value, str):
+        if len(value) == 26 and value[10] == " ":  # SQLAlchemy's SQLite format, always UTC here
+            return f"{value[:10]}T{value[11:]}+00:00"
+        value = datetime.fromisoformat(value)
+    return _iso(value)
 
 
 def _json_str(value: str | None) -> str:
@@ -195,7 +214,7 @@ def _json_str(value: str | None) -> str:
 def fast_entry_hash(
     prev_hash: str,
     seq: int,
-    at_iso: str,
+    at_text: str,
     actor: str,
     action: str,
     subject_type: str,
@@ -206,11 +225,11 @@ def fast_entry_hash(
     """:func:`entry_hash` with the canonical record written out by hand (same bytes, ~4x faster).
 
     Keys in sorted order, no whitespace, strings escaped exactly as ``json.dumps(ensure_ascii=False)``
-    does; ``at_iso`` is already ``isoformat(timespec="microseconds")`` in UTC. A test pins the
+    does; ``at_text`` is already ``isoformat(timespec="microseconds")`` in UTC. A test pins the
     equality with :func:`entry_hash` over arbitrary text.
     """
     record = (
-        f'{{"action":{_encode_str(action)},"actor":{_encode_str(actor)},"at":{_encode_str(at_iso)},'
+        f'{{"action":{_encode_str(action)},"actor":{_encode_str(actor)},"at":{_encode_str(at_text)},'
         f'"channel":{_json_str(channel)},"payload":{_encode_str(payload_text)},"seq":{int(seq)},'
         f'"subject_id":{_json_str(subject_id)},"subject_type":{_encode_str(subject_type)}}}'
     )
@@ -240,7 +259,7 @@ def verify_chain(session: Session) -> ChainReport:
             return ChainReport(
                 False, count, id_, seq, "prev_hash does not match the previous entry's hash", prev
             )
-        if fast_entry_hash(prev_hash, seq, _iso(at), actor, action, stype, sid, channel, payload) != h:
+        if fast_entry_hash(prev_hash, seq, at_iso(at), actor, action, stype, sid, channel, payload) != h:
             return ChainReport(False, count, id_, seq, "content does not match its hash (edited)", prev)
         prev = h
         expected_seq += 1
@@ -413,7 +432,7 @@ def entry_dict(row: Any) -> dict[str, Any]:
     return {
         "id": id_,
         "seq": seq,
-        "at": _iso(at),
+        "at": at_iso(at),
         "actor": actor,
         "action": action,
         "subject_type": stype,
@@ -456,8 +475,8 @@ def verify_export(document: Mapping[str, Any], *, key: str | None = None) -> Dig
             return DigestReport(
                 False, 0, None, f"entry seq {e['seq']}: prev_hash does not link to the entry before"
             )
-        at_iso = _iso(datetime.fromisoformat(e["at"]))
-        fields = (e["seq"], at_iso, e["actor"], e["action"], e["subject_type"], e["subject_id"], e["channel"])
+        when = _iso(datetime.fromisoformat(e["at"]))
+        fields = (e["seq"], when, e["actor"], e["action"], e["subject_type"], e["subject_id"], e["channel"])
         if fast_entry_hash(e["prev_hash"], *fields, e["payload"]) != e["hash"]:
             return DigestReport(False, 0, None, f"entry seq {e['seq']}: content does not match its hash")
         hashes[int(e["seq"])] = prev = e["hash"]
