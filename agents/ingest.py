@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.orm import Session
 
@@ -212,6 +212,9 @@ def day_ranges(days: Iterable[date]) -> list[str]:
     return out
 
 
+_T = TypeVar("_T")
+
+
 @dataclass
 class _Pulled:
     """One record in flight: as it came, its parse, its key, and (once stored) its raw id."""
@@ -227,6 +230,10 @@ class _Pulled:
     position: int
     raw_id: int = 0
     version: int = 0
+
+
+# (the record, its clean row's key, the columns that identify a new clean row, the values)
+_Landing = tuple[_Pulled, Any, dict[str, Any], dict[str, Any]]
 
 
 def _parse(record: RawRecord, parse: Callable[[RawRecord], Any]) -> tuple[Any, RowRejected | None]:
@@ -360,6 +367,50 @@ class _SourceRun:
             return False
         return True
 
+    def pull(self, fetch: Callable[[], _T]) -> _T | None:
+        """Call the connector; a failure of any kind is recorded in the batch, which then ends failed."""
+        try:
+            return fetch()
+        except Exception as exc:
+            message = f"pull failed: {type(exc).__name__}: {exc}"
+            self.batch.errors.append({"kind": "connector", "message": message})
+            self.finish(None)
+            return None
+
+    def land(self, model: type[Any], rows: Sequence[_Landing], existing: Mapping[Any, Any], fk: str) -> None:
+        """Insert new clean rows, update restated ones (recording each correction), in bulk."""
+        inserts, updates, corrections = [], [], []
+        for item, key, identity, values in rows:
+            provenance = {"raw_metric_id": item.raw_id, "version": item.version, "updated_at": self.now}
+            old = existing.get(key)
+            if old is None:
+                inserts.append({**identity, **values, **provenance})
+                self.batch.landed += 1
+                continue
+            updates.append({"id": old.id, **values, **provenance})
+            before = {k: getattr(old, k) for k in values}
+            if before == values:  # a new payload with the same values: provenance moves, nothing else
+                self.batch.unchanged += 1
+                continue
+            self.batch.updated += 1
+            changed = [k for k in values if before[k] != values[k]]
+            corrections.append(
+                {
+                    "batch_id": self.batch.batch_id,
+                    "daily_metric_id": None,
+                    "daily_revenue_id": None,
+                    fk: old.id,
+                    "old_values": _jsonable({k: before[k] for k in changed}),
+                    "new_values": _jsonable({k: values[k] for k in changed}),
+                    "old_raw_metric_id": old.raw_metric_id,
+                    "new_raw_metric_id": item.raw_id,
+                    "corrected_at": self.now,
+                }
+            )
+        store.insert_rows(self.session, model, inserts)
+        store.update_rows(self.session, model, updates)
+        store.insert_rows(self.session, MetricCorrection, corrections)
+
     def finish(self, expected: frozenset[str] | None) -> None:
         store.insert_rows(self.session, QuarantinedRow, self.quarantine_rows)
         failed = any(e["kind"] == "connector" for e in self.batch.errors)
@@ -421,15 +472,20 @@ def _jsonable(values: Mapping[str, Any]) -> dict[str, Any]:
     return {k: (str(v) if not isinstance(v, (int, str, type(None))) else v) for k, v in values.items()}
 
 
+def _schema(run: _SourceRun, items: Sequence[_Pulled]) -> frozenset[str] | None:
+    previous = store.previous_schema(run.session, source=run.batch.source)
+    expected, note = expected_schema([i.keys for i in items], previous)
+    if note:
+        run.batch.errors.append({"kind": "schema", "message": note})
+    return expected
+
+
 def _ingest_platform(session: Session, connector: Connector, run: _SourceRun, start: date, end: date) -> None:
     batch = run.batch
-    try:
-        listed = connector.list_campaigns()
-        records = connector.pull_daily_metrics(start, end)
-    except Exception as exc:
-        batch.errors.append({"kind": "connector", "message": f"pull failed: {type(exc).__name__}: {exc}"})
-        run.finish(None)
+    pulled = run.pull(lambda: (connector.list_campaigns(), connector.pull_daily_metrics(start, end)))
+    if pulled is None:
         return
+    listed, records = pulled
     for info in listed:
         _, problem = store.upsert_campaign(
             session,
@@ -449,19 +505,14 @@ def _ingest_platform(session: Session, connector: Connector, run: _SourceRun, st
         connector.parse_metric,
         lambda r: f"{r.platform}|{r.account_id}|{r.campaign_external_id}|{r.day.isoformat()}",
     )
-    expected, note = expected_schema(
-        [i.keys for i in items], store.previous_schema(session, source=batch.source)
-    )
-    if note:
-        batch.errors.append({"kind": "schema", "message": note})
+    expected = _schema(run, items)
     seen_days: dict[str, set[date]] = {info.external_id: set() for info in listed}
     for item in items:
-        if isinstance(item.parsed, MetricRow):
-            seen_days.setdefault(item.parsed.campaign_external_id, set()).add(item.parsed.day)
-    candidates = run.store_raw(items)
+        if isinstance(item.parsed, MetricRow) and item.parsed.campaign_external_id in seen_days:
+            seen_days[item.parsed.campaign_external_id].add(item.parsed.day)
 
-    valid: list[tuple[_Pulled, MetricRow, int]] = []
-    for item in candidates:
+    valid: list[_Landing] = []
+    for item in run.store_raw(items):
         if not run.check_common(item, expected):
             continue
         row = item.parsed
@@ -472,128 +523,56 @@ def _ingest_platform(session: Session, connector: Connector, run: _SourceRun, st
             run.reject(item, *issue)
             continue
         assert campaign is not None
-        valid.append((item, row, campaign.id))
-
+        key = (campaign.id, row.day)
+        valid.append((item, key, {"campaign_id": campaign.id, "day": row.day}, _metric_values(row)))
+    existing: dict[Any, Any] = {}
     if valid:
-        days = [row.day for _, row, _ in valid]
-        existing = store.clean_metrics(
-            session, campaign_ids=[c for _, _, c in valid], start=min(days), end=max(days)
-        )
-    else:
-        existing = {}
-    inserts, updates, corrections = [], [], []
-    for item, row, campaign_id in valid:
-        values = _metric_values(row)
-        provenance = {"raw_metric_id": item.raw_id, "version": item.version, "updated_at": run.now}
-        old = existing.get((campaign_id, row.day))
-        if old is None:
-            inserts.append({"campaign_id": campaign_id, "day": row.day, **values, **provenance})
-            batch.landed += 1
-            continue
-        updates.append({"id": old.id, **values, **provenance})
-        before = {k: getattr(old, k) for k in values}
-        if before == values:
-            batch.unchanged += 1
-            continue
-        batch.updated += 1
-        corrections.append(
-            _correction(run, old.raw_metric_id, item.raw_id, before, values, daily_metric_id=old.id)
-        )
-    store.insert_rows(session, DailyMetric, inserts)
-    store.update_rows(session, DailyMetric, updates)
-    store.insert_rows(session, MetricCorrection, corrections)
+        days = [day for _, (_, day), _, _ in valid]
+        ids = [campaign_id for _, (campaign_id, _), _, _ in valid]
+        existing = dict(store.clean_metrics(session, campaign_ids=ids, start=min(days), end=max(days)))
+    run.land(DailyMetric, valid, existing, "daily_metric_id")
+    every_day = set(store.days_between(start, end))
     for external_id, days_seen in sorted(seen_days.items()):
-        missing = set(store.days_between(start, end)) - days_seen
-        if missing and external_id in {i.external_id for i in listed}:
-            batch.missing_days[f"campaign {external_id}"] = day_ranges(missing)
+        if every_day - days_seen:
+            batch.missing_days[f"campaign {external_id}"] = day_ranges(every_day - days_seen)
     run.finish(expected)
 
 
-def _correction(
-    run: _SourceRun,
-    old_raw: int,
-    new_raw: int,
-    before: Mapping[str, Any],
-    after: Mapping[str, Any],
-    **clean_row: int,
-) -> dict[str, Any]:
-    changed = [k for k in after if before[k] != after[k]]
-    return {
-        "batch_id": run.batch.batch_id,
-        "daily_metric_id": clean_row.get("daily_metric_id"),
-        "daily_revenue_id": clean_row.get("daily_revenue_id"),
-        "old_values": _jsonable({k: before[k] for k in changed}),
-        "new_values": _jsonable({k: after[k] for k in changed}),
-        "old_raw_metric_id": old_raw,
-        "new_raw_metric_id": new_raw,
-        "corrected_at": run.now,
-    }
-
-
 def _ingest_revenue(session: Session, source: RevenueSource, run: _SourceRun, start: date, end: date) -> None:
-    batch = run.batch
-    try:
-        records = source.pull_daily_revenue(start, end)
-    except Exception as exc:
-        batch.errors.append({"kind": "connector", "message": f"pull failed: {type(exc).__name__}: {exc}"})
-        run.finish(None)
+    records = run.pull(lambda: source.pull_daily_revenue(start, end))
+    if records is None:
         return
     items = _prepare(records, source.parse_revenue, lambda r: f"{source.source}|{r.day.isoformat()}")
-    expected, note = expected_schema(
-        [i.keys for i in items], store.previous_schema(session, source=batch.source)
-    )
-    if note:
-        batch.errors.append({"kind": "schema", "message": note})
+    expected = _schema(run, items)
     currency = store.revenue_currency(session)
     if currency is None:
         currencies = Counter(i.parsed.currency for i in items if isinstance(i.parsed, RevenueRow))
         currency = currencies.most_common(1)[0][0] if currencies else None
     seen = {i.parsed.day for i in items if isinstance(i.parsed, RevenueRow)}
-    candidates = run.store_raw(items)
-    valid: list[tuple[_Pulled, RevenueRow]] = []
-    for item in candidates:
+    valid: list[_Landing] = []
+    for item in run.store_raw(items):
         if not run.check_common(item, expected):
             continue
         row = item.parsed
         assert isinstance(row, RevenueRow)
-        problem = (
+        issue = (
             ("currency", f"currency {row.currency} differs from the revenue so far, in {currency}")
             if row.currency != currency
             else _valid_number(row.revenue, "revenue")
         )
-        if problem is not None:
-            run.reject(item, *problem)
-        else:
-            valid.append((item, row))
-    existing = (
-        store.clean_revenue(session, start=min(r.day for _, r in valid), end=max(r.day for _, r in valid))
-        if valid
-        else {}
-    )
-    inserts, updates, corrections = [], [], []
-    for item, row in valid:
+        if issue is not None:
+            run.reject(item, *issue)
+            continue
         values = {"revenue": store.to_money(row.revenue), "currency": row.currency}
-        provenance = {"raw_metric_id": item.raw_id, "version": item.version, "updated_at": run.now}
-        old = existing.get(row.day)
-        if old is None:
-            inserts.append({"day": row.day, "source": source.source, **values, **provenance})
-            batch.landed += 1
-            continue
-        updates.append({"id": old.id, "source": source.source, **values, **provenance})
-        before = {k: getattr(old, k) for k in values}
-        if before == values:
-            batch.unchanged += 1
-            continue
-        batch.updated += 1
-        corrections.append(
-            _correction(run, old.raw_metric_id, item.raw_id, before, values, daily_revenue_id=old.id)
-        )
-    store.insert_rows(session, DailyRevenue, inserts)
-    store.update_rows(session, DailyRevenue, updates)
-    store.insert_rows(session, MetricCorrection, corrections)
+        valid.append((item, row.day, {"day": row.day, "source": source.source}, values))
+    existing: dict[Any, Any] = {}
+    if valid:
+        days = [day for _, day, _, _ in valid]
+        existing = dict(store.clean_revenue(session, start=min(days), end=max(days)))
+    run.land(DailyRevenue, valid, existing, "daily_revenue_id")
     missing = set(store.days_between(start, end)) - seen
     if missing:
-        batch.missing_days["revenue"] = day_ranges(missing)
+        run.batch.missing_days["revenue"] = day_ranges(missing)
     run.finish(expected)
 
 
