@@ -332,3 +332,31 @@ def test_rules_in_isolation() -> None:
     assert "added ['z']" in str(expected_schema([b, b, a], ["x", "y"])[1])
     assert expected_schema([b, a, a], ["x", "y"]) == (a, None)
     assert payload_hash({"b": 1, "a": 2}) == payload_hash({"a": 2, "b": 1})
+
+
+def test_store_reads_for_the_later_parts(migrated_engine: Engine) -> None:
+    from budgetloop.store.metrics import campaign_daily, campaigns, channels, last_complete_day
+
+    ledger = _ledger(days=3)
+    del ledger.revenue.rows[2]
+    _ingest(migrated_engine, ledger, days=3)
+    with session_scope(migrated_engine) as session:
+        assert [(c.external_id, c.channel, c.account_external_id) for c in campaigns(session)] == [
+            ("c1", "social", "acct-1"),
+            ("c2", "video", "acct-1"),
+        ]
+        assert channels(session) == ["social", "video"]
+        assert last_complete_day(session) == DAY0 + timedelta(days=1)
+        rows = campaign_daily(session, start=DAY0, end=DAY0)
+        assert rows[["campaign", "channel", "spend", "impressions"]].values.tolist() == [
+            ["c1", "social", 100.25, 1000],
+            ["c2", "video", 50.10, 1000],
+        ]
+        table = daily_table(
+            session, start=DAY0, end=DAY0 + timedelta(days=2), channel_names=["video", "tv"], allow_gaps=True
+        )
+        assert list(table.columns) == ["date", "revenue", "video", "tv"]
+        assert table["tv"].tolist() == [0.0, 0.0, 0.0]  # a channel without campaigns spent nothing
+        assert math.isnan(table["revenue"].iloc[2])
+        with pytest.raises(InputError, match=r"ends \(2025-03-02\) before it starts"):
+            daily_table(session, start=DAY0, end=DAY0 - timedelta(days=1))
