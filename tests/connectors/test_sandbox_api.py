@@ -300,3 +300,34 @@ def test_faults_armed_over_the_admin_api(http: httpx.Client, campaign: Callable[
     assert [http.get("/retail/v1/campaigns", headers=R).status_code for _ in range(3)] == [502, 502, 200]
     bad = http.post("/admin/faults", json={"kind": "malformed"})
     assert bad.status_code == 422
+
+
+def test_idempotency_key_may_come_in_the_body(
+    sandbox: SandboxServer, http: httpx.Client, campaign: Callable[[str], Any]
+) -> None:
+    meta, search = campaign("social"), campaign("search")
+    for _ in range(2):
+        r = http.post(
+            f"/meta/v21.0/{meta.external_id}", data={"daily_budget": "210000", "request_id": "m-1"}, headers=M
+        )
+        assert r.status_code == 200
+    body = {"operations": [budget_op(search.account_id, search, 1550.0)], "requestId": "g-1"}
+    url = f"/google/v17/customers/{search.account_id}/campaignBudgets:mutate"
+    replayed = [http.post(url, headers=G, json=body).headers.get("Idempotent-Replayed") for _ in range(2)]
+    assert replayed == [None, "true"]
+    assert [a.idempotency_key for a in sandbox.applied()] == ["m-1", "g-1"]
+
+
+def test_google_refuses_an_update_without_the_field_mask(
+    sandbox: SandboxServer, http: httpx.Client, campaign: Callable[[str], Any]
+) -> None:
+    search = campaign("search")
+    op = budget_op(search.account_id, search, 1550.0)
+    del op["updateMask"]
+    r = http.post(
+        f"/google/v17/customers/{search.account_id}/campaignBudgets:mutate",
+        headers=G,
+        json={"operations": [op]},
+    )
+    assert r.status_code == 400 and sandbox.applied() == []
+    assert r.json()["error"]["details"][0]["errors"][0]["errorCode"] == {"fieldMaskError": "FIELD_NOT_FOUND"}
