@@ -4,6 +4,7 @@ One :class:`PlatformHttp` wraps one ``httpx.Client`` for one platform. It retrie
 retry and turns everything else into a typed error from :mod:`budgetloop.errors`:
 
     429, or a dialect's rate-limit code   -> RateLimited(retry_after)     retried, honouring Retry-After
+                                                                        (raised at once past max_retry_after)
     5xx, timeouts, dropped connections    -> TransientError               retried with backoff + full jitter
     malformed JSON in a 2xx               -> TransientError               retried (a truncated body)
     any other 4xx                         -> RejectedByPlatform           raised at once
@@ -33,7 +34,11 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How often and how long to wait. ``max_attempts`` counts the first try."""
+    """How often and how long to wait. ``max_attempts`` counts the first try.
+
+    A ``Retry-After`` longer than ``max_retry_after`` is not slept through: the RateLimited is raised
+    at once with its ``retry_after``, for the caller to reschedule.
+    """
 
     max_attempts: int = 5
     base_delay: float = 0.25
@@ -53,7 +58,7 @@ class RetryPolicy:
 
     def delay_for(self, error: ConnectorError, attempt: int, rng: random.Random) -> float:
         if isinstance(error, RateLimited) and error.retry_after > 0:
-            return min(error.retry_after, self.max_retry_after)
+            return error.retry_after
         return self.backoff(attempt, rng)
 
 
@@ -167,6 +172,8 @@ class PlatformHttp:
             try:
                 return self._once(method, path, params, json_body, form, headers)
             except RateLimited as exc:
+                if exc.retry_after > self._retry.max_retry_after:
+                    raise  # longer than we will wait here: the caller reschedules
                 last = exc  # refused before processing: always safe to retry
             except TransientError as exc:
                 if not safe:

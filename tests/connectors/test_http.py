@@ -157,3 +157,14 @@ def test_missing_nested_field_names_the_path() -> None:
     with pytest.raises(RowRejected, match=r"`metrics.costMicros` is missing") as info:
         rows.field({"metrics": {"cost_micros": "1"}}, "metrics.costMicros")
     assert info.value.field_name == "metrics.costMicros"
+
+
+def test_a_retry_after_longer_than_we_wait_is_raised_at_once() -> None:
+    transport, seen = scripted(httpx.Response(429, headers={"Retry-After": "3600"}, json={}))
+    sleeps: list[float] = []
+    with (
+        client(transport, sleeps, retry=RetryPolicy(max_retry_after=60)) as http,
+        pytest.raises(RateLimited) as info,
+    ):
+        http.get("/x")
+    assert info.value.retry_after == 3600.0 and sleeps == [] and len(seen) == 1
