@@ -35,7 +35,7 @@ from typing import Any, Literal, Protocol
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from agents.execute_guard import LiveState, read_live, recheck
+from agents.execute_guard import LiveState, known_channels, read_live, recheck
 from budgetloop.clock import Clock
 from budgetloop.db.loop import ChangeRequest, ChangeRequestItem
 from budgetloop.db.session import session_scope
@@ -159,6 +159,8 @@ def _run_request(
             )
         status = State(cr.status)
         kind = cr.kind
+        known = known_channels(session)
+        known.update({(i.platform, i.campaign_external_id): i.channel for i in cr.items})
     if status is State.EXECUTED:  # a run died between `executed` and `monitoring`
         return _finish(session_factory, run, policy, already_executed=True)
     if status not in (State.APPROVED, State.EXECUTING):
@@ -166,7 +168,7 @@ def _run_request(
 
     if status is State.APPROVED:
         try:
-            live = read_live(platforms)
+            live = read_live(platforms, known)
         except ConnectorError as exc:
             return _report(
                 session_factory, run, "deferred", f"could not read live budgets, will retry: {exc}"
@@ -202,7 +204,7 @@ def _run_request(
             if any(i.state in ("compensated", "failed") for i in cr.items):
                 return _compensate(session_factory, platforms, run, "an interrupted compensation was resumed")
             try:
-                live = read_live(platforms)
+                live = read_live(platforms, known)
             except ConnectorError as exc:
                 return _report_in(session, run, "deferred", f"could not read live budgets, will retry: {exc}")
             moved = [

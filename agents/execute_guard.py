@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from budgetloop.db.loop import ChangeRequest, ChangeRequestItem
+from budgetloop.db.metrics import Campaign
 from connectors.base import Connector
 from guardrails.checker import check_executed
 from guardrails.engine import evaluate
@@ -52,17 +53,33 @@ class LiveState:
         return {self.channels.get(k, k[1]) for k, on in self.learning.items() if on}
 
 
-def read_live(platforms: Mapping[str, Connector]) -> LiveState:
-    """Ask each platform once; raises ConnectorError when one does not answer."""
+def read_live(
+    platforms: Mapping[str, Connector], known: Mapping[tuple[str, str], str] | None = None
+) -> LiveState:
+    """Ask each platform for its budgets and learning status; raises ConnectorError when one does not answer.
+
+    ``known``: (platform, campaign) -> channel already on record (the ``campaigns`` table); a platform
+    is asked for its campaign list only when it reports a campaign not in it.
+    """
     live = LiveState()
     for name, connector in sorted(platforms.items()):
-        for info in connector.list_campaigns():
-            live.channels[(name, info.external_id)] = info.channel
-        for campaign, budget in connector.get_budgets().items():
+        budgets = connector.get_budgets()
+        if known is None or any((name, campaign) not in known for campaign in budgets):
+            for info in connector.list_campaigns():
+                live.channels[(name, info.external_id)] = info.channel
+        for campaign, budget in budgets.items():
             live.budgets[(name, campaign)] = round(float(budget), 2)
+            if known is not None and (name, campaign) in known:
+                live.channels.setdefault((name, campaign), known[(name, campaign)])
         for campaign, status in connector.learning_status().items():
             live.learning[(name, campaign)] = bool(status.learning)
     return live
+
+
+def known_channels(session: Session) -> dict[tuple[str, str], str]:
+    """(platform, campaign external id) -> channel, for every campaign ingestion has recorded."""
+    rows = session.execute(select(Campaign.platform, Campaign.external_id, Campaign.channel)).all()
+    return {(str(p), str(e)): str(c) for p, e, c in rows}
 
 
 def executed_history(
