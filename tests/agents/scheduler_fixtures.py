@@ -24,8 +24,9 @@ MONDAY = datetime(2026, 1, 5, 0, 0, tzinfo=UTC)
 
 
 @contextmanager
-def runtime(database_url: str, start: datetime = MONDAY) -> Iterator[Runtime]:
-    upgrade_database(database_url)
+def runtime(database_url: str, start: datetime = MONDAY, *, migrate: bool = True) -> Iterator[Runtime]:
+    if migrate:  # Alembic's commands are not thread-safe: migrate once, then open replicas
+        upgrade_database(database_url)
     engine = make_engine(database_url)
     # Nothing listens on port 9: the scheduler tests' jobs never call a platform.
     connectors = sandbox_connectors("http://127.0.0.1:9")
