@@ -54,12 +54,13 @@ class _Rules:
         self.granted = {(o.rule, o.key): o for o in overrides if o.owner in owners and o.reason.strip()}
         self.verdicts: list[Verdict] = []
         self.seen: set[str] = set()
+        self.not_hard = {rule for rule, level in policy.enforcement.items() if level != "hard"}
 
     def relaxed(self, rule: str, key: str | None) -> tuple[Outcome, str] | None:
         """None when enforced; else the outcome to report and why."""
-        level = self.policy.level(rule)
-        if level == "hard":
+        if rule not in self.not_hard:
             return None
+        level = self.policy.level(rule)
         if level == "advisory":
             return "warned", "advisory rule, not enforced"
         found = self.granted.get((rule, key)) or self.granted.get((rule, None))
@@ -140,12 +141,16 @@ def evaluate(
     clips: list[tuple[str, str, float, float]] = []  # (rule, key, limit, proposed)
     for key, c in cur.items():
         state = states.get(key, _NO_STATE)
-        reason = _key_block(rules, policy, key, state, c, prop[key], key in moving, now, last_change, scoped)
+        limits = policy.limits_for(key, state.channel)
+        reason = _key_block(
+            rules, policy, key, state, limits, c, prop[key], key in moving, now, last_change, scoped
+        )
         if reason is not None:
             blocked_keys[key] = reason
             continue
+        assert limits is not None  # a key the policy does not cover is blocked above
         lo[key], hi[key] = _interval(
-            rules, policy, key, state, c, prop[key], recent_levels.get(key, ()), clips
+            rules, policy, key, limits, c, prop[key], recent_levels.get(key, ()), clips
         )
 
     adjusted = _allocate(rules, policy, cur, prop, lo, hi, blocked_keys)
@@ -202,6 +207,7 @@ def _key_block(
     policy: Policy,
     key: str,
     state: CampaignState,
+    limits: tuple[float, float, bool] | None,
     c: float,
     p: float,
     moving: bool,
@@ -210,7 +216,6 @@ def _key_block(
     scoped: Sequence[tuple[datetime, datetime, object]],
 ) -> str | None:
     """The first rule that keeps ``key`` at its current budget, or None."""
-    limits = policy.limits_for(key, state.channel)
     if limits is None:
         if moving:
             rules.add(
@@ -258,7 +263,7 @@ def _interval(
     rules: _Rules,
     policy: Policy,
     key: str,
-    state: CampaignState,
+    limits: tuple[float, float, bool],
     c: float,
     p: float,
     levels: Sequence[float],
@@ -273,13 +278,12 @@ def _interval(
         intervals.append(("learning_reset", c * (1 - reset), c * (1 + reset)))
     week = policy.change.max_swing_per_week
     if week is not None:
-        w_lo = max([c * (1 - week), *(b * (1 - week) for b in levels)])
-        w_hi = min([c * (1 + week), *(b * (1 + week) for b in levels)])
+        w_lo, w_hi = c * (1 - week), c * (1 + week)
+        for b in levels:
+            w_lo, w_hi = max(w_lo, b * (1 - week)), min(w_hi, b * (1 + week))
         intervals.append(
             ("max_swing_per_week", w_lo, w_hi) if w_lo <= c <= w_hi else ("max_swing_per_week", c, c)
         )
-    limits = policy.limits_for(key, state.channel)
-    assert limits is not None  # a key without limits is blocked before
     mn, mx = limits[0], limits[1]
     # A key outside its bounds may move toward them (or stay), never further away.
     intervals.append(("bounds", c, mx) if c < mn else ("bounds", mn, c) if c > mx else ("bounds", mn, mx))
@@ -293,6 +297,8 @@ def _interval(
             side = "above" if p > r_hi else "below"
             message = f"{key}: {p:,.2f} is {side} {limit:,.2f} ({relaxed[1]})"
             rules.add(rule, key, relaxed[0], message, limit, p, p)
+    if low <= p <= high:
+        return low, high
     for rule, r_lo, r_hi in intervals:  # name the binding rules
         if rules.relaxed(rule, key) is not None:
             continue
