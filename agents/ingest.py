@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Protocol, TypeVar
 
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from budgetloop.clock import ensure_utc
@@ -597,6 +598,23 @@ def _open_batch(session: Session, source: str, start: date, end: date, now: date
     return BatchReport(source=source, batch_id=row.id)
 
 
+# pg_advisory_xact_lock key: any fixed 64-bit number, the same in every process ("ingest" in ASCII).
+INGEST_LOCK_KEY = 0x696E67657374
+
+
+def _one_ingest_at_a_time(session: Session) -> None:
+    """Serialise concurrent ingests (the scheduler and a CLI run) until this transaction ends.
+
+    Two ingests of the same range could otherwise both find a key new and both store version 1.
+    PostgreSQL: a transaction-scoped advisory lock. SQLite allows one writer at a time already; a
+    second writer that read before the first committed fails with "database is locked" and
+    rolls back whole, never half-written.
+    """
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": INGEST_LOCK_KEY})
+
+
 def run_ingest(
     session: Session, connectors: ConnectorSet, *, start: date, end: date, now: datetime
 ) -> IngestReport:
@@ -610,6 +628,7 @@ def run_ingest(
             f"the range ends ({end}) before it starts ({start})", key="until", fix="swap the dates"
         )
     now = ensure_utc(now, name="now")
+    _one_ingest_at_a_time(session)
     batches: list[BatchReport] = []
     for name in sorted(connectors.platforms):
         connector = connectors.platforms[name]

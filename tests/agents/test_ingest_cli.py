@@ -51,3 +51,25 @@ def test_bad_input_exits_2_with_the_fix(tmp_path: Path) -> None:
     )
     assert backwards.returncode == 2 and "is before --since" in backwards.stderr
     assert "Traceback" not in bad_date.stderr + no_source.stderr + backwards.stderr
+
+
+def test_ingest_from_a_running_sandbox(tmp_path: Path) -> None:
+    from datetime import date
+
+    from connectors.sandbox.market import Market
+    from connectors.sandbox.scenario import load_scenario
+    from connectors.sandbox.server import SandboxServer
+
+    market = Market(load_scenario(SCENARIO))
+    market.advance_to(date(2025, 1, 20))
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    with SandboxServer(market) as server:
+        done = _cli("--since", "2025-01-10", "--until", "2025-01-12", "--sandbox-url", server.base_url,
+                    "--database-url", url)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert "google_ads     succeeded pulled 6, landed 6" in done.stdout
+        server.arm({"kind": "server_error", "dialect": "retail", "times": None})
+        failed = _cli("--since", "2025-01-13", "--sandbox-url", server.base_url, "--database-url", url)
+    assert failed.returncode == 1
+    assert "retail_media   failed" in failed.stdout and "status=503" in failed.stdout
+    assert "google_ads     succeeded pulled 2, landed 2" in failed.stdout

@@ -360,3 +360,26 @@ def test_store_reads_for_the_later_parts(migrated_engine: Engine) -> None:
         assert math.isnan(table["revenue"].iloc[2])
         with pytest.raises(InputError, match=r"ends \(2025-03-02\) before it starts"):
             daily_table(session, start=DAY0, end=DAY0 - timedelta(days=1))
+
+
+@pytest.mark.postgres
+def test_a_running_ingest_holds_the_lock_on_postgresql(postgres_url: str) -> None:
+    from sqlalchemy import text
+
+    from agents.ingest import INGEST_LOCK_KEY
+    from budgetloop.db.session import make_engine, upgrade_database
+
+    upgrade_database(postgres_url)
+    engine = make_engine(postgres_url)
+    try:
+        with session_scope(engine) as session:
+            run_ingest(session, _ledger(), start=DAY0, end=DAY0, now=NOW)
+            with engine.connect() as other:
+                taken = other.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": INGEST_LOCK_KEY})
+                assert taken.scalar_one() is False  # a second ingest would wait for this one to commit
+        with engine.connect() as other:
+            assert other.execute(
+                text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": INGEST_LOCK_KEY}
+            ).scalar_one()
+    finally:
+        engine.dispose()
