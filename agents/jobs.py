@@ -50,7 +50,14 @@ def ingest(rt: Runtime) -> dict[str, Any]:
         # Re-pull the last three days too: platforms restate recent days (late corrections).
         start = min(start, yesterday - timedelta(days=2))
         report = run_ingest(session, rt.connectors, start=start, end=yesterday, now=rt.clock.now())
-    return {"start": start.isoformat(), "end": yesterday.isoformat(), **report.summary()}
+    return {
+        "start": start.isoformat(),
+        "end": yesterday.isoformat(),
+        "landed": report.total("landed"),
+        "updated": report.total("updated"),
+        "quarantined": report.total("quarantined"),
+        "failed_sources": report.failed_sources,
+    }
 
 
 def retrain(rt: Runtime) -> dict[str, Any]:
@@ -99,15 +106,25 @@ def execute(rt: Runtime) -> dict[str, Any]:
 
 
 def monitor(rt: Runtime) -> dict[str, Any]:
-    from agents.monitor import model_predictor, monitor_day
+    from agents.forecast import model_predictor
+    from agents.monitor import monitor_day
 
     day = rt.clock.today() - timedelta(days=1)
     with rt.unit_of_work() as session:
         _, policy = rt.policy(session)
     readings = monitor_day(
-        rt.sessions, day=day, clock=rt.clock, predictor=model_predictor(rt), policy=policy, runtime=rt
+        rt.sessions,
+        day=day,
+        clock=rt.clock,
+        predictor=model_predictor(rt),
+        policy=policy,
+        connectors=rt.connectors,
     )
-    return {"day": day.isoformat(), "readings": [r.outcome for r in readings]}
+    return {
+        "day": day.isoformat(),
+        "readings": {str(r.change_request_id): r.outcome for r in readings},
+        "actions": {str(r.change_request_id): r.action for r in readings if r.action != "none"},
+    }
 
 
 def expire(rt: Runtime) -> dict[str, Any]:

@@ -1,16 +1,57 @@
-"""`budgetloop demo`: not built yet, owned by issue 6 (closed-loop demo)."""
+"""`budgetloop demo`: the whole closed loop on the sandbox market, in accelerated time."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import typer
 
-from budgetloop.cli import app, not_built_yet
+from budgetloop.cli import app
+from budgetloop.errors import InputError
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-@app.command(
-    "demo",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    help="Not built yet (issue 6 (closed-loop demo)).",
-)
-def demo(ctx: typer.Context) -> None:
-    not_built_yet("demo", "issue 6 (closed-loop demo)")
+@app.command("demo")
+def demo(
+    weeks: int = typer.Option(52, "--weeks", min=1, max=260, help="Simulated weeks of closed loop."),
+    scenario: Path = typer.Option(EXAMPLES / "scenario.yaml", "--scenario", help="Market scenario YAML."),
+    policy: Path = typer.Option(EXAMPLES / "policy.yaml", "--policy", help="Guardrail policy YAML."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the simulated marketer and the model fits."),
+    report_dir: Path = typer.Option(
+        Path("report"), "--report-dir", help="Where report.json and report.html go."
+    ),
+    database_url: str | None = typer.Option(
+        None, "--database-url", help="Database (default: a fresh SQLite file var/demo.db)."
+    ),
+    fast: bool = typer.Option(False, "--fast", help="Fewer posterior draws per weekly retrain (smoke runs)."),
+) -> None:
+    """Run the closed loop for N simulated weeks and write the report (INTERFACES section 4)."""
+    for label, path in (("--scenario", scenario), ("--policy", policy)):
+        if not path.is_file():
+            raise InputError(f"no such file: {path}", key=label, fix="pass the path of an existing YAML file")
+    from agents.demo.loop import DemoConfig, run_demo
+    from agents.runtime import FitOptions
+
+    fit = FitOptions(warmup=150, samples=150, holdout_days=0) if fast else FitOptions(warmup=300, samples=300)
+    summary = run_demo(
+        DemoConfig(
+            scenario_path=scenario,
+            policy_path=policy,
+            weeks=weeks,
+            seed=seed,
+            report_dir=report_dir,
+            database_url=database_url or os.environ.get("BUDGETLOOP_DEMO_DATABASE_URL"),
+            fit=FitOptions(**{**fit.__dict__, "seed": seed}),
+        ),
+        progress=lambda line: typer.echo(line, err=True),
+    )
+    uplift = summary.get("uplift_captured")
+    typer.echo(f"report: {summary['report_json']} and {summary['report_html']}")
+    typer.echo(
+        f"uplift captured: {'n/a' if uplift is None else f'{uplift:.2f}'}   "
+        f"guardrail violations: {summary['guardrail_violations']}   "
+        f"audit chain valid: {summary['audit_chain_valid']}   "
+        f"({summary['weeks']} weeks in {summary['elapsed_seconds']:.0f} s)"
+    )

@@ -1,0 +1,501 @@
+"""The closed loop in accelerated time: a simulated market, real HTTP, real Slack clicks, a real database.
+
+Everything runs on embedded defaults: SQLite under ``./var/``, the sandbox ad platforms on a loopback
+port over an in-process :class:`~connectors.sandbox.market.Market`, the service (REST + Slack
+endpoints) on another, and a fake Slack on a third where a simulated marketer reads each request and
+clicks. The clock is simulated; each simulated day runs the same jobs ``serve`` schedules, at their
+times:
+
+====== ==================================================================================
+03:00  Mondays: retrain on the latest four quarters (and plan right after a promotion)
+06:00  ingest yesterday from every connector
+07:00  monitor yesterday against each executed request's band (roll back after 3 days out)
+08:00  plan one step (no-op while a request is still being decided or executed)
+09:30  the marketer reads Slack and clicks; an approval executes at once through the service
+10:00  execute anything approved that has not run (e.g. a rollback left for approval)
+12:00  expire requests nobody decided in time
+====== ==================================================================================
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from slack_sdk import WebClient
+from sqlalchemy import func, select
+
+from agents import jobs
+from agents.demo import report as reports
+from agents.demo import score as scoring
+from agents.demo.approver import SimulatedApprover
+from agents.ingest import run_ingest
+from agents.notify import SlackNotifier
+from agents.plan import daily_curves, load_model
+from agents.runtime import FitOptions, Runtime
+from budgetloop.clock import SimulatedClock
+from budgetloop.config import Settings
+from budgetloop.db.loop import ChangeRequest, ChangeRequestItem, ModelVersion
+from budgetloop.db.session import make_engine, upgrade_database
+from budgetloop.lifecycle import State
+from budgetloop.store import audit
+from budgetloop.store import metrics as metrics_store
+from budgetloop.store import models as model_store
+from budgetloop.store import policy as policy_store
+from connectors.registry import sandbox_connectors
+from connectors.sandbox.market import Market
+from connectors.sandbox.scenario import Scenario, load_scenario
+from connectors.sandbox.server import SandboxServer
+from guardrails.checker import check_executed
+from guardrails.loading import parse_policy
+from guardrails.policy import Policy
+from guardrails.records import CampaignState, ExecutedChange
+from service.app import create_app
+from service.slack.fake import FakeSlack, ServerThread
+
+log = logging.getLogger(__name__)
+
+SIGNING_SECRET = "demo-signing-secret"
+BOT_TOKEN = "xoxb-demo"
+SLACK_CHANNEL = "#budget-changes"
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    scenario_path: Path
+    policy_path: Path
+    weeks: int = 52
+    seed: int = 0
+    report_dir: Path = Path("report")
+    database_url: str | None = None
+    fit: FitOptions = field(default_factory=lambda: FitOptions(warmup=300, samples=300, holdout_days=28))
+
+
+@dataclass
+class _State:
+    days: list[reports.DayRecord] = field(default_factory=list)
+    learning: dict[date, dict[str, bool]] = field(default_factory=dict)
+    retrains: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _at(day: date, hour: int, minute: int = 0) -> datetime:
+    return datetime(day.year, day.month, day.day, hour, minute, tzinfo=UTC)
+
+
+def _default_database_url(report_dir: Path) -> str:
+    path = Path("var") / "demo.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+    return f"sqlite:///{path.as_posix()}"
+
+
+def _cached_policy_source(rt_cache: dict[str, Any]) -> Callable[[Any], tuple[int | None, Policy]]:
+    def source(session: Any) -> tuple[int | None, Policy]:
+        record = policy_store.active_policy_record(session)
+        version = None if record is None else record.version
+        if rt_cache.get("version") != version or "policy" not in rt_cache:
+            v, policy = policy_store.active_policy(session)
+            rt_cache.update(version=v, policy=policy)
+        return rt_cache["version"], rt_cache["policy"]
+
+    return source
+
+
+def _wait_until_settled(rt: Runtime, timeout: float = 60.0) -> None:
+    """Wait for the service's background work (a decision, then its execution) to finish."""
+    deadline = time.monotonic() + timeout
+    busy = (State.APPROVED.value, State.EXECUTING.value)
+    while time.monotonic() < deadline:
+        with rt.unit_of_work() as session:
+            n = session.scalar(
+                select(func.count()).select_from(ChangeRequest).where(ChangeRequest.status.in_(busy))
+            )
+        if not n:
+            return
+        time.sleep(0.02)
+    log.warning("requests still approved/executing after %.0f s; the 10:00 run will pick them up", timeout)
+
+
+def _forecast_week(rt: Runtime, days: list[reports.DayRecord], band: float) -> None:
+    """Out-of-sample forecast of the week just passed by the model that was promoted during it."""
+    if not days:
+        return
+    with rt.unit_of_work() as session:
+        version = model_store.promoted(session)
+        if version is None:
+            return
+        fm = load_model(rt, version)
+        start = version.data_end + timedelta(days=1)
+        end = days[-1].day
+        if end < start:
+            return
+        table = metrics_store.daily_table(
+            session, start=start, end=end, channel_names=list(fm.channels), allow_gaps=True
+        )
+    spend = table[list(fm.channels)].to_numpy(dtype=float)
+    dates = table["date"].to_numpy().astype("datetime64[D]")
+    draws = fm.predict(spend, None, dates, seed=int(end.toordinal()))
+    lo_q, hi_q = (1 - band) / 2, 1 - (1 - band) / 2
+    index = {np.datetime64(d, "D"): i for i, d in enumerate(dates)}
+    for rec in days:
+        i = index.get(np.datetime64(rec.day, "D"))
+        if i is None:
+            continue
+        col = draws[:, i]
+        rec.forecast_mean = float(col.mean())
+        rec.forecast_low, rec.forecast_high = (float(q) for q in np.quantile(col, [lo_q, hi_q]))
+
+
+def _violations(
+    rt: Runtime, policy: Policy, start_budgets: dict[str, float], learning: dict[date, dict[str, bool]]
+) -> tuple[int, list[dict[str, Any]]]:
+    """Audit every executed change with the independent checker (not the engine that proposed it)."""
+    with rt.unit_of_work() as session:
+        rows = session.execute(
+            select(
+                ChangeRequestItem.change_request_id,
+                ChangeRequestItem.channel,
+                ChangeRequestItem.applied_at,
+                ChangeRequestItem.before,
+                ChangeRequestItem.after,
+                ChangeRequestItem.state,
+            )
+            .where(ChangeRequestItem.applied_at.is_not(None))
+            .order_by(ChangeRequestItem.applied_at, ChangeRequestItem.id)
+        ).all()
+    budgets = dict(start_budgets)
+    history: list[ExecutedChange] = []
+    found: list[dict[str, Any]] = []
+    groups: dict[tuple[int, datetime], list[Any]] = {}
+    for row in rows:
+        if row.state not in ("applied", "compensated"):
+            continue
+        groups.setdefault((row.change_request_id, row.applied_at), []).append(row)
+    for (cr_id, at), items in sorted(groups.items(), key=lambda kv: kv[0][1]):
+        before = dict(budgets)
+        after = dict(budgets)
+        for it in items:
+            after[it.channel] = float(it.after)
+        day_learning = learning.get(at.date(), {})
+        states = {ch: CampaignState(channel=ch, learning=bool(day_learning.get(ch))) for ch in before}
+        for v in check_executed(
+            before=before, after=after, states=states, history=history, policy=policy, at=at
+        ):
+            found.append(
+                {
+                    "change_request_id": cr_id,
+                    "at": at.isoformat(),
+                    **{k: getattr(v, k) for k in ("rule", "key", "message") if hasattr(v, k)},
+                }
+            )
+        for it in items:
+            history.append(
+                ExecutedChange(key=it.channel, at=at, before=before[it.channel], after=after[it.channel])
+            )
+        budgets = after
+    return len(found), found
+
+
+def run_demo(config: DemoConfig, progress: Progress = print) -> dict[str, Any]:
+    started = time.perf_counter()
+    scenario: Scenario = load_scenario(config.scenario_path)
+    policy_text = Path(config.policy_path).read_text()
+    policy = parse_policy(policy_text, source=str(config.policy_path))
+    url = config.database_url or _default_database_url(config.report_dir)
+    upgrade_database(url)
+    engine = make_engine(url)
+    first = scenario.first_loop_day
+    last = first + timedelta(days=7 * config.weeks - 1)
+    clock = SimulatedClock(_at(first - timedelta(days=1), 22))
+    market = Market(scenario)
+    market.advance_to(first)
+    settings = Settings(
+        database_url=url,
+        slack_signing_secret=SIGNING_SECRET,
+        slack_bot_token=BOT_TOKEN,
+        slack_channel=SLACK_CHANNEL,
+    )
+    state = _State()
+    with (
+        SandboxServer(market) as sandbox,
+        FakeSlack(signing_secret=SIGNING_SECRET, bot_token=BOT_TOKEN) as slack,
+    ):
+        connectors = sandbox_connectors(sandbox.base_url)
+        client = WebClient(token=BOT_TOKEN, base_url=slack.api_url)
+        cache: dict[str, Any] = {}
+        rt = Runtime(
+            engine=engine,
+            clock=clock,
+            connectors=connectors,
+            settings=settings,
+            policy_source=_cached_policy_source(cache),
+            notifier=SlackNotifier(client, channel=SLACK_CHANNEL, clock=clock, policy=policy),
+            fit=config.fit,
+        )
+        with rt.unit_of_work() as session:
+            policy_store.record_policy(
+                session, text=policy_text, source=str(config.policy_path), author="ops", now=clock.now()
+            )
+        app = create_app(
+            settings=settings,
+            engine=engine,
+            clock=clock,
+            slack=client,
+            on_approved=lambda _id: jobs.execute(rt),
+        )
+        service = ServerThread(app).start()
+        try:
+            approver = SimulatedApprover(slack, service.url + "/slack/interactions", clock, seed=config.seed)
+            # History backfill: everything before the loop's first day, as a new customer would on day one.
+            with rt.unit_of_work() as session:
+                run_ingest(
+                    session, connectors, start=scenario.start, end=first - timedelta(days=1), now=clock.now()
+                )
+            progress(
+                f"backfilled {scenario.history_days} days of history from {scenario.start} "
+                f"({len(scenario.channels)} channels) in {time.perf_counter() - started:.1f} s"
+            )
+            start_budgets = market.budgets()
+            week_days: list[reports.DayRecord] = []
+            day = first
+            while day <= last + timedelta(days=1):
+                clock.set(_at(day, 0))
+                market.advance_to(day)
+                state.learning[day] = {ch: market.learning_days_left(ch) > 0 for ch in market.channels}
+                if day > first:
+                    o = market.outcome(day - timedelta(days=1))
+                    rec = reports.DayRecord(
+                        day=o.day,
+                        budgets={ch: cd.budget for ch, cd in o.channels.items()},
+                        spend={ch: cd.spend for ch, cd in o.channels.items()},
+                        revenue=o.revenue,
+                    )
+                    state.days.append(rec)
+                    week_days.append(rec)
+                if day > last:
+                    clock.set(_at(day, 6))
+                    jobs.ingest(rt)
+                    clock.set(_at(day, 7))
+                    jobs.monitor(rt)
+                    break
+                if day.weekday() == 0 or day == first:
+                    _forecast_week(rt, week_days, policy.monitoring.band)
+                    week_days = []
+                    clock.set(_at(day, 3))
+                    t0 = time.perf_counter()
+                    result = jobs.retrain(rt)
+                    result["wall_s"] = round(time.perf_counter() - t0, 2)
+                    result["day"] = day.isoformat()
+                    state.retrains.append(result)
+                    _progress_week(progress, rt, day, first, config.weeks, result, state)
+                clock.set(_at(day, 6))
+                jobs.ingest(rt)
+                clock.set(_at(day, 7))
+                jobs.monitor(rt)
+                clock.set(_at(day, 8))
+                jobs.plan(rt)
+                clock.set(_at(day, 9, 30))
+                with rt.unit_of_work() as session:
+                    _, current_policy = rt.policy(session)
+                    revenue_per_day = (
+                        float(np.mean([d.revenue for d in state.days[-28:]])) if state.days else 0.0
+                    )
+                    approver.review(session, current_policy, revenue_per_day)
+                _wait_until_settled(rt)
+                clock.set(_at(day, 10))
+                jobs.execute(rt)
+                clock.set(_at(day, 12))
+                jobs.expire(rt)
+                day += timedelta(days=1)
+            _forecast_week(rt, week_days, policy.monitoring.band)
+            summary = _summarise(
+                config, scenario, policy, rt, market, state, start_budgets, first, last, started
+            )
+            curves = _curves(rt, scenario, market)
+            requests, versions = _records(rt)
+        finally:
+            service.stop()
+            connectors.close()
+    oracle = scoring.oracle_allocation(scenario, policy)
+    report = reports.DemoReport(
+        summary=summary,
+        days=state.days,
+        oracle=oracle,
+        curves=curves,
+        requests=requests,
+        model_versions=versions,
+    )
+    json_path = reports.write_json(report, config.report_dir)
+    html_path = reports.write_html(report, config.report_dir)
+    summary["report_json"] = str(json_path)
+    summary["report_html"] = str(html_path)
+    engine.dispose()
+    return summary
+
+
+def _progress_week(
+    progress: Progress, rt: Runtime, day: date, first: date, weeks: int, result: dict[str, Any], state: _State
+) -> None:
+    week = (day - first).days // 7 + 1
+    with rt.unit_of_work() as session:
+        counts = dict(
+            session.execute(select(ChangeRequest.status, func.count()).group_by(ChangeRequest.status)).all()
+        )
+    revenue = sum(d.revenue for d in state.days)
+    verdict = "promoted" if result.get("promoted") else "kept previous"
+    progress(
+        f"week {week:>2}/{weeks} {day}  retrain {result.get('wall_s', 0):.1f}s {verdict}; "
+        f"revenue so far {revenue:,.0f}; requests {dict(sorted(counts.items()))}"
+    )
+
+
+def _summarise(
+    config: DemoConfig,
+    scenario: Scenario,
+    policy: Policy,
+    rt: Runtime,
+    market: Market,
+    state: _State,
+    start_budgets: dict[str, float],
+    first: date,
+    last: date,
+    started: float,
+) -> dict[str, Any]:
+    outcomes = market.outcomes(first, last)
+    revenue_total = round(sum(o.revenue for o in outcomes), 2)
+    spend_total = round(sum(o.spend for o in outcomes), 2)
+    days = len(outcomes)
+    score = scoring.score(scenario, policy, first, last)
+    half = first + timedelta(days=min(7 * 26, days) - 1)
+    score_26 = scoring.score(scenario, policy, first, half) if days > 7 * 26 else None
+    revenue_26 = round(sum(o.revenue for o in market.outcomes(first, half)), 2)
+    with rt.unit_of_work() as session:
+        final = dict(
+            session.execute(select(ChangeRequest.status, func.count()).group_by(ChangeRequest.status)).all()
+        )
+        rollbacks = session.scalar(
+            select(func.count())
+            .select_from(ChangeRequest)
+            .where(
+                ChangeRequest.kind == "rollback",
+                ChangeRequest.status.in_(["executed", "monitoring", "confirmed"]),
+            )
+        )
+        chain = audit.verify_chain(session)
+        promoted = session.scalar(
+            select(func.count())
+            .select_from(ModelVersion)
+            .where(ModelVersion.status.in_(["promoted", "retired"]))
+        )
+        trained = session.scalar(select(func.count()).select_from(ModelVersion))
+    n_violations, violations = _violations(rt, policy, start_budgets, state.learning)
+    daily_totals = [sum(o.channels[c].budget for c in o.channels) for o in outcomes]
+    month_spend: dict[str, float] = {}
+    for o in outcomes:
+        key = o.day.strftime("%Y-%m")
+        month_spend[key] = month_spend.get(key, 0.0) + o.spend
+    uplift = score.uplift_captured(revenue_total)
+    summary: dict[str, Any] = {
+        "weeks": config.weeks,
+        "scenario": scenario.name,
+        "seed": config.seed,
+        "currency": scenario.currency,
+        "loop_start": first.isoformat(),
+        "loop_end": last.isoformat(),
+        "revenue_total": revenue_total,
+        "static_revenue_total": score.static_revenue_total,
+        "oracle_revenue_total": score.oracle_revenue_total,
+        "uplift_captured": None if uplift is None else round(uplift, 4),
+        "spend_total": spend_total,
+        "budget_total": round(policy.budget.total_daily_max * days, 2),
+        "change_requests": dict(sorted(final.items())),
+        "rollbacks": int(rollbacks or 0),
+        "guardrail_violations": n_violations,
+        "guardrail_violation_details": violations,
+        "audit_chain_valid": chain.valid,
+        "audit_entries": chain.entries,
+        "experiments": [],
+        "max_daily_budget_total": round(max(daily_totals), 2) if daily_totals else 0.0,
+        "daily_cap": policy.budget.total_daily_max,
+        "daily_cap_respected": all(t <= policy.budget.total_daily_max + 0.005 for t in daily_totals),
+        "max_monthly_spend": round(max(month_spend.values()), 2) if month_spend else 0.0,
+        "monthly_cap": policy.budget.total_monthly_max,
+        "oracle_allocation": scoring.oracle_allocation(scenario, policy),
+        "final_budgets": market.budgets(),
+        "model_versions_trained": int(trained or 0),
+        "model_versions_promoted": int(promoted or 0),
+        "retrain_seconds_median": float(np.median([r.get("wall_s", 0.0) for r in state.retrains]))
+        if state.retrains
+        else None,
+        "elapsed_seconds": round(time.perf_counter() - started, 1),
+    }
+    if score_26 is not None:
+        u26 = score_26.uplift_captured(revenue_26)
+        summary["uplift_captured_26_weeks"] = None if u26 is None else round(u26, 4)
+    return summary
+
+
+def _curves(rt: Runtime, scenario: Scenario, market: Market) -> list[reports.CurveComparison]:
+    with rt.unit_of_work() as session:
+        version = model_store.promoted(session)
+        if version is None:
+            return []
+        fm = load_model(rt, version)
+    rc = daily_curves(fm)
+    out: list[reports.CurveComparison] = []
+    day = market.today() - timedelta(days=1)
+    for i, ch in enumerate(rc.channels):
+        budget = scenario.channel(ch).daily_budget
+        grid = np.linspace(0.0, 3.0 * max(budget, 1.0), 40)
+        rev = rc.revenue(np.tile(grid[:, None], (1, len(rc.channels))))[:, :, i]
+        true = scoring.true_curves(scenario, [ch], {ch: grid}, day=day)[ch]
+        out.append(
+            reports.CurveComparison(
+                ch,
+                grid.tolist(),
+                true,
+                rev.mean(0).tolist(),
+                np.quantile(rev, 0.05, axis=0).tolist(),
+                np.quantile(rev, 0.95, axis=0).tolist(),
+                float(market.budget(ch)),
+            )
+        )
+    return out
+
+
+def _records(rt: Runtime) -> tuple[list[reports.RequestRecord], list[dict[str, Any]]]:
+    with rt.unit_of_work() as session:
+        crs_ = session.execute(select(ChangeRequest).order_by(ChangeRequest.id)).scalars().all()
+        requests = [
+            reports.RequestRecord(
+                id=c.id,
+                kind=c.kind,
+                status=c.status,
+                created=c.created_at.date(),
+                decided=c.decided_at.date() if c.decided_at else None,
+                executed=c.executed_at.date() if c.executed_at else None,
+                summary=c.summary,
+                relative_move=c.relative_move,
+            )
+            for c in crs_
+        ]
+        versions = [
+            {
+                "id": v.id,
+                "status": v.status,
+                "data_end": v.data_end.isoformat(),
+                "healthy": v.healthy,
+                "reason": v.reason or "",
+            }
+            for v in session.execute(select(ModelVersion).order_by(ModelVersion.id)).scalars()
+        ]
+    return requests, versions
