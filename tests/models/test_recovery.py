@@ -1,0 +1,58 @@
+"""Recovery of known truth: simulated tables (plain and lift-calibrated) and PyMC-Marketing's example.
+
+The fast test (in ``make test``) fits one seed with few draws and tolerant bounds; the slow ones
+(``make test-all``) run the full study of docs/validation.md and assert the figures reached there.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from models.fit import fit
+from models.validation import (
+    lift_tests_for,
+    pymc_example,
+    recovery_study,
+    score_fit,
+    simulated_case,
+    summarize,
+)
+
+
+def test_one_seed_recovers_mroas_and_calibration_pulls_roi_toward_the_truth() -> None:
+    data, truth = simulated_case(1)
+    kw = {"chains": 2, "warmup": 300, "samples": 300, "seed": 1}
+    plain = score_fit(fit(data, **kw), truth, seed=1, calibrated=False)
+    tests = lift_tests_for(data, truth, seed=1)
+    cal = score_fit(fit(data, lift_tests=tests, **kw), truth, seed=1, calibrated=True)
+    sp, sc = summarize([plain]), summarize([cal])
+    for s in (plain, cal):
+        assert s.r_hat_max is not None and s.r_hat_max < 1.1, s
+    assert sp["median_mroas_error"] < 0.30, sp
+    assert sc["median_mroas_error"] < 0.20, sc
+    assert sc["median_roi_error"] < 0.20, sc
+    assert sc["median_roi_error"] <= sp["median_roi_error"] + 0.05, (sp, sc)
+    assert sc["covered"] >= len(cal.channels) - 1, sc
+
+
+@pytest.mark.slow
+def test_twenty_seeds_weekly_plain_and_calibrated() -> None:
+    study = recovery_study(range(20), frequency="week")
+    plain, cal = study["summary"]["plain"], study["summary"]["calibrated"]
+    assert plain["median_mroas_error"] < 0.15, plain
+    assert cal["median_mroas_error"] < 0.10, cal
+    assert cal["median_roi_error"] < 0.15, cal
+    assert cal["median_roi_error"] < plain["median_roi_error"], (plain, cal)
+    assert 0.80 <= cal["coverage_90"] <= 0.99, cal
+    assert plain["coverage_90"] >= 0.75, plain
+
+
+@pytest.mark.slow
+def test_pymc_marketing_example_contributions_and_regret() -> None:
+    r = pymc_example()
+    for ch in ("x1", "x2"):
+        line = r["channels"][ch]
+        assert abs(line["error"]) < 0.15, (ch, line)
+        assert line["covered"], (ch, line)
+    assert r["healthy"], r["reasons"]
+    assert r["regret"]["regret"] < 0.01, r["regret"]
