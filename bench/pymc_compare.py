@@ -206,6 +206,10 @@ def run_case(case: str, py: Path, tmp: Path, chains: int, warmup: int, samples: 
             "divergences": fm.diagnostics.divergences,
         }
     )
+    if case == "mmm_example":
+        from models.validation import pymc_regret
+
+        ours["regret"] = pymc_regret(fm)
     spec_path, out_path = tmp / f"{case}.spec.json", tmp / f"{case}.pymc.json"
     spec_path.write_text(json.dumps(spec))
     proc = subprocess.run(
