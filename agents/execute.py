@@ -27,6 +27,7 @@ learning phases, cooldowns and swing limits, which the change being undone set o
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -37,6 +38,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from agents.execute_guard import LiveState, known_channels, read_live, recheck
 from budgetloop.clock import Clock
+from budgetloop.db.audit import AuditEntry
 from budgetloop.db.loop import ChangeRequest, ChangeRequestItem
 from budgetloop.db.session import session_scope
 from budgetloop.errors import ConnectorError, RejectedByPlatform
@@ -94,7 +96,8 @@ class ExecutionHooks:
     """Points where a test can interrupt a run (raise, or kill the process) to prove crash safety.
 
     ``after_call(key)`` runs once the platform answered an item's call, before its state commits;
-    ``after_commit(key)`` once the item's ``applied`` state is committed.
+    ``after_commit(key)`` once the item's ``applied`` state is committed, and ``after_commit(key-undo)``
+    once an undone item's ``compensated`` state is.
     """
 
     after_call: Callable[[str], None] | None = None
@@ -108,6 +111,7 @@ class _Run:
     request_id: int
     actor: str
     clock: Clock
+    hooks: ExecutionHooks
     calls: int = 0
     replays: int = 0
     notes: dict[str, str] = field(default_factory=dict)  # item key -> detail
@@ -136,9 +140,9 @@ def execute_request(
     Never raises for a platform's refusal or an outage: the report says what happened and the request's
     state records it. Raises LookupError for an unknown id.
     """
-    run = _Run(change_request_id, actor, clock)
+    run = _Run(change_request_id, actor, clock, hooks or ExecutionHooks())
     try:
-        return _run_request(session_factory, run, platforms_of(connectors), policy, hooks or ExecutionHooks())
+        return _run_request(session_factory, run, platforms_of(connectors), policy)
     except ConcurrentTransition as exc:  # another executor moved the request first: it owns the rest
         return _report(session_factory, run, "skipped", f"another executor is on it: {exc}")
 
@@ -148,7 +152,6 @@ def _run_request(
     run: _Run,
     platforms: Mapping[str, Connector],
     policy: Policy,
-    hooks: ExecutionHooks,
 ) -> ExecutionReport:
     change_request_id, actor, clock = run.request_id, run.actor, run.clock
     with session_scope(session_factory) as session:
@@ -202,7 +205,10 @@ def _run_request(
         with session_scope(session_factory) as session:
             cr = _load(session, change_request_id)
             if any(i.state in ("compensated", "failed") for i in cr.items):
-                return _compensate(session_factory, platforms, run, "an interrupted compensation was resumed")
+                first = _compensation_reason(session, change_request_id) or "unknown"
+                return _compensate(
+                    session_factory, platforms, run, f"{first} (an interrupted compensation was resumed)"
+                )
             try:
                 live = read_live(platforms, known)
             except ConnectorError as exc:
@@ -234,7 +240,7 @@ def _run_request(
                 "budgets moved by someone else mid-execution: " + "; ".join(moved),
             )
 
-    return _apply_pending(session_factory, platforms, run, policy, hooks)
+    return _apply_pending(session_factory, platforms, run, policy)
 
 
 def _apply_pending(
@@ -242,8 +248,8 @@ def _apply_pending(
     platforms: Mapping[str, Connector],
     run: _Run,
     policy: Policy,
-    hooks: ExecutionHooks,
 ) -> ExecutionReport:
+    hooks = run.hooks
     with session_scope(session_factory) as session:
         items = [_ItemRef.of(i) for i in _load(session, run.request_id).items]
     for item in items:
@@ -432,6 +438,8 @@ def _compensate(
             "platform": dict(result.response),
         }
         _record_item(session_factory, run, item, "compensated", response, "platform_undo")
+        if run.hooks.after_commit:
+            run.hooks.after_commit(undo_key)
     if left:
         reason += "; COMPENSATION INCOMPLETE, restore by hand: " + "; ".join(left)
     with session_scope(session_factory) as session:
@@ -530,6 +538,19 @@ def _transition(
         reason=reason,
         payload=payload,
     )
+
+
+def _compensation_reason(session: Session, request_id: int) -> str | None:
+    """Why the last compensation of this request began (from its ``compensating`` audit entry)."""
+    text = session.execute(
+        select(AuditEntry.payload)
+        .where(AuditEntry.subject_type == "change_request", AuditEntry.subject_id == str(request_id))
+        .where(AuditEntry.action == "compensating")
+        .order_by(AuditEntry.seq.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    reason = json.loads(text).get("reason") if text else None
+    return str(reason) if reason else None
 
 
 def _same(a: float, b: float) -> bool:

@@ -274,3 +274,39 @@ def test_a_platform_that_never_answers_an_edit_is_compensated(sqlite_url: str) -
         assert [a.idempotency_key for a in world.applied()] == [f"cr{rid}-0-search", f"cr{rid}-0-search-undo"]
         story = [a for _s, a in audit_story(world, [rid])]
         assert "platform_call_failed" in story and story[-1] == "failed"
+
+
+def test_the_kill_switch_halts_an_interrupted_execution_until_lifted(sqlite_url: str) -> None:
+    with loop(sqlite_url) as world:
+        rid = approved_request(world, MOVES)
+
+        def die(key: str) -> None:
+            raise Boom(key)
+
+        with pytest.raises(Boom):
+            run(world, rid, hooks=ExecutionHooks(after_commit=die))
+        halted = run(world, rid, policy(extra="kill_switch: true"))
+        assert halted.outcome == "halted" and halted.calls == 0 and halted.status == "executing"
+        assert [i.state for i in halted.items] == ["applied", "pending"]
+        assert run(world, rid).outcome == "executed"
+        assert sorted(_applied_per_key(world).values()) == [1, 1]
+
+
+def test_a_compensation_interrupted_by_a_crash_is_finished_by_the_next_run(sqlite_url: str) -> None:
+    with loop(sqlite_url, edit_caps={"meta": 0}) as world:
+        before = world.live()
+        rid = approved_request(world, {"search": 4400.0, "retail": 2200.0, "social": 5600.0})
+
+        def die(key: str) -> None:
+            if key.endswith("-0-search-undo"):
+                raise Boom(key)
+
+        with pytest.raises(Boom):
+            run(world, rid, hooks=ExecutionHooks(after_commit=die))
+        assert [i.state for i in load(world, rid).items] == ["compensated", "applied", "failed"]
+        report = run(world, rid)
+        assert report.outcome == "failed" and "interrupted compensation" in (report.reason or "")
+        assert "rejected social" in (report.reason or "")
+        assert [i.state for i in report.items] == ["compensated", "compensated", "failed"]
+        assert world.live() == before
+        assert sorted(_applied_per_key(world).values()) == [1, 1, 1, 1]  # two applied, two undone, once each
