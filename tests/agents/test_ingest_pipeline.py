@@ -383,3 +383,28 @@ def test_a_running_ingest_holds_the_lock_on_postgresql(postgres_url: str) -> Non
             ).scalar_one()
     finally:
         engine.dispose()
+
+
+def test_non_finite_numbers_are_kept_raw_and_never_land(migrated_engine: Engine) -> None:
+    """JSON (and PostgreSQL's JSONB) has no NaN or Infinity: the raw row keeps them as strings."""
+    from agents.ingest import _check_metric
+    from budgetloop.store.metrics import CampaignRecord
+
+    ledger = _ledger(days=1)
+    ledger.platforms["meta_ads"].rows[0]["spend"] = float("nan")
+    ledger.platforms["meta_ads"].rows[1]["impressions"] = float("inf")
+    report = _ingest(migrated_engine, ledger, days=1)
+    assert sorted(q.field or "" for q in report.quarantine) == ["impressions", "spend"]
+    with session_scope(migrated_engine) as session:
+        payloads = session.scalars(select(RawMetric.payload).where(RawMetric.source == "meta_ads")).all()
+        assert sorted(str(p.get("spend")) + str(p.get("impressions")) for p in payloads) == [
+            "50.10Infinity",
+            "NaN1000",
+        ]
+        assert session.scalar(select(func.count()).select_from(DailyMetric)) == 0
+    # our own check, behind the connector's: a parser that let a non-finite value through
+    campaign = CampaignRecord(1, "meta_ads", "acct-1", "c1", "C1", "social", "USD")
+    row = MetricRow("meta_ads", "acct-1", "c1", DAY0, float("inf"), 1, 1, "USD")
+    assert _check_metric(row, campaign) == ("spend", "`spend` is not finite: inf")
+    negative = MetricRow("meta_ads", "acct-1", "c1", DAY0, 1.0, 1, -1, "USD")
+    assert _check_metric(negative, campaign) == ("clicks", "`clicks` is negative: -1.0")
