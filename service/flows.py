@@ -26,6 +26,10 @@ def after_decision(ctx: AppContext, outcome: DecisionOutcome) -> None:
         if ctx.slack is not None and outcome.status in ("approved", "rejected", "recorded"):
             try:
                 with session_scope(ctx.sessions) as session:
-                    notify.update_change_request(session, ctx.slack, change_request_id=outcome.change_request_id)
+                    notify.update_change_request(
+                        session, ctx.slack, change_request_id=outcome.change_request_id
+                    )
             except Exception:
-                log.exception("could not refresh the Slack message of change request %s", outcome.change_request_id)
+                log.exception(
+                    "could not refresh the Slack message of change request %s", outcome.change_request_id
+                )
