@@ -29,7 +29,7 @@ import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
-from guardrails.policy import Policy
+from guardrails.policy import FreezeWindow, Policy
 from guardrails.records import (
     REDISTRIBUTION,
     CampaignState,
@@ -213,7 +213,7 @@ def _key_block(
     moving: bool,
     now: datetime,
     last_change: Mapping[str, datetime],
-    scoped: Sequence[tuple[datetime, datetime, object]],
+    scoped: Sequence[tuple[datetime, datetime, FreezeWindow]],
 ) -> str | None:
     """The first rule that keeps ``key`` at its current budget, or None."""
     if limits is None:
@@ -234,7 +234,7 @@ def _key_block(
     ]
     channel = policy.channel_of(key, state.channel)
     for _s, end, window in scoped:
-        if channel in (getattr(window, "channels", None) or ()):
+        if channel in (window.channels or ()):
             checks.append(("freeze_window", True, f"{key}: its channel is frozen until {end.isoformat()}"))
     days = policy.change.min_days_between_changes
     last = last_change.get(key)

@@ -289,8 +289,13 @@ class Policy(_Section):
             return key
         return channel if channel in self.channels else None
 
-    def freeze_intervals(self) -> list[tuple[datetime, datetime, FreezeWindow]]:
-        return [(*w.interval(self.zone), w) for w in self.freeze_windows]
+    def freeze_intervals(self) -> tuple[tuple[datetime, datetime, FreezeWindow], ...]:
+        """Each window as [first instant, first instant after) in UTC, computed once per policy."""
+        return self._freeze_intervals
+
+    @cached_property
+    def _freeze_intervals(self) -> tuple[tuple[datetime, datetime, FreezeWindow], ...]:
+        return tuple((*w.interval(self.zone), w) for w in self.freeze_windows)
 
     def summary(self) -> str:
         caps = f"daily cap {self.budget.total_daily_max:,.2f} {self.budget.currency}"
