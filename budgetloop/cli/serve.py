@@ -264,6 +264,10 @@ def worker(
     step_minutes: Annotated[
         int, typer.Option("--step-minutes", help="simulated mode: how far the clock moves per step")
     ] = 60,
+    heartbeat_file: Annotated[
+        Path | None,
+        typer.Option("--heartbeat-file", help="touch this file every few seconds while the scheduler runs"),
+    ] = None,
 ) -> None:
     from service.observability import configure_logging
 
@@ -287,14 +291,16 @@ def worker(
         )
     engine = prepare_database(settings)
     stop = _stop_event()
+    beat = Heartbeat(heartbeat_file)
     try:
         if start is None:
-            _run_wall(settings, engine, stop)
+            _run_wall(settings, engine, stop, beat)
         else:
             _run_simulated(
                 settings,
                 engine,
                 stop,
+                beat,
                 start=start,
                 end=end,
                 speed=speed,
@@ -314,7 +320,22 @@ def _parse_when(value: str, option: str) -> datetime:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
-def _run_wall(settings: Settings, engine: Any, stop: threading.Event) -> None:
+class Heartbeat:
+    """Touches a file (for a container healthcheck) at most every ``every_s`` seconds."""
+
+    def __init__(self, path: Path | None, every_s: float = 5.0) -> None:
+        self.path = path
+        self.every_s = every_s
+        self._last = 0.0
+
+    def __call__(self) -> None:
+        if self.path is None or time.monotonic() - self._last < self.every_s:
+            return
+        self.path.touch()
+        self._last = time.monotonic()
+
+
+def _run_wall(settings: Settings, engine: Any, stop: threading.Event, beat: Heartbeat) -> None:
     from agents.scheduler import WallScheduler
     from budgetloop.clock import WallClock
 
@@ -323,7 +344,8 @@ def _run_wall(settings: Settings, engine: Any, stop: threading.Event) -> None:
     scheduler.start()
     try:
         while not stop.wait(1.0):
-            pass
+            if scheduler.running:
+                beat()
     finally:
         scheduler.shutdown(wait=True)
         rt.connectors.close()
@@ -333,6 +355,7 @@ def _run_simulated(
     settings: Settings,
     engine: Any,
     stop: threading.Event,
+    beat: Heartbeat,
     *,
     start: datetime,
     end: datetime | None,
@@ -360,6 +383,7 @@ def _run_simulated(
             if end is not None:
                 target = min(target, end)
             scheduler.run_due(target)
+            beat()
             if speed > 0:
                 stop.wait(max(0.0, step.total_seconds() / speed - (time.monotonic() - t0)))
         log.info("simulated worker stopped at %s", clock.now().isoformat())
