@@ -13,11 +13,17 @@ from slack_sdk import WebClient
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from budgetloop.config import Settings
 from budgetloop.db.audit import AuditEntry
 from budgetloop.db.loop import Approval, ChangeRequest
 from budgetloop.store import audit
 from budgetloop.store import change_requests as crs
 from service.slack.blocks import change_request_blocks, fallback_text
+
+
+def slack_client(settings: Settings) -> WebClient:
+    """The Web API client the service uses: bot token and base URL from the settings (the fake in tests)."""
+    return WebClient(token=settings.slack_bot_token, base_url=settings.slack_base_url)
 
 
 def _load(session: Session, change_request_id: int) -> ChangeRequest:
@@ -131,4 +137,4 @@ def post_thread_note(session: Session, client: WebClient, *, change_request_id: 
     return str(response["ts"])
 
 
-__all__ = ["post_change_request", "post_thread_note", "update_change_request"]
+__all__ = ["post_change_request", "post_thread_note", "slack_client", "update_change_request"]

@@ -17,12 +17,14 @@ import pytest
 from sqlalchemy import Engine, select
 
 from budgetloop.clock import SimulatedClock
+from budgetloop.config import Settings
 from budgetloop.db.audit import AuditEntry
 from budgetloop.db.loop import Approval
 from budgetloop.db.session import session_scope
 from budgetloop.store import audit
 from budgetloop.store import change_requests as crs
 from service.slack import notify
+from service.slack.fake import FakeSlack
 from tests.service.conftest import Service, make_pending, now_ts
 
 
@@ -55,6 +57,12 @@ def _wait(predicate: object, timeout: float = 10.0) -> None:
     while not predicate():  # type: ignore[operator]
         assert time.monotonic() < deadline, "background work did not finish in time"
         time.sleep(0.01)
+
+
+def test_the_client_from_settings_talks_to_the_fake(fake_slack: FakeSlack, settings: Settings) -> None:
+    client = notify.slack_client(settings.model_copy(update={"slack_base_url": fake_slack.api_url}))
+    assert client.auth_test()["user_id"] == "UBOT"
+    assert fake_slack.calls_to("auth.test")[0].token == "xoxb-test"
 
 
 def test_posted_message_shows_the_request_and_buttons(
