@@ -79,3 +79,25 @@ def test_a_new_valid_version_takes_over_and_a_failed_transaction_leaves_nothing(
 def test_author_is_required(migrated_engine: Engine) -> None:
     with session_scope(migrated_engine) as session, pytest.raises(InputError, match="needs an author"):
         record_policy(session, text=EXAMPLE, source="a.yaml", author=" ", now=NOW)
+
+
+def test_cli_apply_keeps_the_last_valid_version(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    import budgetloop.cli.policy  # noqa: F401  (registers `policy` on the app)
+    from budgetloop.cli import app
+
+    url = f"sqlite:///{(tmp_path / 'cli.db').as_posix()}"
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+    good.write_text(EXAMPLE)
+    bad.write_text(EXAMPLE.replace("timezone: America/New_York", "timezone: Nowhere/City"))
+    runner = CliRunner()
+    first = runner.invoke(app, ["policy", "apply", str(good), "--author", "U0OPSLEAD", "--database-url", url])
+    assert first.exit_code == 0 and "active as version 1" in first.stdout
+    second = runner.invoke(app, ["policy", "apply", str(bad), "--author", "U0OPSLEAD", "--database-url", url])
+    assert second.exit_code == 2
+    assert "rejected as version 2; the active policy is unchanged" in second.output
+    assert "timezone (line 3): unknown time zone 'Nowhere/City'" in second.output
+    shown = runner.invoke(app, ["policy", "show", "--database-url", url])
+    assert shown.exit_code == 0 and shown.stdout.startswith("# version 1 by U0OPSLEAD")
+    assert "timezone: America/New_York" in shown.stdout
