@@ -84,4 +84,13 @@ class Decision:
     changes: dict[str, tuple[float, float]] = field(default_factory=dict)  # key -> (current, adjusted)
 
     def problems(self) -> list[Verdict]:
+        """The verdicts that changed the proposal (clipped or blocked)."""
         return [v for v in self.verdicts if v.outcome in ("clipped", "blocked")]
+
+    def explain(self) -> list[str]:
+        """One plain line per verdict that is not a pass, for a change request or a log."""
+        return [
+            f"[{v.outcome}] {v.rule} ({v.level}){f' {v.key}' if v.key else ''}: {v.message}"
+            for v in self.verdicts
+            if v.outcome != "pass"
+        ]

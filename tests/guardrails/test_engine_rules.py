@@ -310,3 +310,8 @@ def test_verdicts_carry_the_numbers(example_policy: Policy) -> None:
     )
     assert sum(decision.adjusted.values()) == 16000.0
     assert decision.changes["search"] == (5000.0, 6000.0)
+    assert (
+        decision.explain()[0]
+        == "[clipped] total_daily_max (hard): proposed total 18,000.00 is above the cap 16,000.00"
+    )
+    assert [v.rule for v in decision.problems()][:2] == ["total_daily_max", "total_monthly_max"]
