@@ -12,7 +12,9 @@ import json
 import threading
 import time
 from datetime import timedelta
+from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import Engine, select
 
@@ -52,6 +54,15 @@ def _actions(engine: Engine, cr_id: int) -> list[str]:
         return [e["action"] for e in audit.history(s, subject_type="change_request", subject_id=cr_id)]
 
 
+def _click(
+    service: Service, clock: SimulatedClock, cr_id: int, user: str, action: str = "approve", **kw: Any
+) -> httpx.Response:
+    """A signed click from the fake Slack, timestamped by the injected clock."""
+    return service.slack.click(
+        service.interactions, user_id=user, action=action, value=str(cr_id), timestamp=now_ts(clock), **kw
+    )
+
+
 def _wait(predicate: object, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():  # type: ignore[operator]
@@ -89,14 +100,7 @@ def test_a_click_is_answered_at_once_and_approves(
     cr_id = make_pending(engine, clock)
     ts = _post(service, engine, clock, cr_id)
     started = time.perf_counter()
-    response = service.slack.click(
-        service.interactions,
-        user_id="U0MARKETER1",
-        action="approve",
-        value=str(cr_id),
-        timestamp=now_ts(clock),
-        message_ts=ts,
-    )
+    response = _click(service, clock, cr_id, "U0MARKETER1", message_ts=ts)
     assert response.status_code == 200
     assert time.perf_counter() - started < 3.0
     _wait(lambda: service.approved == [cr_id])
@@ -117,8 +121,6 @@ def test_forged_or_replayed_clicks_get_401(
     ts = now_ts(clock)
     if forgery == "unsigned":
         body = service.slack.interaction_body(user_id="U0MARKETER1", action="approve", value=str(cr_id))
-        import httpx
-
         response = httpx.post(
             service.interactions, content=body, headers={"Content-Type": "application/x-www-form-urlencoded"}
         )
@@ -156,14 +158,7 @@ def test_someone_the_policy_does_not_name_is_refused_and_logged(
 ) -> None:
     cr_id = make_pending(engine, clock)
     _post(service, engine, clock, cr_id)
-    response = service.slack.click(
-        service.interactions,
-        user_id="U0INTRUDER",
-        action="approve",
-        value=str(cr_id),
-        timestamp=now_ts(clock),
-        response_key="intruder",
-    )
+    response = _click(service, clock, cr_id, "U0INTRUDER", response_key="intruder")
     assert response.status_code == 200
     _wait(lambda: any(r["key"] == "intruder" for r in service.slack.responses))
     reply = next(r for r in service.slack.responses if r["key"] == "intruder")
@@ -179,14 +174,7 @@ def test_a_requester_cannot_approve_their_own_request(
     service: Service, engine: Engine, clock: SimulatedClock
 ) -> None:
     cr_id = make_pending(engine, clock, requested_by="U0MARKETER1")
-    service.slack.click(
-        service.interactions,
-        user_id="U0MARKETER1",
-        action="approve",
-        value=str(cr_id),
-        timestamp=now_ts(clock),
-        response_key="own",
-    )
+    _click(service, clock, cr_id, "U0MARKETER1", response_key="own")
     _wait(lambda: any(r["key"] == "own" for r in service.slack.responses))
     assert "cannot approve" in service.slack.responses[-1]["text"]
     assert _status(engine, cr_id) == "pending_approval"
@@ -199,27 +187,12 @@ def test_a_large_move_needs_two_distinct_approvers(
     cr_id = make_pending(engine, clock, move=0.20)  # relative move 0.2 > two_approvers_above 0.15
     ts = _post(service, engine, clock, cr_id)
     for key in ("first", "again"):  # the same person twice still counts once
-        service.slack.click(
-            service.interactions,
-            user_id="U0MARKETER1",
-            action="approve",
-            value=str(cr_id),
-            timestamp=now_ts(clock),
-            message_ts=ts,
-            response_key=key,
-        )
+        _click(service, clock, cr_id, "U0MARKETER1", message_ts=ts, response_key=key)
         _wait(lambda key=key: any(r["key"] == key for r in service.slack.responses))
     assert _status(engine, cr_id) == "pending_approval"
     assert "1 of 2" in json.dumps(service.slack.messages[ts].blocks)
     assert service.slack.messages[ts].buttons == ["approve", "reject", "details"]
-    service.slack.click(
-        service.interactions,
-        user_id="U0MARKETER2",
-        action="approve",
-        value=str(cr_id),
-        timestamp=now_ts(clock),
-        message_ts=ts,
-    )
+    _click(service, clock, cr_id, "U0MARKETER2", message_ts=ts)
     _wait(lambda: service.approved == [cr_id])
     with session_scope(engine) as s:
         cr = crs.get(s, change_request_id=cr_id)
@@ -233,16 +206,7 @@ def test_double_clicks_and_retries_give_one_decision(
     cr_id = make_pending(engine, clock)
     ts = _post(service, engine, clock, cr_id)
     for i, (user, retry) in enumerate([("U0MARKETER1", None), ("U0MARKETER1", 1), ("U0MARKETER2", None)]):
-        response = service.slack.click(
-            service.interactions,
-            user_id=user,
-            action="approve",
-            value=str(cr_id),
-            timestamp=now_ts(clock),
-            message_ts=ts,
-            response_key=f"k{i}",
-            retry_num=retry,
-        )
+        response = _click(service, clock, cr_id, user, message_ts=ts, response_key=f"k{i}", retry_num=retry)
         assert response.status_code == 200
     _wait(lambda: len(service.slack.responses) >= 2)
     time.sleep(0.2)
@@ -263,13 +227,8 @@ def test_concurrent_clicks_from_threads_give_one_decision(
         barrier.wait()
         user = "U0MARKETER1" if i % 2 else "U0MARKETER2"
         codes.append(
-            service.slack.click(
-                service.interactions,
-                user_id=user,
-                action="approve" if i else "reject",
-                value=str(cr_id),
-                timestamp=now_ts(clock),
-                response_key=f"t{i}",
+            _click(
+                service, clock, cr_id, user, "approve" if i else "reject", response_key=f"t{i}"
             ).status_code
         )
 
@@ -294,14 +253,7 @@ def test_concurrent_clicks_from_threads_give_one_decision(
 
 def test_details_button_answers_privately(service: Service, engine: Engine, clock: SimulatedClock) -> None:
     cr_id = make_pending(engine, clock)
-    service.slack.click(
-        service.interactions,
-        user_id="U0FINANCE",
-        action="details",
-        value=str(cr_id),
-        timestamp=now_ts(clock),
-        response_key="details",
-    )
+    _click(service, clock, cr_id, "U0FINANCE", "details", response_key="details")
     _wait(lambda: any(r["key"] == "details" for r in service.slack.responses))
     assert "pending_approval" in service.slack.responses[-1]["text"]
     assert _status(engine, cr_id) == "pending_approval"
