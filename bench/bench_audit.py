@@ -160,6 +160,8 @@ def page_latencies(url: str, engine: Engine, n: int, requests: int) -> dict[str,
         with httpx.Client(
             base_url=server.url, headers={"Authorization": f"Bearer {secret}"}, timeout=30
         ) as client:
+            for _ in range(20):  # warm the connection pool and the route; not measured
+                client.get("/api/v1/audit", params={"limit": PAGE}).raise_for_status()
             for name, make in kinds.items():
                 samples = []
                 for _ in range(requests):
@@ -182,14 +184,21 @@ def page_latencies(url: str, engine: Engine, n: int, requests: int) -> dict[str,
 def run_on(url: str, engine: Engine, n: int, requests: int) -> dict[str, Any]:
     upgrade_database(url)
     load_s = bulk_load(engine, n)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     with session_scope(engine) as s:
         report = audit.verify_chain(s)
-    verify_s = time.perf_counter() - started
+    verify_s, verify_cpu_s = time.perf_counter() - started, time.process_time() - cpu
     if not report.valid or report.entries != n:
         raise AssertionError(f"the bulk-loaded chain does not verify: {report}")
     pages = page_latencies(url, engine, n, requests)
-    return {"entries": n, "bulk_load_s": round(load_s, 2), "verify_s": round(verify_s, 2), "pages": pages}
+    return {
+        "entries": n,
+        "bulk_load_s": round(load_s, 2),
+        "verify_s": round(verify_s, 2),
+        "verify_cpu_s": round(verify_cpu_s, 2),  # this process's CPU: what the wall time is on an idle core
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        "pages": pages,
+    }
 
 
 @contextmanager
@@ -255,7 +264,11 @@ def run(quick: bool = False) -> dict[str, Any]:
             ]
         )
         table.append(
-            [f"{name}: verify chain of {n:,}", f"{measured['verify_s']} s", f"< {VERIFY_TARGET_S:.0f} s"]
+            [
+                f"{name}: verify chain of {n:,} (CPU {measured['verify_cpu_s']} s)",
+                f"{measured['verify_s']} s",
+                f"< {VERIFY_TARGET_S:.0f} s",
+            ]
         )
     result["table"] = table
     return result
