@@ -196,6 +196,14 @@ def serve(
     no_scheduler: Annotated[
         bool, typer.Option("--no-scheduler", help="serve only; run `budgetloop worker` for the jobs")
     ] = False,
+    follow_simulated_worker: Annotated[
+        bool,
+        typer.Option(
+            "--follow-simulated-worker",
+            help="demos and e2e runs: tell time by the simulated worker's clock (the latest due time it "
+            "claimed) instead of the wall clock; implies --no-scheduler",
+        ),
+    ] = False,
 ) -> None:
     import uvicorn
 
@@ -206,11 +214,11 @@ def serve(
     settings = load_settings()
     configure_logging(settings.log_level)
     engine = prepare_database(settings)
-    clock = WallClock()
+    clock: Any = FollowingClock(engine) if follow_simulated_worker else WallClock()
     scheduler = None
     on_approved: Callable[[int], None] | None = None
     rt = None
-    if settings.scheduler and not no_scheduler:
+    if settings.scheduler and not (no_scheduler or follow_simulated_worker):
         from agents.scheduler import WallScheduler
 
         rt = build_runtime(settings, engine, clock)
