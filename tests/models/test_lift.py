@@ -1,0 +1,78 @@
+"""Lift-test calibration: the model's own prediction of a test, and its pull toward the measured lift."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from models.fit import fit
+from models.lift import LiftTest, to_arrays
+from models.model import ModelSpec, lift_predictions
+from models.priors import LogNormalPrior, Priors
+from models.simulate import media_np, simulate
+
+
+def test_lift_prediction_is_table_minus_changed_spend_inside_the_window() -> None:
+    data, truth = simulate(periods=30, channels=2, seed=4)
+    j, start, n = 1, 10, 4
+    per_row = -0.5 * float(data.spend[start : start + n, j].min())
+    test = LiftTest(
+        data.channels[j],
+        data.dates[start].astype("datetime64[D]"),
+        data.dates[start + n - 1].astype("datetime64[D]"),
+        per_row * n,
+        0.0,
+        1.0,
+    )
+    arr = to_arrays([test], data)
+    assert arr is not None
+    spec = ModelSpec.for_data(data)
+    scale = data.spend_scale
+    # true curves in the model's scaled units: beta in revenue / y_scale, half in spend / spend_scale
+    beta = truth.scale / data.y_scale
+    pred = lift_predictions(
+        spec,
+        jnp.asarray(data.spend / scale, dtype=jnp.float32),
+        {k: jnp.asarray(v) for k, v in arr.__dict__.items()},
+        jnp.asarray(truth.decay, dtype=jnp.float32),
+        None,
+        jnp.asarray(truth.half / scale, dtype=jnp.float32),
+        jnp.asarray(truth.shape, dtype=jnp.float32),
+        jnp.asarray(beta, dtype=jnp.float32),
+    )
+    changed = data.spend.copy()
+    changed[start : start + n, j] += per_row
+    args = (truth.decay, truth.half, truth.shape, truth.scale)
+    by_hand = (media_np(data.spend, *args) - media_np(changed, *args))[start : start + n, j].sum()
+    assert by_hand > 0
+    assert float(pred[0]) * data.y_scale == pytest.approx(by_hand, rel=1e-4)
+
+
+@pytest.mark.slow
+def test_a_lift_test_pulls_a_badly_biased_channel_toward_the_truth() -> None:
+    data, truth = simulate(periods=104, channels=3, seed=21)
+    j = 0
+    # a confidently wrong prior: ROI three times the truth
+    priors = Priors().with_channel(data.channels[j], roi=LogNormalPrior(3.0 * float(truth.roi[j]), 0.15))
+    start, n = 70, 4
+    per_row = -0.9 * float(data.spend[start : start + n, j].min())
+    changed = data.spend.copy()
+    changed[start : start + n, j] += per_row
+    args = (truth.decay, truth.half, truth.shape, truth.scale)
+    lift = float((media_np(data.spend, *args) - media_np(changed, *args))[start : start + n, j].sum())
+    test = LiftTest(
+        data.channels[j],
+        data.dates[start].astype("datetime64[D]"),
+        data.dates[start + n - 1].astype("datetime64[D]"),
+        per_row * n,
+        lift,
+        0.05 * lift,
+    )
+    kw = dict(chains=2, warmup=300, samples=300, seed=0, priors=priors)
+    plain = fit(data, **kw)  # type: ignore[arg-type]
+    calibrated = fit(data, lift_tests=[test], **kw)  # type: ignore[arg-type]
+    err_plain = abs(np.median(plain.channel_metrics().roi[:, j]) / truth.roi[j] - 1)
+    err_cal = abs(np.median(calibrated.channel_metrics().roi[:, j]) / truth.roi[j] - 1)
+    assert err_plain > 0.5  # the prior did bias it
+    assert err_cal < 0.5 * err_plain
