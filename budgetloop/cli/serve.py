@@ -250,6 +250,33 @@ def serve(
         engine.dispose()
 
 
+class FollowingClock:
+    """The simulated worker's time as seen from another process: the latest due time claimed in
+    ``job_locks`` (never earlier than the last answer), read at most every ``refresh_s`` seconds."""
+
+    def __init__(self, engine: Any, refresh_s: float = 0.5) -> None:
+        self.engine = engine
+        self.refresh_s = refresh_s
+        self._last: datetime | None = None
+        self._read_at = 0.0
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        from agents.scheduler import resume_point
+
+        with self._lock:
+            if self._last is None or time.monotonic() - self._read_at > self.refresh_s:
+                at = resume_point(self.engine)
+                if at is None:
+                    raise RuntimeError("the simulated worker has not started: no job has been claimed yet")
+                self._last = at if self._last is None else max(self._last, at)
+                self._read_at = time.monotonic()
+            return self._last
+
+    def today(self) -> date:
+        return self.now().date()
+
+
 @app.command(
     "worker", help="Run the scheduler alone (wall clock, or a simulated clock with --simulated-start)."
 )
