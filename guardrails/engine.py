@@ -280,7 +280,10 @@ def _interval(
     if week is not None:
         w_lo, w_hi = c * (1 - week), c * (1 + week)
         for b in levels:
-            w_lo, w_hi = max(w_lo, b * (1 - week)), min(w_hi, b * (1 + week))
+            if b * (1 - week) > w_lo:
+                w_lo = b * (1 - week)
+            if b * (1 + week) < w_hi:
+                w_hi = b * (1 + week)
         intervals.append(
             ("max_swing_per_week", w_lo, w_hi) if w_lo <= c <= w_hi else ("max_swing_per_week", c, c)
         )
@@ -291,7 +294,11 @@ def _interval(
     for rule, r_lo, r_hi in intervals:
         relaxed = rules.relaxed(rule, key)
         if relaxed is None:
-            low, high = max(low, r_lo), min(high, r_hi)
+            # (comparisons rather than max/min: this line runs for every rule of every key)
+            if r_lo > low:
+                low = r_lo
+            if r_hi < high:
+                high = r_hi
         elif not r_lo - 1e-9 <= p <= r_hi + 1e-9:
             limit = r_hi if p > r_hi else r_lo
             side = "above" if p > r_hi else "below"
