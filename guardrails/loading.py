@@ -102,8 +102,15 @@ def _compose(text: str) -> yaml.Node | None:
         loader.dispose()
 
 
-def _index(node: yaml.Node, loc: Loc, lines: dict[Loc, int], problems: list[Problem]) -> None:
+def _index(
+    node: yaml.Node, loc: Loc, lines: dict[Loc, int], problems: list[Problem], visited: set[int] | None = None
+) -> None:
+    """Record the line of every path; each node is walked once (aliases cannot make this blow up or loop)."""
     lines.setdefault(loc, node.start_mark.line + 1)
+    visited = set() if visited is None else visited
+    if id(node) in visited:
+        return
+    visited.add(id(node))
     if isinstance(node, yaml.MappingNode):
         seen: dict[str, int] = {}
         for key_node, value_node in node.value:
@@ -121,11 +128,11 @@ def _index(node: yaml.Node, loc: Loc, lines: dict[Loc, int], problems: list[Prob
                 continue
             seen[key] = line
             lines[(*loc, key)] = line
-            _index(value_node, (*loc, key), lines, problems)
+            _index(value_node, (*loc, key), lines, problems, visited)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             lines[(*loc, i)] = item.start_mark.line + 1
-            _index(item, (*loc, i), lines, problems)
+            _index(item, (*loc, i), lines, problems, visited)
 
 
 def _locate(problem: Problem, lines: Mapping[Loc, int]) -> Problem:
@@ -166,7 +173,7 @@ def _from_pydantic(exc: ValidationError) -> list[Problem]:
             if kind not in ("value_error", "model_type", "dict_type", "list_type") and not isinstance(
                 err.get("input"), dict | list
             ):
-                message += f" (got {err.get('input')!r})"
+                message += f" (got {_short(err.get('input'))})"
             out.append(Problem(loc, message[:1].lower() + message[1:], fix))
     return out
 
@@ -246,3 +253,8 @@ def _each(
         return kept
 
     return run
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

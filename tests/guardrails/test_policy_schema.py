@@ -238,3 +238,12 @@ def test_cli_schema_writes_the_file(tmp_path: Path) -> None:
     out = tmp_path / "schema.json"
     done = _cli("policy", "schema", "--out", str(out))
     assert done.exit_code == 0 and out.read_text() == policy_json_schema_text()
+
+
+def test_aliases_cannot_blow_up_or_loop_the_loader() -> None:
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 12)]
+    bomb = MINIMAL + "bombs:\n" + "\n".join("  " + line for line in levels) + "\nowners: *a11\n"
+    found = problems_of(bomb)  # 9^12 strings if expanded
+    assert ("bombs", 5) in found and ("owners[0]", 18) in found
+    assert problems_of(MINIMAL + "owners: &loop [*loop]\n")[0][0].startswith("owners")
