@@ -4,6 +4,7 @@
     /meta/v21.0/...     a Meta Marketing API-like API  (connectors.sandbox.api_meta)
     /retail/v1/...      a retail-media-like API        (connectors.sandbox.api_retail)
     /store/v1/...       the business's own revenue     (connectors.sandbox.api_store)
+    per-region reports and geo targeting in each dialect  (connectors.sandbox.api_geo)
     /admin/...          the sandbox's controls (no auth: it listens on loopback only)
 
 Admin API:
@@ -26,7 +27,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, ConfigDict
 
-from connectors.sandbox import api_google, api_meta, api_retail, api_store
+from connectors.sandbox import api_geo, api_google, api_meta, api_retail, api_store
 from connectors.sandbox.api_auth import TokenTable
 from connectors.sandbox.api_state import MarketLike, SandboxState
 from connectors.sandbox.faults import Fault, FaultPlan
@@ -61,7 +62,7 @@ def create_sandbox_app(
     state = SandboxState(market, faults=plan, tokens=TokenTable(tokens), edit_caps=edit_caps)
     app = FastAPI(title="budgetloop sandbox ad platforms", version="1", docs_url=None, redoc_url=None)
     app.state.sandbox = state
-    for module in (api_google, api_meta, api_retail, api_store):
+    for module in (api_geo, api_google, api_meta, api_retail, api_store):
         app.include_router(module.router(state))
     _admin_routes(app, state)
     return app

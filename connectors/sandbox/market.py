@@ -111,6 +111,9 @@ class DayOutcome:
     region_media: dict[str, float] = field(
         default_factory=dict
     )  # true media revenue per region (all channels)
+    region_spend: dict[str, dict[str, float]] = field(
+        default_factory=dict
+    )  # spend delivered per region and channel (a region held out gets none)
 
     @property
     def media_revenue(self) -> float:
@@ -200,7 +203,7 @@ class Market:
         self._month_budget = np.zeros(n_c)
         self._month_days = 0
         # per simulated day, in order: budgets, spend, impressions, clicks, learning, media, attributed,
-        # regional revenue, regional media (the baselines apart)
+        # regional revenue, regional media, regional spend per channel (the baselines apart)
         self._rows: list[tuple[np.ndarray, ...]] = []
         self._baselines: list[float] = []
         self._begin_day(0)
@@ -230,9 +233,18 @@ class Market:
         with self._lock:
             if not 0 <= d < self._t:
                 raise DayNotSimulated(day, self.scenario.start, self.today())
-            budget, spend, impressions, clicks, learning, media, attributed, regional, regional_media = (
-                self._rows[d]
-            )
+            (
+                budget,
+                spend,
+                impressions,
+                clicks,
+                learning,
+                media,
+                attributed,
+                regional,
+                regional_media,
+                rspend,
+            ) = self._rows[d]
             baseline = self._baselines[d]
         columns = zip(
             self.channels,
@@ -253,6 +265,10 @@ class Market:
             baseline=baseline,
             regions={name: round(float(regional[r]), 2) for r, name in enumerate(self.regions)},
             region_media={name: float(regional_media[r]) for r, name in enumerate(self.regions)},
+            region_spend={
+                name: {ch: round(float(rspend[r, i]), 2) for i, ch in enumerate(self.channels)}
+                for r, name in enumerate(self.regions)
+            },
         )
 
     def outcomes(self, start: date, end: date) -> list[DayOutcome]:
@@ -456,6 +472,7 @@ class Market:
                 attributed,
                 regional,
                 regional_media.sum(axis=1),
+                regional_spend,
             )
         )
         self._baselines.append(baseline)
