@@ -116,9 +116,13 @@ def evaluate(
     stray = sorted(set(proposed) - set(current))
     if stray:
         raise ValueError(f"proposed budgets for keys with no current budget: {stray}; add them to `current`")
+    bad = sorted({k for m in (current, proposed) for k, v in m.items() if not math.isfinite(v)})
+    bad += sorted(k for k, v in current.items() if v < 0)
+    if bad:
+        raise ValueError(f"budgets must be finite (and current ones >= 0); check the values of {bad}")
     rules = _Rules(policy, overrides)
     cur = {k: float(v) for k, v in current.items()}
-    prop = {k: max(0.0, float(proposed.get(k, v))) for k, v in cur.items()}
+    prop = {k: max(0.0, float(proposed.get(k, v))) for k, v in cur.items()}  # a negative proposal means 0
     moving = {k for k in cur if abs(prop[k] - cur[k]) >= 0.005}
 
     if _portfolio_blocked(rules, policy, now, forecast, bool(moving)):
