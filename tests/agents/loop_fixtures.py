@@ -41,7 +41,9 @@ CHANNELS = {  # channel -> (platform, daily budget)
 }
 
 
-def scenario(*, shock: tuple[str, date, float] | None = None, noise: float = 0.02) -> Scenario:
+def scenario(
+    *, shock: tuple[str, date, float] | None = None, noise: float = 0.02, history_days: int = HISTORY_DAYS
+) -> Scenario:
     events: list[dict[str, Any]] = []
     if shock is not None:
         events.append(
@@ -50,13 +52,13 @@ def scenario(*, shock: tuple[str, date, float] | None = None, noise: float = 0.0
     return parse_scenario(
         {
             "name": "executor-tests",
-            "start": START.isoformat(),
-            "history_days": HISTORY_DAYS,
+            "start": (D0 - timedelta(days=history_days)).isoformat(),
+            "history_days": history_days,
             "seed": 3,  # no day of the first week after D0 falls outside the 90% band by chance
             "currency": "USD",
             "baseline": {"daily_revenue": 20000, "trend_per_year": 0.0, "yearly_amplitude": 0.0},
             "noise": noise,
-            "history_variation": 0.1,
+            "history_variation": 0.1 if history_days < 60 else 0.3,
             "channels": [
                 {
                     "name": name,
@@ -159,7 +161,13 @@ def loop(database_url: str, sc: Scenario | None = None, **server_kw: Any) -> Ite
             clock = SimulatedClock(at(D0))
             world = Loop(server, connectors, session_factory(engine), clock, database_url)
             with session_scope(world.sessions) as session:
-                run_ingest(session, connectors, start=START, end=D0 - timedelta(days=1), now=clock.now())
+                run_ingest(
+                    session,
+                    connectors,
+                    start=market.scenario.start,
+                    end=D0 - timedelta(days=1),
+                    now=clock.now(),
+                )
             yield world
         finally:
             connectors.close()
@@ -173,6 +181,7 @@ def approved_request(
     kind: str = "reallocation",
     approver: str = "U0APPROVER",
     details: Mapping[str, Any] | None = None,
+    model_version_id: int | None = None,
 ) -> int:
     """A request planned from the live budgets (channel -> new budget), submitted and approved now."""
     campaigns = {c.channel: c for conn in world.connectors.platforms.values() for c in conn.list_campaigns()}
@@ -196,6 +205,7 @@ def approved_request(
                 gain_p95=220.0,
                 probability_of_improvement=0.9,
                 details=dict(details or {}),
+                model_version_id=model_version_id,
             ),
             now=now,
         )
