@@ -37,7 +37,7 @@ def model_predictor(rt: Runtime):  # type: ignore[no-untyped-def]
             table = metrics_store.daily_table(
                 session, start=start, end=day, channel_names=list(fm.channels), allow_gaps=True
             )
-        spend_matrix = table[list(fm.channels)].to_numpy(dtype=float)
+        spend_matrix = np.array(table[list(fm.channels)].to_numpy(dtype=float))  # writable copy (pandas CoW)
         spend_matrix[-1] = [float(spend.get(c, spend_matrix[-1][i])) for i, c in enumerate(fm.channels)]
         dates = table["date"].to_numpy().astype("datetime64[D]")
         draws = fm.predict(spend_matrix, None, dates, seed=int(day.toordinal()))[:, -1]
