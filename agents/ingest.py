@@ -27,6 +27,7 @@ import json
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Protocol, TypeVar
@@ -44,7 +45,15 @@ from budgetloop.db.metrics import (
 )
 from budgetloop.errors import InputError
 from budgetloop.store import metrics as store
-from connectors.base import Connector, MetricRow, RawRecord, RevenueRow, RevenueSource, RowRejected
+from connectors.base import (
+    CampaignInfo,
+    Connector,
+    MetricRow,
+    RawRecord,
+    RevenueRow,
+    RevenueSource,
+    RowRejected,
+)
 
 
 class ConnectorSet(Protocol):
@@ -481,9 +490,17 @@ def _schema(run: _SourceRun, items: Sequence[_Pulled]) -> frozenset[str] | None:
     return expected
 
 
-def _ingest_platform(session: Session, connector: Connector, run: _SourceRun, start: date, end: date) -> None:
+def _pull_platform(
+    connector: Connector, start: date, end: date
+) -> tuple[list[CampaignInfo], list[RawRecord]]:
+    return connector.list_campaigns(), connector.pull_daily_metrics(start, end)
+
+
+def _ingest_platform(
+    session: Session, connector: Connector, run: _SourceRun, fetched: Future[Any], start: date, end: date
+) -> None:
     batch = run.batch
-    pulled = run.pull(lambda: (connector.list_campaigns(), connector.pull_daily_metrics(start, end)))
+    pulled = run.pull(fetched.result)
     if pulled is None:
         return
     listed, records = pulled
@@ -539,8 +556,10 @@ def _ingest_platform(session: Session, connector: Connector, run: _SourceRun, st
     run.finish(expected)
 
 
-def _ingest_revenue(session: Session, source: RevenueSource, run: _SourceRun, start: date, end: date) -> None:
-    records = run.pull(lambda: source.pull_daily_revenue(start, end))
+def _ingest_revenue(
+    session: Session, source: RevenueSource, run: _SourceRun, fetched: Future[Any], start: date, end: date
+) -> None:
+    records = run.pull(fetched.result)
     if records is None:
         return
     items = _prepare(records, source.parse_revenue, lambda r: f"{source.source}|{r.day.isoformat()}")
@@ -621,7 +640,8 @@ def run_ingest(
     """Pull ``start``..``end`` (inclusive) from every platform and the revenue source, into one session.
 
     Never commits: the caller's unit of work does. A source that fails is recorded in its batch
-    (status ``failed``) and the others still land.
+    (status ``failed``) and the others still land. The HTTP pulls run side by side in threads (no
+    database work there), so the network and the database writes of the previous source overlap.
     """
     if end < start:
         raise InputError(
@@ -630,14 +650,18 @@ def run_ingest(
     now = ensure_utc(now, name="now")
     _one_ingest_at_a_time(session)
     batches: list[BatchReport] = []
-    for name in sorted(connectors.platforms):
-        connector = connectors.platforms[name]
-        batch = _open_batch(session, connector.platform, start, end, now)
-        _ingest_platform(session, connector, _SourceRun(session, batch, now=now), start, end)
-        batches.append(batch)
-    if connectors.revenue is not None:
-        batch = _open_batch(session, connectors.revenue.source, start, end, now)
-        _ingest_revenue(session, connectors.revenue, _SourceRun(session, batch, now=now), start, end)
-        batches.append(batch)
+    platforms = [connectors.platforms[name] for name in sorted(connectors.platforms)]
+    revenue = connectors.revenue
+    with ThreadPoolExecutor(max_workers=len(platforms) + 1, thread_name_prefix="ingest-pull") as pool:
+        pulls = [pool.submit(_pull_platform, connector, start, end) for connector in platforms]
+        revenue_pull = pool.submit(revenue.pull_daily_revenue, start, end) if revenue is not None else None
+        for connector, fetched in zip(platforms, pulls, strict=True):
+            batch = _open_batch(session, connector.platform, start, end, now)
+            _ingest_platform(session, connector, _SourceRun(session, batch, now=now), fetched, start, end)
+            batches.append(batch)
+        if revenue is not None and revenue_pull is not None:
+            batch = _open_batch(session, revenue.source, start, end, now)
+            _ingest_revenue(session, revenue, _SourceRun(session, batch, now=now), revenue_pull, start, end)
+            batches.append(batch)
     session.flush()
     return IngestReport(start=start, end=end, batches=tuple(batches))
