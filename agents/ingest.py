@@ -1,6 +1,6 @@
 """Daily ingestion: pull every source, keep what came untouched, land only what is valid.
 
-    for each ad platform, then the revenue source (one ingest batch each):
+    for each ad platform, then the revenue source (one ingest batch each; the pulls run side by side):
         pull           list_campaigns + pull_daily_metrics(start, end)    a failure fails this batch only
         raw            every record, hashed, keyed, versioned             identical payload: nothing new
         validate       parse (units at the connector edge), then our checks
@@ -99,13 +99,13 @@ class BatchReport:
     quarantine: list[Quarantined] = field(default_factory=list)
 
     def line(self) -> str:
-        text = (
+        out = (
             f"{self.source:<14} {self.status:<9} pulled {self.pulled}, landed {self.landed}, "
             f"updated {self.updated}, unchanged {self.unchanged}, quarantined {self.quarantined}"
         )
         if self.missing_days:
-            text += f", days missing for {len(self.missing_days)} key(s)"
-        return text
+            out += f", days missing for {len(self.missing_days)} key(s)"
+        return out
 
 
 @dataclass(frozen=True)
