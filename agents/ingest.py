@@ -323,16 +323,16 @@ class _SourceRun:
         latest = store.latest_raw(
             self.session, source=self.batch.source, keys={key: group[0].day for key, group in groups.items()}
         )
-        fresh: list[_Pulled] = []
+        changed: dict[str, list[_Pulled]] = {}
         for key, group in groups.items():
             before = latest.get(key)
             if before is not None and {g.digest for g in group} == set(before.hashes):
                 self.batch.unchanged += len(group)
                 continue
-            version = (before.version if before else 0) + 1
             for g in group:
-                g.version = version
-            fresh.extend(group)
+                g.version = (before.version if before else 0) + 1
+            changed[key] = group
+        fresh = [g for group in changed.values() for g in group]
         raw_rows = [
             {
                 "batch_id": self.batch.batch_id,
@@ -350,10 +350,7 @@ class _SourceRun:
             g.raw_id = raw_id
         self.batch.raw_stored = len(fresh)
         candidates: list[_Pulled] = []
-        by_key: dict[str, list[_Pulled]] = {}
-        for g in fresh:
-            by_key.setdefault(g.natural_key, []).append(g)
-        for key, group in by_key.items():
+        for key, group in changed.items():
             if len(group) == 1:
                 candidates.append(group[0])
             elif len({g.digest for g in group}) == 1:
