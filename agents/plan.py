@@ -168,7 +168,7 @@ def run_plan(rt: Runtime, session: Session) -> PlannerRun:
     policy_version, policy = rt.policy(session)
     open_cr = session.execute(
         select(ChangeRequest.id, ChangeRequest.status)
-        .where(ChangeRequest.status.in_([s.value for s in OPEN]))
+        .where(ChangeRequest.status.in_([s.value for s in OPEN if s is not State.MONITORING]))
         .order_by(ChangeRequest.id)
         .limit(1)
     ).first()
@@ -177,7 +177,7 @@ def run_plan(rt: Runtime, session: Session) -> PlannerRun:
             session,
             now=now,
             version_id=None,
-            reason=f"change request {open_cr[0]} is still {open_cr[1]}: one move at a time",
+            reason=f"change request {open_cr[0]} is still {open_cr[1]}: one decision at a time",
             cr_id=None,
             details={},
         )

@@ -77,3 +77,22 @@ def test_a_campaign_is_held_by_one_open_request(migrated_engine: Engine) -> None
         crs.transition(s, change_request_id=first.id, event=Event.CANCEL, actor="planner", now=NOW, reason="superseded")
         assert crs.open_channels(s) == {}
         crs.create(s, draft=_draft(), now=NOW)
+
+
+def test_a_newer_executed_request_supersedes_the_watch_of_an_older_one(migrated_engine: Engine) -> None:
+    with session_scope(migrated_engine) as s:
+        older = crs.create(s, draft=_draft(), now=NOW)
+        for ev in (Event.AUTO_APPROVE, Event.START_EXECUTION, Event.FINISH_EXECUTION, Event.START_MONITORING):
+            crs.transition(s, change_request_id=older.id, event=ev, actor="t", now=NOW)
+        assert crs.open_channels(s) == {}  # a watched request no longer holds its campaigns
+        newer = crs.create(s, draft=_draft(), now=NOW + timedelta(days=3))
+        for ev in (Event.AUTO_APPROVE, Event.START_EXECUTION, Event.FINISH_EXECUTION, Event.START_MONITORING):
+            crs.transition(s, change_request_id=newer.id, event=ev, actor="t", now=NOW + timedelta(days=3))
+        unrelated = crs.create(
+            s, draft=_draft(items=[crs.ItemDraft("tv", "google_ads", "9", 100.0, 110.0)]), now=NOW
+        )
+        assert crs.supersede_monitoring(s, by=newer, now=NOW + timedelta(days=3)) == [older.id]
+        refreshed = crs.get(s, change_request_id=older.id)
+        assert refreshed is not None and refreshed.status == "confirmed"
+        assert "superseded by change request" in (refreshed.status_reason or "")
+        assert crs.get(s, change_request_id=unrelated.id).status == "draft"  # type: ignore[union-attr]

@@ -174,7 +174,9 @@ def describe(cr: ChangeRequest) -> dict[str, Any]:
 
 def get(session: Session, *, change_request_id: int) -> ChangeRequest | None:
     return session.execute(
-        select(ChangeRequest).options(selectinload(ChangeRequest.items)).where(ChangeRequest.id == change_request_id)
+        select(ChangeRequest)
+        .options(selectinload(ChangeRequest.items))
+        .where(ChangeRequest.id == change_request_id)
     ).scalar_one_or_none()
 
 
@@ -207,12 +209,11 @@ def transition(
     """
     now = ensure_utc(now, name="now")
     ev = Event(event)
-    current = session.execute(
-        select(ChangeRequest.status, ChangeRequest.decided_by).where(ChangeRequest.id == change_request_id)
-    ).one_or_none()
-    if current is None:
+    state = session.execute(
+        select(ChangeRequest.status).where(ChangeRequest.id == change_request_id)
+    ).scalar_one_or_none()
+    if state is None:
         raise LookupError(f"no change request with id {change_request_id}")
-    state, decided_by = current
     target = next_state(change_request_id, state, ev)
     values: dict[str, Any] = {"status": target.value, "updated_at": now}
     if reason is not None:
@@ -230,10 +231,14 @@ def transition(
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         now_state, now_by = session.execute(
-            select(ChangeRequest.status, ChangeRequest.decided_by).where(ChangeRequest.id == change_request_id)
+            select(ChangeRequest.status, ChangeRequest.decided_by).where(
+                ChangeRequest.id == change_request_id
+            )
         ).one()
         raise ConcurrentTransition(change_request_id, state, now_state, now_by)
-    if target in TERMINAL:
+    if target in TERMINAL or target is State.MONITORING:
+        # Once its budgets are live, a request no longer holds its campaigns: the next step may be
+        # planned while it is watched (and supersedes it when executed, see `supersede_monitoring`).
         session.execute(delete(CampaignLock).where(CampaignLock.change_request_id == change_request_id))
     body: dict[str, Any] = {"from": state, "to": target.value, "event": ev.value}
     if reason:
@@ -271,6 +276,33 @@ _ACTION_FOR_EVENT: dict[Event, str] = {
     Event.CONFIRM: "confirmed",
     Event.ROLL_BACK: "rolled_back",
 }
+
+
+def supersede_monitoring(
+    session: Session, *, by: ChangeRequest, now: datetime, actor: str = "executor"
+) -> list[int]:
+    """Close the watch of older requests whose campaigns ``by`` has just moved again.
+
+    Each such request in ``monitoring`` is confirmed with the reason (its readings so far stay on
+    record); from now on the newer request carries the watch, and its rollback restores the budgets it
+    found. Rollback requests are never superseded.
+    """
+    channels = {i.channel for i in by.items}
+    closed: list[int] = []
+    for older in list_requests(session, statuses=[State.MONITORING.value], limit=10_000):
+        if older.id == by.id or older.kind == "rollback" or not channels & {i.channel for i in older.items}:
+            continue
+        transition(
+            session,
+            change_request_id=older.id,
+            event=Event.CONFIRM,
+            actor=actor,
+            now=now,
+            reason=f"superseded by change request {by.id}, which moved the same campaigns again",
+            payload={"superseded_by": by.id},
+        )
+        closed.append(older.id)
+    return closed
 
 
 def open_channels(session: Session) -> dict[str, int]:
