@@ -25,7 +25,7 @@ Every reading lands in ``monitoring_readings`` (one per request and day) and in 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any, Literal
 
@@ -87,7 +87,7 @@ def monitor_day(
         ids = [
             cr.id
             for cr in requests.list_requests(session, statuses=[State.MONITORING.value], limit=10_000)
-            if _first_day(cr) is not None and _first_day(cr) <= day  # type: ignore[operator]
+            if _first_day(cr) <= day
         ]
     out: list[Reading] = []
     for request_id in ids:
@@ -106,20 +106,15 @@ def monitor_day(
                 clock=clock,
                 actor="executor",
             )
-            reading = _with(reading, rollback=report)
+            reading = replace(reading, rollback=report)
         out.append(reading)
     return out
 
 
-def _first_day(cr: ChangeRequest) -> date | None:
+def _first_day(cr: ChangeRequest) -> date:
+    """The plan's first monitored day; a plan without one (never started) is never read."""
     raw = (cr.monitoring_plan or {}).get("first_day")
-    return date.fromisoformat(raw) if isinstance(raw, str) else None
-
-
-def _with(reading: Reading, **changes: Any) -> Reading:
-    from dataclasses import replace
-
-    return replace(reading, **changes)
+    return date.fromisoformat(raw) if isinstance(raw, str) else date.max
 
 
 def _read_one(
@@ -203,7 +198,7 @@ def _read_one(
         rollback = propose_rollback(
             session, original=cr, reason=why, policy=policy, now=now, evidence=evidence
         )
-        return _with(reading, action="rollback", rollback_request_id=rollback.id)
+        return replace(reading, action="rollback", rollback_request_id=rollback.id)
     if conclusive >= window and streak == 0:
         move = float(cr.relative_move)
         step = policy.monitoring.expand_step
@@ -229,7 +224,7 @@ def _read_one(
             reason=f"inside the forecast band on {passes} of {conclusive} evaluated days",
             payload={"next_step": details["next_step"]},
         )
-        return _with(reading, action="confirm")
+        return replace(reading, action="confirm")
     return reading
 
 
