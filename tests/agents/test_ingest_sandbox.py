@@ -160,7 +160,9 @@ def test_rerun_stores_nothing_and_a_failing_platform_does_not_stop_the_others(
     assert second.total("landed") == 15 and second.total("unchanged") == 15 * 4
     with session_scope(engine) as session:
         raw = session.scalar(select(func.count()).select_from(RawMetric))
+    clean_faults.arm({"kind": "rate_limit", "dialect": "store", "retry_after": 30})  # retried, not a failure
     third = _ingest(engine, clean_faults, start, end)
+    assert third.failed_sources == [] and clean_faults.state.faults.fired[-1]["kind"] == "rate_limit"
     assert (
         third.total("raw_stored") == 0 and third.total("landed") == 0 and third.total("unchanged") == 15 * 5
     )
