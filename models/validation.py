@@ -203,8 +203,13 @@ def recovery_study(
     samples: int = 1000,
     calibrated: Sequence[bool] = (False, True),
     log: Any = None,
+    jsonl: Path | None = None,
 ) -> dict[str, Any]:
-    """Fit each seed's table plain and/or calibrated; return every score and the summaries."""
+    """Fit each seed's table plain and/or calibrated; return every score and the summaries.
+
+    With ``jsonl``, each fit's score is appended to that file as soon as it is known, so a long
+    study that is stopped early still leaves its results (see :func:`summarize_jsonl`).
+    """
     scores: dict[bool, list[FitScore]] = {c: [] for c in calibrated}
     for seed in seeds:
         data, truth = simulated_case(seed, frequency)
@@ -213,6 +218,9 @@ def recovery_study(
             fm = fit(data, lift_tests=tests, chains=chains, warmup=warmup, samples=samples, seed=seed)
             sc = score_fit(fm, truth, seed=seed, calibrated=cal)
             scores[cal].append(sc)
+            if jsonl is not None:
+                with jsonl.open("a") as fh:
+                    fh.write(json.dumps(sc.to_dict(), default=float) + "\n")
             if log is not None:
                 s = summarize([sc])
                 log(
@@ -228,6 +236,23 @@ def recovery_study(
         "summary": {("calibrated" if c else "plain"): summarize(v) for c, v in scores.items()},
         "fits": [s.to_dict() for v in scores.values() for s in v],
     }
+
+
+def _score_from_dict(d: dict[str, Any]) -> FitScore:
+    fields = ChannelScore.__dataclass_fields__
+    chans = tuple(ChannelScore(**{k: v for k, v in c.items() if k in fields}) for c in d["channels"])
+    return FitScore(**{**d, "channels": chans})
+
+
+def summarize_jsonl(paths: Sequence[Path]) -> dict[str, Any]:
+    """Plain and calibrated summaries of the fits recorded in JSON-lines files."""
+    fits = [_score_from_dict(json.loads(line)) for p in paths for line in p.read_text().splitlines() if line]
+    out: dict[str, Any] = {"seeds": sorted({f.seed for f in fits})}
+    for cal, name in ((False, "plain"), (True, "calibrated")):
+        group = [f for f in fits if f.calibrated == cal]
+        if group:
+            out[name] = summarize(group)
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -388,17 +413,25 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--seeds", type=int, default=20)
     st.add_argument("--first-seed", type=int, default=0)
     st.add_argument("--frequency", choices=["week", "day"], default="week")
+    st.add_argument("--jsonl", type=Path, default=None, help="append each fit's score here as it lands")
+    sm = sub.add_parser("summary", help="summaries of the fits in JSON-lines files")
+    sm.add_argument("files", type=Path, nargs="+")
     for p in (st, sub.add_parser("pymc"), sub.add_parser("smoke")):
         p.add_argument("--chains", type=int, default=2)
         p.add_argument("--warmup", type=int, default=1000)
         p.add_argument("--samples", type=int, default=1000)
         p.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.what == "summary":
+        print(json.dumps(summarize_jsonl(args.files), indent=2))
+        return 0
     kw = {"chains": args.chains, "warmup": args.warmup, "samples": args.samples}
     result: dict[str, Any]
     if args.what == "study":
         seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-        result = recovery_study(seeds, frequency=args.frequency, log=lambda s: print(s, flush=True), **kw)
+        result = recovery_study(
+            seeds, frequency=args.frequency, log=lambda s: print(s, flush=True), jsonl=args.jsonl, **kw
+        )
     elif args.what == "pymc":
         result = pymc_example(**kw)
     else:
