@@ -464,6 +464,8 @@ def _finish(
         _transition(session, run, Event.START_MONITORING, payload={"monitoring_plan": plan})
         if cr.kind == "rollback":
             _close_rollback(session, run, cr)
+        else:  # an older watch on the same campaigns ends here: this request carries it now
+            requests.supersede_monitoring(session, by=cr, now=run.clock.now(), actor=run.actor)
         return _report_in(session, run, "executed", None)
 
 

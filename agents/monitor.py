@@ -15,7 +15,8 @@ predictive of the request's model for the day, given the spend the platforms act
   landed), a conclusive one is kept as recorded.
 
 Then: ``rollback_after_days_outside`` consecutive failing (conclusive) days → an automatic rollback
-request (:mod:`agents.rollback`), executed at once through the executor when connectors are given;
+request (:mod:`agents.rollback`), executed at once through the executor when connectors are given
+(deferred to the next failing day while a newer request is executing on the same campaigns);
 ``evaluation_days`` conclusive days with the last one passing → ``confirmed``, with
 ``details["next_step"]`` telling the planner it may take a larger step (``expand_step``).
 
@@ -33,7 +34,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from agents.execute import ExecutionReport, Platforms, execute_request
-from agents.rollback import open_rollback, propose_rollback, restore_locks
+from agents.rollback import open_rollback, propose_rollback
 from budgetloop.clock import Clock
 from budgetloop.db.loop import ChangeRequest, MonitoringReading
 from budgetloop.db.metrics import Campaign, DailyMetric, DailyRevenue, IngestBatch
@@ -48,7 +49,7 @@ Predictor = Callable[[ChangeRequest, date, Mapping[str, float]], tuple[float, fl
 """``(request, day, spend per channel) -> (mean, low, high)`` of the day's revenue, at the plan's band."""
 
 ReadingOutcome = Literal["pass", "fail", "inconclusive"]
-Action = Literal["none", "rollback", "confirm"]
+Action = Literal["none", "rollback", "rollback_deferred", "confirm"]
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,6 @@ def _read_one(
     assert cr is not None
     plan = cr.monitoring_plan or {}
     now = clock.now()
-    restore_locks(session, original=cr, now=now, actor=actor)
     row = session.execute(
         select(MonitoringReading).where(
             MonitoringReading.change_request_id == request_id, MonitoringReading.day == day
@@ -198,6 +198,8 @@ def _read_one(
         rollback = propose_rollback(
             session, original=cr, reason=why, policy=policy, now=now, evidence=evidence
         )
+        if rollback is None:
+            return replace(reading, action="rollback_deferred")
         return replace(reading, action="rollback", rollback_request_id=rollback.id)
     if conclusive >= window and streak == 0:
         move = float(cr.relative_move)

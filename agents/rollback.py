@@ -2,8 +2,10 @@
 
 :func:`propose_rollback` writes, in the caller's transaction, a ``rollback`` request whose items take
 every applied item of the original from its ``after`` back to its ``before``, with ``rolls_back_id``
-pointing at the original. The original keeps its campaign locks until then; they pass to the rollback
-in the same transaction, so no planner can slip a change in between. The rollback is approved at once
+pointing at the original. A request in ``monitoring`` holds no campaign locks (the planner may prepare
+the next step meanwhile); a newer request not yet executed on the same campaigns is cancelled, since it
+was planned from budgets the rollback is about to change, and one already executing defers the
+rollback to the next failing day. The rollback takes the locks itself. It is approved at once
 (``auto_approve``) unless ``policy.monitoring.require_approval_for_rollback``, in which case it waits for
 a person like any request. The executor runs it; when it has executed, the original moves to
 ``rolled_back`` with the reason written here (see :mod:`agents.execute`).
@@ -15,16 +17,48 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from budgetloop.db.loop import CampaignLock, ChangeRequest
-from budgetloop.lifecycle import OPEN, Event
+from budgetloop.lifecycle import OPEN, Event, State
 from budgetloop.store import audit
 from budgetloop.store import change_requests as requests
 from guardrails.policy import Policy
 
 ROLLBACK_KIND = "rollback"
+CANCELLABLE = frozenset({State.DRAFT, State.PENDING_APPROVAL, State.APPROVED})
+
+
+def _clear_the_way(session: Session, *, original: ChangeRequest, now: datetime, actor: str) -> list[str]:
+    """Cancel the not-yet-executed requests holding the original's campaigns (planned from budgets the
+    rollback is about to change); return what cannot be cancelled (a request already executing)."""
+    channels = sorted({i.channel for i in original.items})
+    holders = sorted(
+        set(
+            session.execute(
+                select(CampaignLock.change_request_id).where(CampaignLock.channel.in_(channels))
+            ).scalars()
+        )
+    )
+    busy: list[str] = []
+    for holder_id in holders:
+        holder = session.get(ChangeRequest, holder_id)
+        if holder is None:
+            continue
+        if State(holder.status) in CANCELLABLE:
+            requests.transition(
+                session,
+                change_request_id=holder_id,
+                event=Event.CANCEL,
+                actor=actor,
+                now=now,
+                reason=f"change request {original.id} is being rolled back on the same campaigns; "
+                "this plan starts from budgets that are about to change: re-plan after the rollback",
+            )
+        else:
+            busy.append(f"change request {holder_id} is {holder.status} on the same campaigns")
+    return busy
 
 
 def open_rollback(session: Session, *, original_id: int) -> ChangeRequest | None:
@@ -50,8 +84,12 @@ def propose_rollback(
     now: datetime,
     actor: str = "monitor",
     evidence: Sequence[Mapping[str, Any]] = (),
-) -> ChangeRequest:
-    """Create (and, unless the policy wants a person, approve) the rollback of ``original``."""
+) -> ChangeRequest | None:
+    """Create (and, unless the policy wants a person, approve) the rollback of ``original``.
+
+    Returns None, with a ``rollback_deferred`` audit entry, while a newer request is executing on the
+    same campaigns (the next failing day tries again).
+    """
     applied = [i for i in original.items if i.state == "applied"]
     if not applied:
         raise ValueError(f"change request {original.id} has no applied item to roll back")
@@ -64,8 +102,18 @@ def propose_rollback(
         subject_id=original.id,
         payload={"reason": reason, "evidence": [dict(e) for e in evidence]},
     )
-    # The original's locks pass to its rollback (create() would otherwise see them held).
-    session.execute(delete(CampaignLock).where(CampaignLock.change_request_id == original.id))
+    busy = _clear_the_way(session, original=original, now=now, actor=actor)
+    if busy:
+        audit.append(
+            session,
+            action="rollback_deferred",
+            actor=actor,
+            at=now,
+            subject_type="change_request",
+            subject_id=original.id,
+            payload={"reason": reason, "busy": busy},
+        )
+        return None
     moves = ", ".join(f"{i.channel} {i.after:,.2f}→{i.before:,.2f}" for i in applied)
     draft = requests.ChangeRequestDraft(
         kind=ROLLBACK_KIND,
@@ -106,36 +154,3 @@ def propose_rollback(
         )
     session.refresh(rollback)
     return rollback
-
-
-def restore_locks(
-    session: Session, *, original: ChangeRequest, now: datetime, actor: str = "monitor"
-) -> list[str]:
-    """Give a monitored request back the campaign locks its rollback took, once that rollback has ended
-    without executing (blocked, cancelled, rejected, expired): the request is still live on those
-    campaigns, so no planner may touch them. Returns the channels re-locked (audited as ``locks_restored``).
-    """
-    if open_rollback(session, original_id=original.id) is not None:
-        return []
-    channels = sorted({i.channel for i in original.items})
-    held = set(
-        session.execute(select(CampaignLock.channel).where(CampaignLock.channel.in_(channels))).scalars()
-    )
-    missing = [ch for ch in channels if ch not in held]
-    for channel in missing:
-        session.add(CampaignLock(channel=channel, change_request_id=original.id, acquired_at=now))
-    if missing:
-        session.flush()
-        audit.append(
-            session,
-            action="locks_restored",
-            actor=actor,
-            at=now,
-            subject_type="change_request",
-            subject_id=original.id,
-            payload={
-                "channels": missing,
-                "why": "its rollback ended without executing; the change is still live",
-            },
-        )
-    return missing

@@ -220,7 +220,7 @@ def load_reading_reason(world: Loop, rid: int, day: object) -> str:
         return row.reason or ""
 
 
-def test_a_rollback_blocked_by_a_freeze_gives_the_locks_back_and_is_retried(sqlite_url: str) -> None:
+def test_a_rollback_blocked_by_a_freeze_is_retried_the_next_failing_day(sqlite_url: str) -> None:
     # Monitoring day D0+3 runs on D0+4 at 09:00, inside a one-day freeze: the rollback is blocked.
     freeze_day = D0 + timedelta(days=4)
     pol = policy(extra=f"freeze_windows:\n  - {{start: {freeze_day}, end: {freeze_day}, reason: launch}}")
@@ -239,9 +239,47 @@ def test_a_rollback_blocked_by_a_freeze_gives_the_locks_back_and_is_retried(sqli
         assert reading.fail_streak == 4 and reading.action == "rollback"
         assert reading.rollback is not None and reading.rollback.outcome == "executed"
         assert load(world, rid).status == "rolled_back"
-        story = [
-            a
-            for s, a in audit_story(world, [rid])
-            if a in ("locks_restored", "rollback_triggered", "rolled_back")
-        ]
-        assert story == ["rollback_triggered", "locks_restored", "rollback_triggered", "rolled_back"]
+        story = [a for _s, a in audit_story(world, [rid]) if a in ("rollback_triggered", "rolled_back")]
+        assert story == ["rollback_triggered", "rollback_triggered", "rolled_back"]
+
+
+def test_a_rollback_cancels_a_newer_plan_for_the_same_campaigns(sqlite_url: str) -> None:
+    pol = policy()
+    with loop(sqlite_url, scenario(shock=("search", D0 + timedelta(days=1), 0.1))) as world:
+        rid = _execute(world, pol)
+        predictor = TruthPredictor(world.market)
+        world.next_day()
+        for n in range(3):
+            day = world.next_day()
+            if n == 1:  # the planner prepares the next step while the first is watched
+                newer = approved_request(world, {"search": 4600.0})
+            (reading,) = watch(world, day, predictor, pol, execute=True)
+        assert reading.action == "rollback" and reading.rollback is not None
+        assert reading.rollback.outcome == "executed", reading.rollback.reason
+        cancelled = load(world, newer)
+        assert cancelled.status == "cancelled" and f"change request {rid} is being rolled back" in (
+            cancelled.status_reason or ""
+        )
+        assert load(world, rid).status == "rolled_back"
+
+
+def test_a_newer_executed_move_takes_over_the_watch(sqlite_url: str) -> None:
+    pol = policy()
+    pol = pol.model_copy(update={"change": pol.change.model_copy(update={"min_days_between_changes": 0})})
+    with loop(sqlite_url) as world:
+        first = _execute(world, pol)
+        world.next_day()
+        second = approved_request(world, {"search": 4700.0})
+        report = execute_request(
+            world.sessions,
+            change_request_id=second,
+            connectors=world.connectors,
+            policy=pol,
+            clock=world.clock,
+        )
+        assert report.outcome == "executed", report.reason
+        older = load(world, first)
+        assert older.status == "confirmed" and f"superseded by change request {second}" in (
+            older.status_reason or ""
+        )
+        assert load(world, second).status == "monitoring"
