@@ -190,6 +190,7 @@ def fit(
     sds = _scalar_sds(priors)
 
     svi_ok: bool | None = None
+    t_sample = time.perf_counter()
     if method == "nuts":
         flat, grouped, diverging, energy = _run_nuts(
             inputs,
@@ -212,6 +213,7 @@ def fit(
         rhat = ess = tail = bfmi_min = None
         worst = None
         n_div = transitions = 0
+    timings = {"setup": round(t_sample - started, 3), "sample": round(time.perf_counter() - t_sample, 3)}
     for k, v in flat.items():
         if not np.all(np.isfinite(v)):
             raise FitError(
@@ -253,9 +255,12 @@ def fit(
         lift_tests=tests,
         versions=library_versions(),
     )
+    t_post = time.perf_counter()
     ppc = coverage(data.y, fm.posterior_predictive(seed))
     prior_ppc = _prior_coverage(inputs, spec, sds, inputs["y"], seed)
+    timings["checks"] = round(time.perf_counter() - t_post, 3)
     holdout = None
+    t_hold = time.perf_counter()
     if holdout_periods:
         holdout = _holdout(
             data,
@@ -284,11 +289,13 @@ def fit(
         bfmi_min=bfmi_min,
         ppc_coverage_90=ppc,
         prior_ppc_coverage_90=prior_ppc,
-        fit_seconds=round(time.perf_counter() - started, 3),
+        fit_seconds=round(t_hold - started, 3),
         worst_parameter=worst,
         svi_converged=svi_ok,
     )
     fm.holdout = holdout
+    timings["holdout"] = round(time.perf_counter() - t_hold, 3)
+    fm.settings["timings"] = timings
     return fm
 
 

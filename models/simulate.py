@@ -2,7 +2,8 @@
 
 The generating process mirrors the sandbox market (INTERFACES section 4): a multiplicative baseline
 with trend and yearly (and weekly) seasonality, normalised geometric adstock, Hill saturation with
-``scale = roi_at_budget x budget / hill(budget)``, multiplicative noise. :class:`Truth` carries the
+``scale = roi_at_budget x budget / hill(budget)``, multiplicative noise (``noise`` is the relative sd
+of daily revenue, as in the sandbox, so a weekly table carries ``noise / sqrt(7)``). :class:`Truth` carries the
 true ROI and mROAS over the table, computed with INTERFACES section 3's definitions.
 """
 
@@ -122,7 +123,9 @@ def simulate(
         weekly = np.array([1.0, 0.95, 0.95, 1.0, 1.05, 1.1, 0.95])
         baseline = baseline * weekly[(dates.astype("datetime64[D]").astype(np.int64) + 3) % 7]
     mean = baseline + media.sum(1)
-    y = mean * (1 + noise * rng.standard_normal(periods))
+    # ``noise`` is the relative sd of *daily* revenue, as the sandbox scenario's ``noise``: independent
+    # daily draws summed over a week leave noise / sqrt(7) on the week
+    y = mean * (1 + noise / np.sqrt(step) * rng.standard_normal(periods))
     contrib = media.sum(0)
     bumped = media_np(spend * 1.01, decay, half, shape, scale).sum(0)
     truth = Truth(
