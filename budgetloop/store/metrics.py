@@ -147,16 +147,21 @@ def daily_table(
         .where(DailyMetric.day >= start, DailyMetric.day <= end)
         .group_by(DailyMetric.day, Campaign.channel)
     )
-    table = pd.DataFrame(0.0, index=days, columns=names)
-    for day, channel, total in session.execute(spend_stmt):
-        if channel in table.columns:
-            table.loc[pd.Timestamp(day), channel] = round(float(total), 2)
+    spend = pd.DataFrame(
+        [(pd.Timestamp(day), channel, float(total)) for day, channel, total in session.execute(spend_stmt)],
+        columns=["date", "channel", "spend"],
+    )
+    table = (
+        spend.pivot_table(index="date", columns="channel", values="spend", aggfunc="sum")
+        .reindex(index=days, columns=names)
+        .fillna(0.0)
+        .round(2)
+    )
     revenue_stmt = select(DailyRevenue.day, DailyRevenue.revenue).where(
         DailyRevenue.day >= start, DailyRevenue.day <= end
     )
-    revenue = pd.Series(float("nan"), index=days)
-    for day, amount in session.execute(revenue_stmt):
-        revenue[pd.Timestamp(day)] = round(float(amount), 2)
+    found = {pd.Timestamp(day): round(float(amount), 2) for day, amount in session.execute(revenue_stmt)}
+    revenue = pd.Series([found.get(d, float("nan")) for d in days], index=days, dtype=float)
     missing = [d.date().isoformat() for d in days[revenue.isna().to_numpy()]]
     if missing and not allow_gaps:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
@@ -167,6 +172,7 @@ def daily_table(
         )
     table.insert(0, "revenue", revenue)
     table.index.name = "date"
+    table.columns.name = None
     return table.reset_index()
 
 
