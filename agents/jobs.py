@@ -8,6 +8,8 @@ job        when                        what
 ingest     daily 06:00 UTC             pull every connector up to yesterday into the raw and clean tables
 monitor    daily 07:00 UTC             compare yesterday with each monitored request's band; roll back
 retrain    weekly, Monday 03:00 UTC    fit the latest four quarters; promote only a healthy version
+experiment daily 07:30 UTC             land the regional panel; start, end and read geo holdouts; plan the
+                                       next one when nothing is open (tests use the exploration budget first)
 plan       daily 08:00 UTC, on demand  one planning step from the promoted model (no-op while a request
                                        is open); runs right after a promotion too
 execute    every 5 minutes             apply approved requests exactly once (and finish crashed ones)
@@ -31,6 +33,7 @@ from budgetloop.store import change_requests as crs
 from budgetloop.store import metrics as metrics_store
 
 JobFunc = Callable[[Runtime], dict[str, Any]]
+EXPERIMENT_KINDS = ("experiment", "experiment_end")
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,7 @@ def execute(rt: Runtime) -> dict[str, Any]:
             session.execute(
                 select(ChangeRequest.id)
                 .where(ChangeRequest.status.in_([State.APPROVED.value, State.EXECUTING.value]))
+                .where(ChangeRequest.kind.not_in(EXPERIMENT_KINDS))  # the experiment job runs those
                 .order_by(ChangeRequest.id)
             ).scalars()
         )
@@ -133,6 +137,12 @@ def monitor(rt: Runtime) -> dict[str, Any]:
     }
 
 
+def experiment(rt: Runtime) -> dict[str, Any]:
+    from agents.experiments.lifecycle import run_experiments
+
+    return run_experiments(rt)
+
+
 def expire(rt: Runtime) -> dict[str, Any]:
     from agents.expire import expire_stale
 
@@ -147,6 +157,9 @@ JOBS: dict[str, JobSpec] = {
         JobSpec("ingest", ingest, {"hour": 6, "minute": 0}, "pull every connector up to yesterday"),
         JobSpec("monitor", monitor, {"hour": 7, "minute": 0}, "check yesterday against each forecast band"),
         JobSpec("retrain", retrain, {"day_of_week": "mon", "hour": 3, "minute": 0}, "weekly retrain"),
+        JobSpec(
+            "experiment", experiment, {"hour": 7, "minute": 30}, "geo holdouts: plan, run, read, calibrate"
+        ),
         JobSpec("plan", plan, {"hour": 8, "minute": 0}, "one planning step"),
         JobSpec("execute", execute, {"minute": "*/5"}, "apply approved requests exactly once"),
         JobSpec("expire", expire, {"minute": 30}, "expire undecided requests"),

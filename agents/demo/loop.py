@@ -35,6 +35,7 @@ from agents import jobs
 from agents.demo import report as reports
 from agents.demo import score as scoring
 from agents.demo.approver import SimulatedApprover
+from agents.experiments.lifecycle import experiments_report
 from agents.ingest import run_ingest
 from agents.notify import SlackNotifier
 from agents.plan import daily_curves, load_model
@@ -301,6 +302,8 @@ def run_demo(config: DemoConfig, progress: Progress = print) -> dict[str, Any]:
                 jobs.ingest(rt)
                 clock.set(_at(day, 7))
                 jobs.monitor(rt)
+                clock.set(_at(day, 7, 30))
+                jobs.experiment(rt)
                 clock.set(_at(day, 8))
                 jobs.plan(rt)
                 clock.set(_at(day, 9, 30))
@@ -391,6 +394,7 @@ def _summarise(
             )
         )
         chain = audit.verify_chain(session)
+        experiments = experiments_report(session)
         promoted = session.scalar(
             select(func.count())
             .select_from(ModelVersion)
@@ -423,7 +427,7 @@ def _summarise(
         "guardrail_violation_details": violations,
         "audit_chain_valid": chain.valid,
         "audit_entries": chain.entries,
-        "experiments": [],
+        "experiments": experiments,
         "max_daily_budget_total": round(max(daily_totals), 2) if daily_totals else 0.0,
         "daily_cap": policy.budget.total_daily_max,
         "daily_cap_respected": all(t <= policy.budget.total_daily_max + 0.005 for t in daily_totals),
