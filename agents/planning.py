@@ -4,9 +4,10 @@ One planning step:
 
 1. **Target**: the best allocation of the current total (capped by the policy) under the posterior,
    within the policy's per-channel bounds and locks (:func:`models.optimize.optimize`).
-2. **Step**: move each channel toward its target by at most the policy's swing (scaled by the step
-   factor, which grows after a confirmed move), keeping the total: where increases outweigh cuts,
-   increases are scaled down, and the other way round.
+2. **Step**: the best allocation of the same total that one step can reach: each channel moves from
+   its budget toward its target (never away: whipsawing budgets restart learning phases), by at most
+   the policy's swing (scaled by the step factor, which grows after a confirmed move), inside its
+   bounds. The target says where we are going; the step is the best move allowed today.
 3. **Guardrails**: the engine clips or blocks the step (:func:`guardrails.engine.evaluate`).
 4. **Evaluation**: over posterior draws, the gain of the guarded step against the current budgets: mean,
    90% band and the probability that it improves the objective.
@@ -96,17 +97,32 @@ def _bounds(
     return out
 
 
-def step_toward(current: np.ndarray, target: np.ndarray, max_swing: float) -> np.ndarray:
-    """Move each channel toward its target by at most ``max_swing`` of its budget, keeping the total."""
-    limit = np.abs(current) * max_swing
-    delta = np.clip(target - current, -limit, limit)
-    up = delta[delta > 0].sum()
-    down = -delta[delta < 0].sum()
-    if up > down and up > 0:
-        delta = np.where(delta > 0, delta * (down / up), delta)
-    elif down > up and down > 0:
-        delta = np.where(delta < 0, delta * (up / down), delta)
-    return np.round(current + delta, 2)
+def step_box(
+    policy: Policy,
+    channels: Sequence[str],
+    current: np.ndarray,
+    target: np.ndarray,
+    total: float,
+    swing: float,
+) -> dict[str, tuple[float | None, float | None]]:
+    """Per channel, the budgets one step may reach: from today's budget toward the target (never away
+    from it: budgets that whipsaw restart learning phases), at most one swing, inside the policy's
+    min/max (a budget already outside them may only move toward them)."""
+    policy_bounds = _bounds(policy, channels, total)
+    box: dict[str, tuple[float | None, float | None]] = {}
+    for i, ch in enumerate(channels):
+        lo, hi = current[i] * (1 - swing), current[i] * (1 + swing)
+        if target[i] >= current[i]:
+            lo, hi = current[i], min(hi, target[i])
+        else:
+            lo, hi = max(lo, target[i]), current[i]
+        p_lo, p_hi = policy_bounds.get(ch, (None, None))
+        if p_lo is not None:
+            lo = max(lo, min(p_lo, current[i]))
+        if p_hi is not None:
+            hi = min(hi, max(p_hi, current[i]))
+        box[ch] = (max(lo, 0.0), max(hi, 0.0))
+    return box
 
 
 def plan(ctx: PlanContext) -> PlanOutcome:
@@ -134,9 +150,23 @@ def plan(ctx: PlanContext) -> PlanOutcome:
     except ValueError as exc:
         return PlanOutcome(False, f"no feasible allocation under the policy: {exc}", (), None)
     target = np.array([best.allocation[c] for c in channels])
-    # The step grows after each confirmed move, never beyond the policy's swing (the engine clips anyway).
+    # The step: the best allocation of the same total within one swing of today's budgets (it grows
+    # after each confirmed move, never beyond the policy's swing; the engine clips anyway).
     swing = policy.change.max_swing_per_change * min(max(ctx.step_scale, 0.0), 1.0)
-    stepped = step_toward(cur, target, swing)
+    try:
+        step = optimize(
+            curves,
+            total,
+            current=dict(zip(channels, cur.tolist(), strict=True)),
+            bounds=step_box(policy, channels, cur, target, total, swing),
+            locked=locked,
+            objective=objective,
+            margin=policy.objective.margin,
+            target_roas=policy.objective.target,
+        )
+        stepped = np.round(np.array([step.allocation[c] for c in channels]), 2)
+    except ValueError:  # the box cannot hold the total (e.g. every channel at its bound): stay put
+        stepped = cur.copy()
     decision = evaluate(
         current=dict(zip(channels, cur.tolist(), strict=True)),
         proposed=dict(zip(channels, stepped.tolist(), strict=True)),

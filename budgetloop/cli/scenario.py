@@ -1,16 +1,120 @@
-"""`budgetloop scenario`: not built yet, owned by issue 4 (planner)."""
+"""`budgetloop scenario`: what if we moved budget between channels for a few weeks?"""
 
 from __future__ import annotations
 
+import json
+import os
+from datetime import date, timedelta
+from pathlib import Path
+
 import typer
 
-from budgetloop.cli import app, not_built_yet
+from budgetloop.cli import app
+from budgetloop.errors import InputError
 
 
-@app.command(
-    "scenario",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    help="Not built yet (issue 4 (planner)).",
-)
-def scenario(ctx: typer.Context) -> None:
-    not_built_yet("scenario", "issue 4 (planner)")
+def _pairs(values: list[str], key: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for text in values:
+        name, sep, amount = text.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            out[name.strip()] = float(amount)
+        except ValueError:
+            raise InputError(
+                f"cannot read {text!r}", key=key, fix="write CHANNEL=AMOUNT, e.g. search=4000"
+            ) from None
+    return out
+
+
+@app.command("scenario")
+def scenario(
+    move: list[str] = typer.Option(
+        [], "--move", help="SOURCE->TARGET:SHARE, e.g. social->retail_media:0.10 (repeatable)."
+    ),
+    budget: list[str] = typer.Option(
+        [], "--budget", help="CHANNEL=DAILY_AMOUNT in the scenario (repeatable)."
+    ),
+    current: list[str] = typer.Option(
+        [], "--current", help="CHANNEL=DAILY_AMOUNT of the current plan (default: last 7 days' spend)."
+    ),
+    weeks: int = typer.Option(8, "--weeks", min=1, max=104, help="How long the scenario holds."),
+    start: str | None = typer.Option(
+        None, "--start", help="First day (default: the day after the model's data)."
+    ),
+    model: Path | None = typer.Option(
+        None, "--model", help="A model document from `budgetloop fit --model-out`."
+    ),
+    database_url: str | None = typer.Option(
+        None, "--database-url", help="Use the promoted model version here."
+    ),
+    out: Path | None = typer.Option(None, "--out", help="Also write the result as JSON here."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Predicted revenue, mROAS per channel and credible bands of a scenario against the current plan."""
+    from agents.retrain import decode_model
+    from agents.scenarios import Move, apply_moves, evaluate, store
+    from budgetloop.clock import WallClock
+    from budgetloop.config import Settings
+    from budgetloop.db.session import make_engine, session_scope, upgrade_database
+    from budgetloop.store import models as model_store
+    from models.serialize import load
+
+    if not move and not budget:
+        raise InputError(
+            "nothing to evaluate",
+            key="--move",
+            fix="pass --move SOURCE->TARGET:SHARE or --budget CHANNEL=AMOUNT",
+        )
+    moves = [Move.parse(m) for m in move]
+    engine = None
+    version_id = None
+    if model is not None:
+        if not model.is_file():
+            raise InputError(f"no such file: {model}", key="--model")
+        fm = load(model)
+    else:
+        url = database_url or os.environ.get("BUDGETLOOP_DATABASE_URL") or Settings().database_url
+        upgrade_database(url)
+        engine = make_engine(url)
+        with session_scope(engine) as session:
+            version = model_store.promoted(session)
+            if version is None:
+                raise InputError(
+                    "no promoted model version in the database",
+                    key="--database-url",
+                    fix="run the retrain job first, or pass --model FILE",
+                )
+            fm = decode_model(version.artifact)
+            version_id = version.id
+    last = date.fromisoformat(str(fm.data.dates[-1])[:10])
+    first = date.fromisoformat(start) if start else last + timedelta(days=1)
+    base = _pairs(current, "--current")
+    if not base:
+        per_period = 7 if fm.data.frequency == "week" else 1
+        tail = fm.data.spend[-max(1, 7 // per_period) :]
+        base = {c: round(float(tail[:, i].mean()) / per_period, 2) for i, c in enumerate(fm.channels)}
+    planned = apply_moves(base, moves)
+    planned.update(_pairs(budget, "--budget"))
+    description = "; ".join(move + budget) + f" for {weeks} weeks"
+    result = evaluate(
+        fm, current=base, scenario=planned, start=first, days=7 * weeks, description=description, seed=seed
+    )
+    body = result.to_dict()
+    if engine is not None:
+        with session_scope(engine) as session:
+            row = store(
+                session,
+                result=result,
+                request={"move": move, "budget": budget, "weeks": weeks},
+                model_version_id=version_id,
+                actor="cli",
+                now=WallClock().now(),
+            )
+            body["id"] = row.id
+        engine.dispose()
+    text = json.dumps(body, indent=2)
+    if out is not None:
+        out.write_text(text + "\n")
+    typer.echo(text)
