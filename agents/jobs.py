@@ -29,7 +29,6 @@ from sqlalchemy import select
 from agents.runtime import Runtime
 from budgetloop.db.loop import ChangeRequest
 from budgetloop.lifecycle import State
-from budgetloop.store import change_requests as crs
 from budgetloop.store import metrics as metrics_store
 
 JobFunc = Callable[[Runtime], dict[str, Any]]
@@ -107,11 +106,6 @@ def execute(rt: Runtime) -> dict[str, Any]:
             rt.sessions, change_request_id=cr_id, connectors=rt.connectors, policy=policy, clock=rt.clock
         )
         results[str(cr_id)] = report.status
-        if report.status == State.MONITORING.value:
-            with rt.unit_of_work() as session:
-                cr = crs.get(session, change_request_id=cr_id)
-                if cr is not None:
-                    crs.supersede_monitoring(session, by=cr, now=rt.clock.now())
     return {"executed": results}
 
 
