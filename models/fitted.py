@@ -96,7 +96,7 @@ class FittedModel:
         if key not in self._cache:
             m, _ = _media_jit(self.spec, self._x(self.data.spend), self._jdraws(), multiplier)
             self._cache[key] = np.asarray(m, dtype=float) * self.data.y_scale
-        return self._cache[key]  # type: ignore[no-any-return]
+        return self._cache[key]
 
     def baseline(self, dates: np.ndarray | None = None, controls: np.ndarray | None = None) -> np.ndarray:
         """Baseline revenue (everything but media) per draw and period [N, T] (currency)."""
@@ -149,7 +149,7 @@ class FittedModel:
                 contribution=contrib,
                 contribution_share=contrib / total,
             )
-        return self._cache["metrics"]  # type: ignore[no-any-return]
+        return self._cache["metrics"]
 
     def response_curves(self) -> ResponseCurves:
         """Steady-state curves in currency per period, one row per draw (the optimizer's input)."""
