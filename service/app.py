@@ -21,7 +21,7 @@ from budgetloop.db.session import session_factory
 from budgetloop.store import policy as policies
 from service.deps import AppContext, ContextDep, OnApproved, PolicyProvider
 from service.observability import observability_router
-from service.routes import audit, change_requests, misc, reconciliation
+from service.routes import audit, change_requests, misc, reconciliation, scenarios
 from service.schemas import HealthPublic
 from service.slack import interactions
 
@@ -67,6 +67,7 @@ def create_app(
         misc.policy_router,
         misc.tokens_router,
         reconciliation.router,
+        scenarios.router,
     ):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(interactions.router)

@@ -272,3 +272,14 @@ def test_reconciliation_and_models(
     models = api.get("/api/v1/models", headers=h).json()
     assert models[0]["status"] == "promoted" and models[0]["diagnostics"]["r_hat_max"] == 1.01
     assert "artifact" not in models[0]
+
+
+def test_scenarios_refuse_what_cannot_be_answered(api: httpx.Client, role_tokens: dict[str, str]) -> None:
+    h = auth(role_tokens["finance"])
+    assert (
+        api.post("/api/v1/scenarios", json={"moves": ["social->retail:0.10"]}, headers=h).status_code == 409
+    )
+    bad = api.post("/api/v1/scenarios", json={"moves": ["social to retail"]}, headers=h)
+    assert bad.status_code == 400 and "SOURCE->TARGET:SHARE" in bad.json()["detail"]
+    assert api.post("/api/v1/scenarios", json={}, headers=h).status_code == 400
+    assert api.get("/api/v1/scenarios/7", headers=h).status_code == 404

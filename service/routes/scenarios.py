@@ -1,0 +1,155 @@
+"""``/scenarios``: what-if questions against the promoted model ("move 10% of social into retail for 8
+weeks?"), answered with posterior bands by :mod:`agents.scenarios` and stored so decisions can cite them."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Path
+from pydantic import BaseModel, Field
+
+from budgetloop.db.loop import Scenario
+from budgetloop.errors import InputError
+from budgetloop.store import models as model_store
+from service.deps import READERS, ContextDep, CurrentToken, SessionDep, allow
+
+router = APIRouter(prefix="/scenarios", tags=["scenarios"])
+
+
+class ScenarioCreate(BaseModel):
+    moves: list[str] = Field(
+        default_factory=list,
+        examples=[["social->retail_media:0.10"]],
+        description="SOURCE->TARGET:SHARE, applied in order to the current budgets",
+    )
+    budgets: dict[str, float] = Field(
+        default_factory=dict,
+        examples=[{"search": 4500.0}],
+        description="explicit daily budgets in the scenario (after the moves)",
+    )
+    current: dict[str, float] | None = Field(
+        None, description="the current daily budgets (default: the model's last week of spend)"
+    )
+    weeks: int = Field(8, ge=1, le=104)
+    start: date | None = Field(None, description="first day (default: the day after the model's data)")
+    seed: int = 0
+
+
+class ScenarioPublic(BaseModel):
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "id": 4,
+                    "created_by": "finance-alice",
+                    "description": "social->retail_media:0.10 for 8 weeks",
+                    "model_version_id": 2,
+                    "request": {"moves": ["social->retail_media:0.10"], "weeks": 8},
+                    "result": {
+                        "revenue": {
+                            "difference": {"mean": 5200.0, "p05": -800.0, "p95": 11000.0},
+                            "probability_better": 0.87,
+                        }
+                    },
+                }
+            ]
+        }
+    }
+
+    id: int
+    created_by: str
+    description: str
+    model_version_id: int | None
+    request: dict[str, Any]
+    result: dict[str, Any] = Field(
+        description="budgets, revenue bands, difference, P(better), mROAS per channel"
+    )
+
+
+def _public(row: Scenario) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "created_by": row.created_by,
+        "description": row.description,
+        "model_version_id": row.model_version_id,
+        "request": row.request,
+        "result": row.result,
+    }
+
+
+@router.post(
+    "",
+    response_model=ScenarioPublic,
+    status_code=201,
+    summary="Evaluate a what-if scenario against the promoted model and store it",
+    **allow(
+        *READERS,
+        responses={
+            400: {"description": "a move or budget that cannot be read"},
+            409: {"description": "no promoted model version yet"},
+        },
+    ),
+)
+def create_scenario(ctx: ContextDep, session: SessionDep, token: CurrentToken, body: ScenarioCreate) -> Any:
+    # imported here: the model stack (JAX) loads on the first scenario, not when the service starts
+    from agents.retrain import decode_model
+    from agents.scenarios import Move, apply_moves, evaluate, store
+
+    try:
+        moves = [Move.parse(m) for m in body.moves]
+    except InputError as exc:
+        raise HTTPException(400, str(exc)) from None
+    if not moves and not body.budgets:
+        raise HTTPException(400, "nothing to evaluate: give `moves` (SOURCE->TARGET:SHARE) or `budgets`")
+    version = model_store.promoted(session)
+    if version is None:
+        raise HTTPException(
+            409, "no promoted model version yet: the retrain job promotes one after a healthy fit"
+        )
+    fm = decode_model(version.artifact, source=f"model version {version.id}")
+    if body.current is not None:
+        base = dict(body.current)
+    else:
+        per_period = 7 if fm.data.frequency == "week" else 1
+        tail = fm.data.spend[-max(1, 7 // per_period) :]
+        base = {c: round(float(tail[:, i].mean()) / per_period, 2) for i, c in enumerate(fm.channels)}
+    last = date.fromisoformat(str(fm.data.dates[-1])[:10])
+    try:
+        planned = apply_moves(base, moves)
+        planned.update(body.budgets)
+        description = "; ".join([*body.moves, *(f"{k}={v:g}" for k, v in body.budgets.items())])
+        result = evaluate(
+            fm,
+            current=base,
+            scenario=planned,
+            start=body.start or last + timedelta(days=1),
+            days=7 * body.weeks,
+            description=f"{description} for {body.weeks} weeks",
+            seed=body.seed,
+        )
+    except InputError as exc:
+        raise HTTPException(400, str(exc)) from None
+    row = store(
+        session,
+        result=result,
+        request=body.model_dump(mode="json"),
+        model_version_id=version.id,
+        actor=token.actor,
+        now=ctx.now(),
+    )
+    session.commit()
+    return _public(row)
+
+
+@router.get(
+    "/{scenario_id}",
+    response_model=ScenarioPublic,
+    summary="A stored scenario and its answer",
+    **allow(*READERS, responses={404: {"description": "no such scenario"}}),
+)
+def get_scenario(session: SessionDep, scenario_id: Annotated[int, Path(ge=1)]) -> Any:
+    row = session.get(Scenario, scenario_id)
+    if row is None:
+        raise HTTPException(404, f"no scenario with id {scenario_id}")
+    return _public(row)
