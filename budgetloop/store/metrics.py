@@ -30,8 +30,6 @@ from budgetloop.db.metrics import (
     DailyMetric,
     DailyRevenue,
     IngestBatch,
-    MetricCorrection,
-    QuarantinedRow,
     RawMetric,
 )
 from budgetloop.errors import InputError
@@ -358,11 +356,7 @@ def days_between(start: date, end: date) -> list[date]:
 
 __all__ = [
     "CampaignRecord",
-    "DailyMetric",
-    "DailyRevenue",
     "LatestRaw",
-    "MetricCorrection",
-    "QuarantinedRow",
     "campaign_daily",
     "campaigns",
     "channels",
