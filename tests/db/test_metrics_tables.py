@@ -143,3 +143,21 @@ def test_a_correction_points_at_exactly_one_clean_row(migrated_engine: Engine) -
                 }
             ],
         )
+
+
+def test_upsert_campaign_refreshes_name_and_channel_but_never_the_currency(migrated_engine: Engine) -> None:
+    from budgetloop.store.metrics import campaigns, upsert_campaign
+
+    base = {"platform": "meta_ads", "account_external_id": "act-1", "external_id": "c1", "now": NOW}
+    with session_scope(migrated_engine) as session:
+        first, problem = upsert_campaign(
+            session, name="Prospecting", channel="social", currency="USD", **base
+        )
+        assert problem is None
+        again, problem = upsert_campaign(
+            session, name="Prospecting EU", channel="social_eu", currency="EUR", **base
+        )
+        assert again.id == first.id
+        assert problem is not None and "now reports currency EUR but was USD" in problem
+        [record] = campaigns(session)
+        assert (record.name, record.channel, record.currency) == ("Prospecting EU", "social_eu", "USD")
