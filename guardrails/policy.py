@@ -166,10 +166,14 @@ def _as_naive_end(bound: date | datetime) -> datetime:
 
 def _instant(bound: date | datetime, tz: ZoneInfo, *, end: bool) -> datetime:
     if isinstance(bound, datetime):
-        aware = bound if bound.tzinfo is not None else bound.replace(tzinfo=tz)
-        moment = aware.astimezone(UTC)
+        if bound.tzinfo is not None:
+            moments = [bound.astimezone(UTC)]
+        else:
+            # A wall time that happens twice (autumn) or never (spring) has two readings: take the one
+            # that makes the window longer.
+            moments = [bound.replace(tzinfo=tz, fold=fold).astimezone(UTC) for fold in (0, 1)]
         # A datetime end is inclusive of its whole minute (`end: 2026-03-22T18:00` blocks 18:00:59).
-        return moment + timedelta(minutes=1) if end else moment
+        return max(moments) + timedelta(minutes=1) if end else min(moments)
     day = bound + timedelta(days=1) if end else bound
     return datetime.combine(day, time(), tzinfo=tz).astimezone(UTC)
 

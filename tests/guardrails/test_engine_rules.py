@@ -112,6 +112,15 @@ def test_freeze_window_first_and_last_minute_in_policy_time_zone(
         ("{start: 2026-11-01, end: 2026-11-01}", datetime(2026, 11, 1, 23, 59), True),
         ("{start: 2026-11-01, end: 2026-11-01}", datetime(2026, 10, 31, 23, 59), False),
         ('{start: "2026-06-01T09:00", end: "2026-06-01T17:00"}', datetime(2026, 6, 1, 17, 0), True),
+        # Bounds at wall times that never happen (02:30 on 2026-03-08) or happen twice (01:30 on 2026-11-01).
+        ('{start: "2026-03-08T02:30", end: "2026-03-08T05:00"}', datetime(2026, 3, 8, 3, 0), True),
+        # (02:30 read as EST is 03:30 EDT, read as EDT it is 01:30 EST: the window takes both.)
+        ('{start: "2026-03-08T02:30", end: "2026-03-08T05:00"}', datetime(2026, 3, 8, 1, 30), True),
+        ('{start: "2026-03-08T02:30", end: "2026-03-08T05:00"}', datetime(2026, 3, 8, 1, 29), False),
+        ('{start: "2026-03-07T12:00", end: "2026-03-08T02:30"}', datetime(2026, 3, 8, 3, 30), True),
+        ('{start: "2026-03-07T12:00", end: "2026-03-08T02:30"}', datetime(2026, 3, 8, 3, 31), False),
+        ('{start: "2026-11-01T01:30", end: "2026-11-01T05:00"}', datetime(2026, 11, 1, 1, 15, fold=1), True),
+        ('{start: "2026-10-31T12:00", end: "2026-11-01T01:30"}', datetime(2026, 11, 1, 1, 15, fold=1), True),
         ('{start: "2026-06-01T09:00", end: "2026-06-01T17:00"}', datetime(2026, 6, 1, 17, 1), False),
         ('{start: "2026-06-01T09:00", end: "2026-06-01T17:00"}', datetime(2026, 6, 1, 8, 59), False),
     ],

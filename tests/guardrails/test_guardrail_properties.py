@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import pytest
@@ -74,6 +74,8 @@ REASON = st.sampled_from(["", "launch"])
 MINUTES = st.integers(min_value=0, max_value=60 * 24 * 60)
 BEFORE_NOW = st.integers(min_value=1, max_value=60 * 24 * 10)
 HOURS = st.integers(min_value=-48, max_value=48)
+HOUR = st.integers(min_value=0, max_value=23)
+MINUTE = st.sampled_from([0, 1, 29, 30, 59])
 
 
 def _maybe(draw: st.DrawFn, value: Any) -> Any:
@@ -99,8 +101,15 @@ def cases(draw: st.DrawFn) -> Case:
     for _ in range(draw(SMALL) % 3):
         end = start + timedelta(days=draw(SMALL) % 5)
         scope = _maybe(draw, sorted({names[draw(SMALL) % n] for _ in range(1 + draw(SMALL) % 2)}))
-        windows.append({"start": start.isoformat(), "end": end.isoformat(), "channels": scope})
-        start = end + timedelta(days=1 + draw(DIE))
+        if draw(COIN):  # dates: whole days
+            bounds = (start.isoformat(), end.isoformat())
+        else:  # wall times, often inside a daylight-saving change (2026-03-08 New York, 03-29 Paris)
+            first = datetime.combine(start, time(draw(HOUR), draw(MINUTE)))
+            last = first + timedelta(minutes=draw(MINUTES) % (5 * 24 * 60))
+            bounds = (first.isoformat(), last.isoformat())
+            end = max(end, last.date())
+        windows.append({"start": bounds[0], "end": bounds[1], "channels": scope})
+        start = end + timedelta(days=2 + draw(DIE))
     doc: dict[str, Any] = {
         "timezone": draw(ZONES),
         "kill_switch": draw(DIE) == 0,
