@@ -310,3 +310,16 @@ def test_a_compensation_interrupted_by_a_crash_is_finished_by_the_next_run(sqlit
         assert [i.state for i in report.items] == ["compensated", "compensated", "failed"]
         assert world.live() == before
         assert sorted(_applied_per_key(world).values()) == [1, 1, 1, 1]  # two applied, two undone, once each
+
+
+def test_a_cooldown_blocks_unless_an_owner_overrode_the_soft_rule(sqlite_url: str) -> None:
+    soft = policy(extra="enforcement: {min_days_between_changes: soft}\nowners: [U0OPSLEAD]")
+    override = {"rule": "min_days_between_changes", "key": "search", "owner": "U0OPSLEAD", "reason": "launch"}
+    with loop(sqlite_url) as world:
+        assert run(world, approved_request(world, {"search": 4400.0}), soft).outcome == "executed"
+        world.next_day()
+        plain = run(world, approved_request(world, {"search": 4600.0}), soft)
+        assert plain.outcome == "blocked" and "min_days_between_changes" in (plain.reason or "")
+        overridden = approved_request(world, {"search": 4600.0}, details={"overrides": [override]})
+        assert run(world, overridden, soft).outcome == "executed"
+        assert world.live()["search"] == 4600.0
