@@ -535,7 +535,9 @@ class Market:
             drift = 0.6 * hv * walk[days // 7]
             phase = rng.uniform(0, 2 * math.pi)
             push = hv * rng.uniform(0.3, 0.8) * np.sin(2 * math.pi * (days // 7) * 7 / 365.25 + phase)
-            log_dev = (drift + push) * taper
+            season = 1.0 + s.baseline.yearly_amplitude * np.sin(2.0 * math.pi * days / 365.25)
+            follow = spec.follows_season * np.log(np.maximum(season, 1e-6))
+            log_dev = (drift + push + follow) * taper
             level = spec.daily_budget * np.exp(log_dev)
             if hv > 0 and active_end > 21:
                 for _ in range(int(rng.integers(1, 4))):  # flights: a few weeks at a clearly higher budget

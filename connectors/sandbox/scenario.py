@@ -110,6 +110,10 @@ class ChannelSpec(_Strict):
     saturation: Saturation
     roi_at_budget: float = Field(ge=0.0)
     learning: Learning = Field(default_factory=Learning)
+    # how strongly the history's budgets moved with the baseline's yearly season (an elasticity: the
+    # budget scales with season ** follows_season); 0 = unrelated. A channel that always spent more in
+    # the high season is the classic trap for a model fitted on history alone.
+    follows_season: float = Field(default=0.0, ge=0.0, le=5.0)
 
     @property
     def scale(self) -> float:

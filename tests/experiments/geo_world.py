@@ -68,6 +68,43 @@ def scenario(*, noise: float = 0.02, seed: int = 11) -> Scenario:
     )
 
 
+def misleading_scenario(*, seed: int = 5) -> Scenario:
+    """Social's budget always rose with the high season (``follows_season``) and its true ROI is low: a
+    model fitted on the history alone (a window too short for yearly seasonality) credits social with
+    the season's revenue."""
+    start = date(2025, 3, 1)
+    return parse_scenario(
+        {
+            "name": "misleading-social",
+            "start": start.isoformat(),
+            "history_days": 240,
+            "seed": seed,
+            "currency": "USD",
+            "baseline": {"daily_revenue": 30000, "trend_per_year": 0.0, "yearly_amplitude": 0.3},
+            "noise": 0.02,
+            "history_variation": 0.05,
+            "channels": [
+                {
+                    "name": name,
+                    "platform": platform,
+                    "daily_budget": budget,
+                    "adstock": {"decay": 0.3},
+                    "saturation": {"half": budget * 10, "shape": 1.0},
+                    "roi_at_budget": roi,
+                    "follows_season": follows,
+                    "learning": {"change_threshold": 0.3, "days": 5, "efficiency": 0.9},
+                }
+                for name, platform, budget, roi, follows in (
+                    ("search", "google_ads", 4000.0, 1.5, 0.0),
+                    ("social", "meta_ads", 6000.0, 0.6, 3.0),
+                    ("retail", "retail_media", 2000.0, 1.2, 0.0),
+                )
+            ],
+            "regions": REGIONS,
+        }
+    )
+
+
 POLICY = """
 version: 1
 timezone: UTC
@@ -121,10 +158,11 @@ class World:
 @contextmanager
 def world(database_url: str, *, market: Market | None = None, p: Policy | None = None) -> Iterator[World]:
     market = market or Market(scenario())
-    market.advance_to(D0)
+    first = market.first_loop_day
+    market.advance_to(first)
     upgrade_database(database_url)
     engine = make_engine(database_url)
-    clock = SimulatedClock(at(D0))
+    clock = SimulatedClock(at(first))
     holder = {"policy": p or policy()}
     with SandboxServer(market) as server:
         connectors = sandbox_connectors(server.base_url, sleep=lambda s: None)
@@ -136,7 +174,13 @@ def world(database_url: str, *, market: Market | None = None, p: Policy | None =
             policy_source=lambda session: (None, holder["policy"]),
         )
         with rt.unit_of_work() as session:
-            run_ingest(session, connectors, start=START, end=D0 - timedelta(days=1), now=clock.now())
+            run_ingest(
+                session,
+                connectors,
+                start=market.scenario.start,
+                end=first - timedelta(days=1),
+                now=clock.now(),
+            )
         try:
             yield World(server, rt, clock, holder)
         finally:
