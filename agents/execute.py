@@ -49,6 +49,7 @@ from budgetloop.store.change_requests import ConcurrentTransition
 from connectors.base import Connector
 from guardrails.policy import Policy
 
+EXPERIMENT_KINDS = frozenset({"experiment", "experiment_end"})  # geo tests: agents.experiments runs them
 CENT = 0.01 + 1e-9  # budgets within a cent of each other are the same budget
 Outcome = Literal["executed", "blocked", "stale", "failed", "halted", "deferred", "skipped"]
 
@@ -164,6 +165,8 @@ def _run_request(
         kind = cr.kind
         known = known_channels(session)
         known.update({(i.platform, i.campaign_external_id): i.channel for i in cr.items})
+    if kind in EXPERIMENT_KINDS:
+        return _report(session_factory, run, "skipped", f"a `{kind}` request is run by agents.experiments")
     if status is State.EXECUTED:  # a run died between `executed` and `monitoring`
         return _finish(session_factory, run, policy, already_executed=True)
     if status not in (State.APPROVED, State.EXECUTING):

@@ -33,7 +33,7 @@ from typing import Any, Literal
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from agents.execute import ExecutionReport, Platforms, execute_request
+from agents.execute import EXPERIMENT_KINDS, ExecutionReport, Platforms, execute_request
 from agents.rollback import open_rollback, propose_rollback
 from budgetloop.clock import Clock
 from budgetloop.db.loop import ChangeRequest, MonitoringReading
@@ -89,6 +89,8 @@ def monitor_day(
             cr.id
             for cr in requests.list_requests(session, statuses=[State.MONITORING.value], limit=10_000)
             if _first_day(cr) <= day
+            and cr.kind not in EXPERIMENT_KINDS  # they have their own read-out
+            and any(i.state == "applied" for i in cr.items)
         ]
     out: list[Reading] = []
     for request_id in ids:

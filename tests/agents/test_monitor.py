@@ -26,6 +26,7 @@ from agents.monitor import Reading, monitor_day
 from budgetloop.db.audit import AuditEntry
 from budgetloop.db.loop import MonitoringReading
 from budgetloop.db.session import session_scope
+from budgetloop.lifecycle import Event
 from budgetloop.store import audit as audit_store
 from budgetloop.store import change_requests as requests
 from connectors.sandbox.faults import Fault
@@ -283,3 +284,48 @@ def test_a_newer_executed_move_takes_over_the_watch(sqlite_url: str) -> None:
             older.status_reason or ""
         )
         assert load(world, second).status == "monitoring"
+
+
+def test_geo_experiment_requests_are_left_to_their_own_job(sqlite_url: str) -> None:
+    pol = policy()
+    with loop(sqlite_url, scenario(shock=("search", D0 + timedelta(days=1), 0.1))) as world:
+        now = world.clock.now()
+        with session_scope(world.sessions) as session:
+            cr = requests.create(
+                session,
+                draft=requests.ChangeRequestDraft(
+                    kind="experiment",
+                    requested_by="experimenter",
+                    objective="revenue",
+                    summary="geo holdout",
+                    items=[],
+                    expected_gain=0.0,
+                    gain_p05=0.0,
+                    gain_p95=0.0,
+                    probability_of_improvement=0.0,
+                    monitoring_plan={"first_day": (D0 + timedelta(days=1)).isoformat()},
+                ),
+                now=now,
+            )
+            for event in (
+                Event.AUTO_APPROVE,
+                Event.START_EXECUTION,
+                Event.FINISH_EXECUTION,
+                Event.START_MONITORING,
+            ):
+                requests.transition(
+                    session, change_request_id=cr.id, event=event, actor="experimenter", now=now
+                )
+            experiment_id = cr.id
+        world.next_day()
+        day = world.next_day()
+        assert watch(world, day, TruthPredictor(world.market), pol, execute=True) == []
+        report = execute_request(
+            world.sessions,
+            change_request_id=experiment_id,
+            connectors=world.connectors,
+            policy=pol,
+            clock=world.clock,
+        )
+        assert report.outcome == "skipped" and "agents.experiments" in (report.reason or "")
+        assert load(world, experiment_id).status == "monitoring"
