@@ -14,6 +14,7 @@ plan       daily 08:00 UTC, on demand  one planning step from the promoted model
                                        is open); runs right after a promotion too
 execute    every 5 minutes             apply approved requests exactly once (and finish crashed ones)
 expire     hourly                      expire requests nobody decided in time
+digest     daily 00:15 UTC             sign the audit log's head, chained to the previous digest
 =========  ==========================  ================================================================
 """
 
@@ -29,6 +30,7 @@ from sqlalchemy import select
 from agents.runtime import Runtime
 from budgetloop.db.loop import ChangeRequest
 from budgetloop.lifecycle import State
+from budgetloop.store import change_requests as crs
 from budgetloop.store import metrics as metrics_store
 
 JobFunc = Callable[[Runtime], dict[str, Any]]
@@ -124,6 +126,24 @@ def monitor(rt: Runtime) -> dict[str, Any]:
         policy=policy,
         connectors=rt.connectors,
     )
+    if rt.notifier is not None and readings:
+        with rt.unit_of_work() as session:
+            for r in readings:
+                cr = crs.get(session, change_request_id=r.change_request_id)
+                if cr is None:
+                    continue
+                band = (
+                    ""
+                    if r.band_low is None or r.realised is None
+                    else f": realised {r.realised:,.0f} vs band {r.band_low:,.0f}–{r.band_high or 0:,.0f}"
+                )
+                rt.note(session, cr, f"{r.day} {r.outcome}{band}. {r.reason}".strip())
+                if r.action != "none":
+                    rt.notify(session, cr)
+                if r.rollback_request_id is not None:
+                    rollback = crs.get(session, change_request_id=r.rollback_request_id)
+                    if rollback is not None:
+                        rt.notify(session, rollback)
     return {
         "day": day.isoformat(),
         "readings": {str(r.change_request_id): r.outcome for r in readings},
@@ -135,6 +155,15 @@ def experiment(rt: Runtime) -> dict[str, Any]:
     from agents.experiments.lifecycle import run_experiments
 
     return run_experiments(rt)
+
+
+def digest(rt: Runtime) -> dict[str, Any]:
+    """Sign the audit log's head, chained to the previous digest, so history cannot be rewritten unseen."""
+    from budgetloop.store.audit import make_digest
+
+    with rt.unit_of_work() as session:
+        d = make_digest(session, key=rt.settings.audit_signing_key, now=rt.clock.now())
+        return {"head_seq": d.head_seq, "head_hash": d.head_hash}
 
 
 def expire(rt: Runtime) -> dict[str, Any]:
@@ -157,5 +186,6 @@ JOBS: dict[str, JobSpec] = {
         JobSpec("plan", plan, {"hour": 8, "minute": 0}, "one planning step"),
         JobSpec("execute", execute, {"minute": "*/5"}, "apply approved requests exactly once"),
         JobSpec("expire", expire, {"minute": 30}, "expire undecided requests"),
+        JobSpec("digest", digest, {"hour": 0, "minute": 15}, "sign the audit log's head (chained digest)"),
     )
 }

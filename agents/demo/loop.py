@@ -14,6 +14,7 @@ times:
 09:30  the marketer reads Slack and clicks; an approval executes at once through the service
 10:00  execute anything approved that has not run (e.g. a rollback left for approval)
 12:00  expire requests nobody decided in time
+23:45  sign the audit log's head (a digest chained to the previous one)
 ====== ==================================================================================
 """
 
@@ -35,6 +36,7 @@ from agents import jobs
 from agents.demo import report as reports
 from agents.demo import score as scoring
 from agents.demo.approver import SimulatedApprover
+from agents.execute_guard import ROLLBACK_STOPS
 from agents.experiments.lifecycle import experiments_report
 from agents.ingest import run_ingest
 from agents.notify import SlackNotifier
@@ -61,6 +63,8 @@ from service.app import create_app
 from service.slack.fake import FakeSlack, ServerThread
 
 log = logging.getLogger(__name__)
+
+ROLLBACK_RULES = ROLLBACK_STOPS | {"total_daily_max", "total_monthly_max", "bounds"}
 
 SIGNING_SECRET = "demo-signing-secret"
 BOT_TOKEN = "xoxb-demo"
@@ -159,10 +163,16 @@ def _forecast_week(rt: Runtime, days: list[reports.DayRecord], band: float) -> N
 def _violations(
     rt: Runtime, policy: Policy, start_budgets: dict[str, float], learning: dict[date, dict[str, bool]]
 ) -> tuple[int, list[dict[str, Any]]]:
-    """Audit every executed change with the independent checker (not the engine that proposed it)."""
+    """Audit every executed change with the independent checker (not the engine that proposed it).
+
+    A rollback undoes a change the monitor judged harmful, so the rules that change itself set off
+    (learning, cooldown, swing) do not hold it back; the kill switch, freeze windows, caps and bounds
+    still do, exactly as the executor applies them (``agents.execute_guard.ROLLBACK_STOPS``).
+    """
     with rt.unit_of_work() as session:
         rows = session.execute(
             select(
+                ChangeRequest.kind,
                 ChangeRequestItem.change_request_id,
                 ChangeRequestItem.channel,
                 ChangeRequestItem.applied_at,
@@ -170,7 +180,8 @@ def _violations(
                 ChangeRequestItem.after,
                 ChangeRequestItem.state,
             )
-            .where(ChangeRequestItem.applied_at.is_not(None))
+            .join(ChangeRequest, ChangeRequest.id == ChangeRequestItem.change_request_id)
+            .where(ChangeRequestItem.applied_at.is_not(None), ChangeRequestItem.state == "applied")
             .order_by(ChangeRequestItem.applied_at, ChangeRequestItem.id)
         ).all()
     budgets = dict(start_budgets)
@@ -178,8 +189,6 @@ def _violations(
     found: list[dict[str, Any]] = []
     groups: dict[tuple[int, datetime], list[Any]] = {}
     for row in rows:
-        if row.state not in ("applied", "compensated"):
-            continue
         groups.setdefault((row.change_request_id, row.applied_at), []).append(row)
     for (cr_id, at), items in sorted(groups.items(), key=lambda kv: kv[0][1]):
         before = dict(budgets)
@@ -188,9 +197,12 @@ def _violations(
             after[it.channel] = float(it.after)
         day_learning = learning.get(at.date(), {})
         states = {ch: CampaignState(channel=ch, learning=bool(day_learning.get(ch))) for ch in before}
+        rollback = items[0].kind == "rollback"
         for v in check_executed(
             before=before, after=after, states=states, history=history, policy=policy, at=at
         ):
+            if rollback and v.rule not in ROLLBACK_RULES:
+                continue
             found.append(
                 {
                     "change_request_id": cr_id,
@@ -318,6 +330,8 @@ def run_demo(config: DemoConfig, progress: Progress = print) -> dict[str, Any]:
                 jobs.execute(rt)
                 clock.set(_at(day, 12))
                 jobs.expire(rt)
+                clock.set(_at(day, 23, 45))
+                jobs.digest(rt)
                 day += timedelta(days=1)
             _forecast_week(rt, week_days, policy.monitoring.band)
             summary = _summarise(
