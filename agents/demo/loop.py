@@ -10,6 +10,7 @@ times:
 03:00  Mondays: retrain on the latest four quarters (and plan right after a promotion)
 06:00  ingest yesterday from every connector
 07:00  monitor yesterday against each executed request's band (roll back after 3 days out)
+07:30  experiments: start an approved geo holdout, end a finished one, read it and calibrate
 08:00  plan one step (no-op while a request is still being decided or executed)
 09:30  the marketer reads Slack and clicks; an approval executes at once through the service
 10:00  execute anything approved that has not run (e.g. a rollback left for approval)
