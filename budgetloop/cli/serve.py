@@ -438,12 +438,18 @@ class SandboxClockSync:
         self.day: date | None = None
 
     def __call__(self, now: datetime) -> None:
+        import httpx
+
         day = now.date()
         if self.day is not None and day <= self.day:
             return
-        answer = self.client.post("/admin/clock", json={"date": day.isoformat()})
-        if answer.status_code not in (200, 409):  # 409: the market is already past that day (a restart)
-            answer.raise_for_status()
+        try:
+            answer = self.client.post("/admin/clock", json={"date": day.isoformat()})
+            if answer.status_code not in (200, 409):  # 409: the market is already past that day (a restart)
+                answer.raise_for_status()
+        except httpx.HTTPError as exc:  # the jobs will fail and be retried; the worker goes on
+            log.warning("could not move the sandbox to %s: %s", day.isoformat(), exc)
+            return
         self.day = day
 
     def close(self) -> None:
