@@ -4,9 +4,15 @@ dead worker's unfinished run at start. Also the expire job, on its own and under
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import pytest
 from sqlalchemy import inspect, select
 
 from agents.jobs import JOBS, JobSpec
@@ -16,6 +22,7 @@ from budgetloop.clock import WallClock
 from budgetloop.db.audit import AuditEntry
 from budgetloop.db.loop import CampaignLock, ChangeRequest
 from budgetloop.db.ops import JobLock, JobRun
+from budgetloop.db.session import make_engine, upgrade_database
 from budgetloop.lifecycle import Event
 from budgetloop.store import change_requests as crs
 from tests.agents.scheduler_fixtures import MONDAY, Recorder, runtime
@@ -146,3 +153,60 @@ def test_expire_job_expires_only_stale_requests_once(database_url: str) -> None:
         # Idle hours cost no run: exactly one expire run, the one that had work.
         assert [(r.status, r.summary) for r in runs] == [("ok", {"expired": [cr_id]})]
         assert told == [(cr_id, "expired")]
+
+
+REPLICA = """
+import sys, time
+from agents.jobs import JobSpec
+from agents.runtime import Runtime
+from agents.scheduler import WallScheduler
+from budgetloop.clock import WallClock
+from budgetloop.config import Settings
+from budgetloop.db.session import make_engine
+from budgetloop.store.policy import active_policy
+from connectors.registry import sandbox_connectors
+
+url, seconds = sys.argv[1], float(sys.argv[2])
+engine = make_engine(url)
+rt = Runtime(engine=engine, clock=WallClock(), connectors=sandbox_connectors("http://127.0.0.1:9"),
+             settings=Settings(database_url=url), policy_source=active_policy)
+def tick(rt):
+    time.sleep(0.3)  # long enough for the other replica to fire the same second
+    return {"ok": True}
+sched = WallScheduler(rt, jobs={"tick": JobSpec("tick", tick, {"second": "*"}, "tick")})
+sched.start()
+time.sleep(seconds)
+sched.shutdown()
+print("done", flush=True)
+"""
+
+
+@pytest.mark.postgres
+def test_two_replicas_sharing_one_job_store_run_each_second_once(postgres_url: str) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    upgrade_database(postgres_url)
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", REPLICA, postgres_url, "6"],
+            cwd=repo,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=90) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    engine = make_engine(postgres_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(select(JobRun.scheduled_for, JobRun.status, JobRun.owner)).all()
+    finally:
+        engine.dispose()
+    ok = Counter(at for at, status, _ in rows if status == "ok")
+    assert len(ok) >= 3, rows
+    assert max(ok.values()) == 1, f"a second ran twice: {[at for at, n in ok.items() if n > 1]}"
+    pids = {owner.split(":")[1] for _, _, owner in rows}
+    assert len(pids) == 2, f"only one replica ever fired: {pids}"
