@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import numpyro
-from numpyro.infer import MCMC, NUTS, SVI, Predictive, Trace_ELBO, init_to_median
+from numpyro.handlers import replay, seed
+from numpyro.infer import MCMC, NUTS, SVI, Predictive, init_to_median
 from numpyro.infer.autoguide import AutoNormal
+from numpyro.infer.elbo import ELBO
+from numpyro.infer.util import log_density
 from numpyro.optim import ClippedAdam
 
 from budgetloop.errors import FitError, InputError
@@ -104,6 +109,52 @@ def _run_nuts(
     return flat, grouped, np.asarray(extra["diverging"]), np.asarray(extra["energy"])
 
 
+class _OrderedELBO(ELBO):
+    """Single-particle Trace ELBO whose terms are summed in trace order.
+
+    NumPyro's ``Trace_ELBO`` sums per-site terms in the iteration order of a ``set`` of site names,
+    which follows Python's per-process string hashing: the compiled program then differs from one
+    process to the next and XLA's persistent cache never hits. Summing in trace order fixes that.
+    """
+
+    def loss_with_mutable_state(
+        self, rng_key: Any, param_map: dict[str, Any], model: Any, guide: Any, *args: Any, **kwargs: Any
+    ) -> Any:
+        key_guide, key_model = jax.random.split(rng_key)
+        guide_lp, guide_trace = log_density(seed(guide, key_guide), args, kwargs, param_map)
+        model_lp, _ = log_density(replay(seed(model, key_model), guide_trace), args, kwargs, param_map)
+        return {"loss": guide_lp - model_lp, "mutable_state": None}
+
+
+@lru_cache(maxsize=16)
+def _svi_program(spec: ModelSpec, sds_items: tuple[tuple[str, float], ...], steps: int, samples: int) -> Any:
+    """A jitted SVI run whose data are *arguments*, so equal shapes reuse the compiled program (in this
+    process and, through the persistent cache, in later ones)."""
+    sds = dict(sds_items)
+    guide = AutoNormal(mmm_model, init_loc_fn=init_to_median(num_samples=15), init_scale=0.05)
+    svi = SVI(mmm_model, guide, ClippedAdam(step_size=0.02, clip_norm=10.0), _OrderedELBO())
+
+    def run(key: Any, inputs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        key_run, key_draw = jax.random.split(key)
+        state = svi.init(key_run, inputs, spec, sds)
+
+        def body(i: Any, carry: tuple[Any, Any]) -> tuple[Any, Any]:
+            st, losses = carry
+            st, loss = svi.update(st, inputs, spec, sds)
+            return st, losses.at[i].set(loss)
+
+        state, losses = jax.lax.fori_loop(0, steps, body, (state, jnp.zeros(steps)))
+        params = svi.get_params(state)
+        draws = Predictive(guide, params=params, num_samples=samples)(key_draw, inputs, spec, sds)
+        draws = {k: v for k, v in draws.items() if k not in ("obs", "lift_obs")}
+        beta = Predictive(mmm_model, posterior_samples=draws, return_sites=["beta"])(
+            key_draw, inputs, spec, sds
+        )
+        return losses, {**draws, "beta": beta["beta"]}
+
+    return jax.jit(run)
+
+
 def _run_svi(
     inputs: dict[str, Any],
     spec: ModelSpec,
@@ -113,11 +164,9 @@ def _run_svi(
     samples: int,
     seed: int,
 ) -> tuple[dict[str, np.ndarray], bool]:
-    guide = AutoNormal(mmm_model, init_loc_fn=init_to_median(num_samples=15), init_scale=0.05)
-    svi = SVI(mmm_model, guide, ClippedAdam(step_size=0.02, clip_norm=10.0), Trace_ELBO())
-    key_run, key_draw = jax.random.split(jax.random.PRNGKey(seed))
-    result = svi.run(key_run, steps, inputs, spec, sds, progress_bar=False)
-    losses = np.asarray(result.losses)
+    program = _svi_program(spec, tuple(sorted(sds.items())), steps, samples)
+    losses, draws = program(jax.random.PRNGKey(seed), inputs)
+    losses = np.asarray(losses)
     if not np.all(np.isfinite(losses[-max(steps // 10, 1) :])):
         raise FitError(
             "SVI diverged (non-finite loss); use --method nuts or check the data for extreme values"
@@ -125,21 +174,25 @@ def _run_svi(
     tail = losses[-max(steps // 5, 10) :]
     half_a, half_b = np.array_split(tail, 2)
     settled = bool(abs(np.mean(half_a) - np.mean(half_b)) < 0.01 * (abs(np.mean(half_b)) + len(inputs["x"])))
-    pred = Predictive(guide, params=result.params, num_samples=samples)
-    draws = pred(key_draw, inputs, spec, sds)
-    post = Predictive(mmm_model, posterior_samples=draws, return_sites=["beta"])
-    beta = post(key_draw, inputs, spec, sds)["beta"]
-    out = {k: np.asarray(v) for k, v in draws.items() if k not in ("obs", "lift_obs")}
-    out["beta"] = np.asarray(beta)
-    return out, settled
+    return {k: np.asarray(v) for k, v in draws.items()}, settled
+
+
+@lru_cache(maxsize=16)
+def _prior_program(spec: ModelSpec, sds_items: tuple[tuple[str, float], ...], samples: int) -> Any:
+    sds = dict(sds_items)
+
+    def run(key: Any, inputs: dict[str, Any]) -> Any:
+        return Predictive(mmm_model, num_samples=samples, return_sites=["obs"])(key, inputs, spec, sds)["obs"]
+
+    return jax.jit(run)
 
 
 def _prior_coverage(
     inputs: dict[str, Any], spec: ModelSpec, sds: dict[str, float], y: np.ndarray, seed: int
 ) -> float:
     prior_inputs = dict(inputs, y=None, lift=None)
-    pred = Predictive(mmm_model, num_samples=200, return_sites=["obs"])
-    obs = np.asarray(pred(jax.random.PRNGKey(seed + 1), prior_inputs, spec, sds)["obs"], dtype=float)
+    program = _prior_program(spec, tuple(sorted(sds.items())), 200)
+    obs = np.asarray(program(jax.random.PRNGKey(seed + 1), prior_inputs), dtype=float)
     return coverage(y, obs)
 
 
