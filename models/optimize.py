@@ -447,9 +447,10 @@ def optimize(
         if lo is not None:
             lower[i] = float(lo)
         if hi is not None:
-            upper[i] = min(float(hi), float(budget))
+            upper[i] = float(hi)
         if lower[i] < 0 or upper[i] < lower[i]:
             raise ValueError(f"`bounds` for {ch!r}: need 0 <= min <= max, got min={lo!r} max={hi!r}")
+        upper[i] = min(upper[i], max(float(budget), lower[i]))
     locked_set = set(locked)
     for ch in sorted(locked_set):
         if ch not in channels:

@@ -178,6 +178,10 @@ def test_errors_name_the_argument_and_the_fix() -> None:
         optimize(curves, 2000.0, objective="profit")
     with pytest.raises(ValueError, match=r"`objective` must be one of"):
         optimize(curves, 2000.0, objective="roi")
+    with pytest.raises(ValueError, match=r"`bounds` for 'ch1': need 0 <= min <= max, got min=5.0 max=2.0"):
+        optimize(curves, 2000.0, bounds={"ch1": (5.0, 2.0)})
+    with pytest.raises(ValueError, match=r"minimums .* add up to 2500.00, above the `budget` 2000.00"):
+        optimize(curves, 2000.0, bounds={"ch1": (2500.0, 3000.0)})
     with pytest.raises(ValueError, match=r"`current` lacks channel"):
         optimize(curves, 2000.0, current={"ch0": 1.0})
 
