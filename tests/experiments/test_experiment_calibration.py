@@ -1,11 +1,11 @@
 """Done means: on a market whose history misleads about one channel, the loop finds it, tests it, and
 after calibration the channel's ROI error against the truth drops by at least half.
 
-Social's budget always rose with the high season and its true ROI is 0.6. The slow test runs the
-whole loop: weekly retrain (NUTS, short window) -> the experiment planner picks social -> approved ->
-14-day holdout -> read -> calibration point -> retrain with it. The fast variant (in ``make test``)
-skips the model fits: the history's own regression (what any model fitted on it sees) is misled, and
-the experiment's reading of the same channel is not.
+Social's budget always moved with the season (nothing else moved it) and its true ROI is 0.6. The
+slow test runs the whole loop: retrain (NUTS, a year of data) -> the experiment planner picks social
+-> approved -> 14-day holdout -> read -> calibration point -> retrain with it. The fast variant (in
+``make test``) skips the model fits: a regression on the history (what a model fitted on it sees) is
+misled, and the experiment's reading of the same channel is not.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from budgetloop.store import change_requests as crs
 from connectors.sandbox.market import Market
 from connectors.sandbox.truth import true_roi
 
-FIT = FitOptions(method="nuts", chains=1, warmup=150, samples=150, window_days=180, holdout_days=0, seed=0)
+FIT = FitOptions(method="nuts", chains=1, warmup=150, samples=150, window_days=364, holdout_days=0, seed=0)
 
 
 def _history_regression_roi(market: Market, channel: str, days: int = 180) -> float:
