@@ -23,8 +23,10 @@ import hashlib
 import os
 import socket
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
@@ -76,6 +78,7 @@ class Claim:
     owner: str
     attempt: int
     took_over_from: str | None = None  # the dead holder whose run this claim resumes
+    run_id: int | None = None  # its ``job_runs`` row, written in the claim's own transaction
     _conn: Connection | None = field(default=None, repr=False)  # holds the PostgreSQL advisory lock
 
 
@@ -147,7 +150,7 @@ def _claim_row(
                     updated_at=now,
                 )
             )
-            return Claim(job, scheduled_for, owner, 1)
+            return _started(tx, Claim(job, scheduled_for, owner, 1), now)
         holder, status, attempt = row.owner, row.status, row.attempt
         if status == "done":
             return Refusal(job, scheduled_for, holder, f"already ran to the end (by {holder})")
@@ -169,14 +172,36 @@ def _claim_row(
         ).rowcount
         if changed != 1:
             return Refusal(job, scheduled_for, None, "another worker claimed the retry first")
-        return Claim(job, scheduled_for, owner, attempt + 1, took_over_from=took_over)
+        return _started(tx, Claim(job, scheduled_for, owner, attempt + 1, took_over_from=took_over), now)
 
 
-def release(engine: Engine, claim: Claim, *, final: bool, now: datetime) -> None:
+def _started(tx: Connection, claim: Claim, now: datetime) -> Claim:
+    """The attempt's ``job_runs`` row (status ``running``), in the claim's transaction."""
+    claim.run_id = tx.execute(
+        insert(JobRun)
+        .values(
+            job=claim.job,
+            scheduled_for=claim.scheduled_for,
+            attempt=claim.attempt,
+            owner=claim.owner,
+            status="running",
+            started_at=now,
+        )
+        .returning(JobRun.id)
+    ).scalar_one()
+    return claim
+
+
+def release(
+    engine: Engine, claim: Claim, *, final: bool, now: datetime, outcome: Mapping[str, Any] | None = None
+) -> None:
     """End the claim: ``final`` marks the run done (ok, or failed for the last time); otherwise the row
-    waits for a retry, which any scheduler may claim."""
+    waits for a retry, which any scheduler may claim. ``outcome`` (status, finished_at, duration_s,
+    error, summary) goes to the attempt's ``job_runs`` row in the same transaction."""
     try:
         with engine.begin() as tx:
+            if outcome is not None and claim.run_id is not None:
+                tx.execute(update(JobRun).where(JobRun.id == claim.run_id).values(**outcome))
             tx.execute(
                 update(JobLock)
                 .where(

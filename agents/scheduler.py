@@ -33,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from apscheduler.triggers.cron import CronTrigger
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.orm import Session
 
 from agents.jobs import JOBS, JobSpec
@@ -79,55 +79,48 @@ class JobResult:
     duration_s: float = 0.0
 
 
-@dataclass(frozen=True)
-class IdleCheck:
-    """A cheap question asked before a frequent job: ``nothing_to_do(session, now)``.
+WORK_NOW = "work"  # what an idle check answers when the job has something to do now
 
-    An idle fire is skipped without a claim or a ``job_runs`` row (``execute`` fires every few minutes
-    and is idle nearly always). ``holds_until_other_job``: the answer can only change when another job
-    runs or someone outside acts (true for ``execute``: approvals come from people between simulated
-    steps, rollbacks from ``monitor``), so the simulated scheduler need not ask again until then.
-    """
-
-    nothing_to_do: Callable[[Session, datetime], bool]
-    holds_until_other_job: bool
+# An idle check answers WORK_NOW, or the first time work may exist without anyone acting (None: not
+# before another job runs or a person decides something).
+IdleCheck = Callable[[Session, datetime], "str | datetime | None"]
 
 
-def _no_approved_requests(session: Session, now: datetime) -> bool:
+def _execute_idle(session: Session, now: datetime) -> str | datetime | None:
+    """Work when a request is approved or was left executing; otherwise none until someone acts."""
     states = (State.APPROVED.value, State.EXECUTING.value)
-    return (
-        session.execute(select(ChangeRequest.id).where(ChangeRequest.status.in_(states)).limit(1)).first()
-        is None
-    )
+    found = session.execute(select(ChangeRequest.id).where(ChangeRequest.status.in_(states)).limit(1)).first()
+    return WORK_NOW if found is not None else None
 
 
-def _no_stale_requests(session: Session, now: datetime) -> bool:
-    return (
-        session.execute(
-            select(ChangeRequest.id)
-            .where(
-                ChangeRequest.status == State.PENDING_APPROVAL.value,
-                ChangeRequest.expires_at.is_not(None),
-                ChangeRequest.expires_at <= now,
-            )
-            .limit(1)
-        ).first()
-        is None
-    )
+def _expire_idle(session: Session, now: datetime) -> str | datetime | None:
+    """Work when a waiting request is past its deadline; otherwise none before the next deadline."""
+    deadline = session.execute(
+        select(func.min(ChangeRequest.expires_at)).where(
+            ChangeRequest.status == State.PENDING_APPROVAL.value, ChangeRequest.expires_at.is_not(None)
+        )
+    ).scalar_one_or_none()
+    if deadline is None:
+        return None
+    deadline = ensure_utc(deadline)
+    return WORK_NOW if deadline <= now else deadline
 
 
-IDLE_CHECKS: dict[str, IdleCheck] = {
-    "execute": IdleCheck(_no_approved_requests, holds_until_other_job=True),
-    "expire": IdleCheck(_no_stale_requests, holds_until_other_job=False),
-}
+# Frequent jobs that are idle nearly always: their idle fires are skipped without a claim or a
+# ``job_runs`` row. Requests are created only by jobs (plan, monitor, experiment) and decided by people,
+# so "none until another job runs" holds inside one simulated step.
+IDLE_CHECKS: dict[str, IdleCheck] = {"execute": _execute_idle, "expire": _expire_idle}
 
 
-def is_idle(rt: Runtime, name: str, checks: Mapping[str, IdleCheck] = IDLE_CHECKS) -> bool:
+def idle_until(
+    rt: Runtime, name: str, checks: Mapping[str, IdleCheck] = IDLE_CHECKS
+) -> str | datetime | None:
+    """WORK_NOW when ``name`` should run now (or has no idle check), else how long it stays idle."""
     check = checks.get(name)
     if check is None:
-        return False
+        return WORK_NOW
     with rt.unit_of_work() as session:
-        return check.nothing_to_do(session, rt.clock.now())
+        return check(session, rt.clock.now())
 
 
 def cron_triggers(jobs: Mapping[str, JobSpec] = JOBS) -> dict[str, CronTrigger]:
@@ -210,55 +203,39 @@ def _skipped(engine: Engine, refusal: Refusal, *, owner: str, now: datetime) -> 
 
 
 def _attempt(rt: Runtime, spec: JobSpec, claim: Claim, retry: RetryPolicy) -> JobResult:
-    started = rt.clock.now()
-    with rt.engine.begin() as tx:
-        run_id = tx.execute(
-            insert(JobRun)
-            .values(
-                job=claim.job,
-                scheduled_for=claim.scheduled_for,
-                attempt=claim.attempt,
-                owner=claim.owner,
-                status="running",
-                started_at=started,
-            )
-            .returning(JobRun.id)
-        ).scalar_one()
     if claim.took_over_from:
         log.warning(
             "taking over %s due %s from %s, which died", claim.job, claim.scheduled_for, claim.took_over_from
         )
     t0 = time.perf_counter()
     summary: dict[str, Any] | None = None
-    error: str | None = None
-    final = True
+    # Until the job returns, assume the worst: interrupted (KeyboardInterrupt, SystemExit), to retry.
+    status, final = "failed", False
+    error: str | None = "interrupted before the job returned"
     try:
-        try:
-            summary = _jsonable(spec.func(rt))
-            status = "ok"
-        except Exception as exc:  # a job's failure never kills the scheduler
-            status = "failed"
-            error = _error_text(exc)
-            final = claim.attempt >= retry.max_attempts
-            log.exception(
-                "%s due %s failed (attempt %d of %d)",
-                claim.job,
-                claim.scheduled_for.isoformat(),
-                claim.attempt,
-                retry.max_attempts,
-            )
+        summary = _jsonable(spec.func(rt))
+        status, error, final = "ok", None, True
+    except Exception as exc:  # a job's failure never kills the scheduler
+        error = _error_text(exc)
+        final = claim.attempt >= retry.max_attempts
+        log.exception(
+            "%s due %s failed (attempt %d of %d)",
+            claim.job,
+            claim.scheduled_for.isoformat(),
+            claim.attempt,
+            retry.max_attempts,
+        )
+    finally:
         duration = time.perf_counter() - t0
         finished = rt.clock.now()
-        with rt.engine.begin() as tx:
-            tx.execute(
-                update(JobRun)
-                .where(JobRun.id == run_id)
-                .values(
-                    status=status, finished_at=finished, duration_s=duration, error=error, summary=summary
-                )
-            )
-    finally:
-        release(rt.engine, claim, final=final, now=rt.clock.now())
+        outcome = {
+            "status": status,
+            "finished_at": finished,
+            "duration_s": duration,
+            "error": error,
+            "summary": summary,
+        }
+        release(rt.engine, claim, final=final, now=finished, outcome=outcome)
     JOB_ATTEMPTS.labels(claim.job, status).inc()
     JOB_SECONDS.labels(claim.job).observe(duration)
     retry_at = None if final or status == "ok" else finished + retry.delay(claim.attempt)
@@ -317,7 +294,8 @@ class SimulatedScheduler:
     ``before_run(now)`` is called before each run, once the clock shows its due time (the demo and the
     e2e worker use it to move the sandbox's market to the same day). Unfinished runs found in the
     database at construction (a killed worker's) are run first. Fires of a job with an
-    :class:`IdleCheck` that has nothing to do are skipped (no claim, no ``job_runs`` row).
+    :data:`IdleCheck` that has nothing to do are skipped (no claim, no ``job_runs`` row), and the answer
+    is remembered until its time comes or another job runs.
     """
 
     def __init__(
@@ -334,7 +312,8 @@ class SimulatedScheduler:
     ) -> None:
         self.rt = rt
         self.idle_checks = idle_checks
-        self._known_idle: set[str] = set()
+        self._idle: dict[str, datetime | None] = {}  # job -> idle until (None: until another job runs)
+        self._parked: set[str] = set()  # idle recurring jobs off the queue until another job runs
         self.clock = clock
         self.jobs = dict(jobs) if only is None else {n: jobs[n] for n in only}
         self.retry = retry or RetryPolicy()
@@ -368,13 +347,17 @@ class SimulatedScheduler:
         self._push(when, name, when, recurring=False)
 
     def _skip_idle(self, name: str) -> bool:
-        if name in self._known_idle:
-            return True
-        check = self.idle_checks.get(name)
-        if check is None or not is_idle(self.rt, name, self.idle_checks):
+        now = self.clock.now()
+        if name in self._idle:
+            until = self._idle[name]
+            if until is None or now < until:
+                return True
+            del self._idle[name]
+        answer = idle_until(self.rt, name, self.idle_checks)
+        if answer == WORK_NOW:
             return False
-        if check.holds_until_other_job:
-            self._known_idle.add(name)
+        assert answer is None or isinstance(answer, datetime)
+        self._idle[name] = answer
         return True
 
     def next_due(self) -> datetime | None:
@@ -384,20 +367,16 @@ class SimulatedScheduler:
         """Run every job due at or before ``until`` in time order, then leave the clock at ``until``."""
         until = ensure_utc(until, name="until")
         results: list[JobResult] = []
-        self._known_idle.clear()  # people may have acted since the last call
+        self._wake()  # people may have acted since the last call
         while self._queue and self._queue[0].when <= until:
             due = heapq.heappop(self._queue)
             if due.when > self.clock.now():
                 self.clock.set(due.when)
-            if due.recurring:
-                trig = self.triggers[due.name]
-                nxt = trig.get_next_fire_time(
-                    due.scheduled_for, due.scheduled_for + timedelta(microseconds=1)
-                )
-                if nxt is not None:
-                    self._push(nxt, due.name, nxt, recurring=True)
             if due.recurring and self._skip_idle(due.name):
+                self._rest(due.name)
                 continue
+            if due.recurring:
+                self._push_next(due.name, after=due.scheduled_for)
             if self.before_run is not None:
                 self.before_run(self.clock.now())
             result = run_job(
@@ -405,12 +384,38 @@ class SimulatedScheduler:
             )
             results.append(result)
             if result.status != "skipped_locked":
-                self._known_idle.clear()  # a job ran: the world may have changed
+                self._wake()  # a job ran: the world may have changed
             if result.retry_at is not None:
                 self._push(result.retry_at, due.name, due.scheduled_for, recurring=False)
         if until > self.clock.now():
             self.clock.set(until)
         return results
+
+    def _push_next(
+        self, name: str, *, after: datetime | None = None, at_or_after: datetime | None = None
+    ) -> None:
+        trig = self.triggers[name]
+        if after is not None:
+            nxt = trig.get_next_fire_time(after, after + timedelta(microseconds=1))
+        else:
+            nxt = trig.get_next_fire_time(None, at_or_after or self.clock.now())
+        if nxt is not None:
+            self._push(nxt, name, nxt, recurring=True)
+
+    def _rest(self, name: str) -> None:
+        """An idle recurring job waits for its idle time to pass (or, with none, is parked until another
+        job runs) instead of being popped at every fire in between."""
+        until = self._idle.get(name)
+        if until is None:
+            self._parked.add(name)
+        else:
+            self._push_next(name, at_or_after=until)
+
+    def _wake(self) -> None:
+        self._idle.clear()
+        for name in sorted(self._parked, key=self._order.__getitem__):
+            self._push_next(name, at_or_after=self.clock.now())
+        self._parked.clear()
 
 
 # --- the wall clock: APScheduler with a persistent job store --------------------------------------------
@@ -425,7 +430,7 @@ def _fire(name: str) -> None:
     if sched is None:
         log.error("job %s fired but no WallScheduler is active in this process", name)
         return
-    if is_idle(sched.rt, name, sched.idle_checks):
+    if idle_until(sched.rt, name, sched.idle_checks) != WORK_NOW:
         log.debug("%s has nothing to do", name)
         return
     due = last_fire_time(sched.triggers[name], sched.rt.clock.now()) or sched.rt.clock.now()

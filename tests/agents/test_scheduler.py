@@ -149,3 +149,54 @@ def test_a_new_scheduler_first_finishes_what_a_dead_one_left(sqlite_url: str) ->
         assert [(r.job, r.status, r.attempt, r.scheduled_for) for r in results] == [("ingest", "ok", 2, due)]
         assert rec.times("ingest") == [due + timedelta(minutes=30)]
         assert process_owner() != owner
+
+
+def test_an_idle_job_wakes_when_another_job_gives_it_work(sqlite_url: str) -> None:
+    """execute is skipped while nothing is approved, and runs at its first fire after a job approves."""
+    from budgetloop.lifecycle import Event
+    from budgetloop.store import change_requests as crs
+
+    executed: list[datetime] = []
+
+    def plan(rt):  # type: ignore[no-untyped-def]
+        with rt.unit_of_work() as s:
+            draft = crs.ChangeRequestDraft(
+                kind="reallocation",
+                requested_by="planner",
+                objective="revenue",
+                summary="small move",
+                items=[crs.ItemDraft("search", "google_ads", "c1", 1000.0, 1050.0)],
+                expected_gain=1.0,
+                gain_p05=0.0,
+                gain_p95=2.0,
+                probability_of_improvement=0.9,
+            )
+            cr = crs.create(s, draft=draft, now=rt.clock.now())
+            crs.transition(
+                s, change_request_id=cr.id, event=Event.AUTO_APPROVE, actor="planner", now=rt.clock.now()
+            )
+        return {"id": cr.id}
+
+    def execute(rt):  # type: ignore[no-untyped-def]
+        executed.append(rt.clock.now())
+        with rt.unit_of_work() as s:
+            for cr in crs.list_requests(s, statuses=["approved"]):
+                for event in (
+                    Event.START_EXECUTION,
+                    Event.FINISH_EXECUTION,
+                    Event.START_MONITORING,
+                    Event.CONFIRM,
+                ):
+                    crs.transition(s, change_request_id=cr.id, event=event, actor="x", now=rt.clock.now())
+        return {}
+
+    jobs = {
+        "plan": JobSpec("plan", plan, {"hour": 8, "minute": 2}, "plan"),
+        "execute": JobSpec("execute", execute, {"minute": "*/5"}, "execute"),
+    }
+    with runtime(sqlite_url) as rt:
+        sched = SimulatedScheduler(rt, rt.clock, jobs=jobs)
+        sched.run_due(MONDAY + timedelta(days=2))
+        assert executed == [MONDAY.replace(hour=8, minute=5), MONDAY.replace(day=6, hour=8, minute=5)]
+        # Between steps a person may approve something: the next call looks again at once.
+        assert sched.run_due(MONDAY + timedelta(days=2, minutes=30)) == []
