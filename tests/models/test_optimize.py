@@ -189,11 +189,12 @@ def test_errors_name_the_argument_and_the_fix() -> None:
 def test_twenty_channels_by_a_thousand_draws_in_under_a_second() -> None:
     curves = _curves(20, 1000, seed=4)
     optimize(curves, 15_000.0)  # warm caches
+    # CPU time, not wall time: the test machine is shared, and waiting for a core is not our cost
     best = min(_timed(curves) for _ in range(3))
-    assert best < 1.0, f"optimizer took {best:.2f} s for 20 channels x 1000 draws"
+    assert best < 1.0, f"optimizer took {best:.2f} s of CPU for 20 channels x 1000 draws"
 
 
 def _timed(curves: ResponseCurves) -> float:
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     optimize(curves, 15_000.0, objective="profit", margin=0.6)
-    return time.perf_counter() - t0
+    return time.process_time() - t0
