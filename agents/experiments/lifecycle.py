@@ -15,8 +15,10 @@ An experiment is two change requests and a record::
         either way the experiment CR ──▶ confirmed
 
 The restore never waits for anything: not for approval, a freeze window or the kill switch (it puts
-back the state before the test). While an experiment request is open the reallocation planner holds
-(one open request at a time), so the channel's budgets stay put during the test.
+back the state before the test). The experiment request stays ``executed`` for the whole test, and the
+reallocation planner holds while any request is undecided or executed (one decision at a time), so no
+budget moves during the test. Like the planner, a test is planned while an earlier move is only being
+watched (``monitoring``).
 """
 
 from __future__ import annotations
@@ -493,11 +495,16 @@ def propose(rt: Runtime, session: Session) -> dict[str, Any]:
     now, today = rt.clock.now(), rt.clock.today()
     if store.active(session):
         return {"proposed": False, "reason": "an experiment is under way"}
+    # one decision at a time, as the planner: a request being watched (monitoring) does not hold us
+    deciding = [s.value for s in OPEN if s is not State.MONITORING]
     open_cr = session.execute(
-        select(ChangeRequest.id).where(ChangeRequest.status.in_([s.value for s in OPEN])).limit(1)
-    ).scalar_one_or_none()
+        select(ChangeRequest.id, ChangeRequest.status).where(ChangeRequest.status.in_(deciding)).limit(1)
+    ).first()
     if open_cr is not None:
-        return {"proposed": False, "reason": f"change request {open_cr} is open: one move at a time"}
+        return {
+            "proposed": False,
+            "reason": f"change request {open_cr[0]} is still {open_cr[1]}: one at a time",
+        }
     version = model_store.promoted(session)
     if version is None:
         return {"proposed": False, "reason": "no promoted model yet"}
