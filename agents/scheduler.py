@@ -205,7 +205,10 @@ def _skipped(engine: Engine, refusal: Refusal, *, owner: str, now: datetime) -> 
 def _attempt(rt: Runtime, spec: JobSpec, claim: Claim, retry: RetryPolicy) -> JobResult:
     if claim.took_over_from:
         log.warning(
-            "taking over %s due %s from %s, which died", claim.job, claim.scheduled_for, claim.took_over_from
+            "taking over %s due %s from %s, which died",
+            claim.job,
+            claim.scheduled_for.isoformat(),
+            claim.took_over_from,
         )
     t0 = time.perf_counter()
     summary: dict[str, Any] | None = None
