@@ -143,7 +143,7 @@ class LoopCollector(Collector):
         self.engine = engine
         self.live_budgets = live_budgets
         self.budget_ttl_s = budget_ttl_s
-        self._budget_cache: tuple[float, float] | None = None  # (monotonic time read, total)
+        self._budget_cache: tuple[float, float | None] | None = None  # (monotonic time read, total)
         self._lock = threading.Lock()
 
     def describe(self) -> Iterable[Any]:
@@ -252,10 +252,10 @@ class LoopCollector(Collector):
             if cached is not None and time.monotonic() - cached[0] < self.budget_ttl_s:
                 return cached[1]
             try:
-                total = round(sum(float(v) for v in self.live_budgets().values()), 2)
-            except Exception as exc:
+                total: float | None = round(sum(float(v) for v in self.live_budgets().values()), 2)
+            except Exception as exc:  # remembered for the TTL too: a scrape must not wait on a dead platform
                 log.warning("metrics: live budgets could not be read: %s", exc)
-                return None if cached is None else cached[1]
+                total = None
             self._budget_cache = (time.monotonic(), total)
             return total
 

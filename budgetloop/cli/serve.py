@@ -234,14 +234,19 @@ def serve(
     api.add_middleware(RequestIdMiddleware)
     api.state.scheduler = scheduler
     if settings.sandbox_url:
+        from connectors.http import RetryPolicy
         from connectors.registry import sandbox_connectors
 
-        api.state.live_budgets = connector_budgets(
-            rt.connectors if rt else sandbox_connectors(settings.sandbox_url)
-        )
+        # A scrape must stay quick: one try, a short timeout (the collector caches the answer a minute).
+        quick = sandbox_connectors(settings.sandbox_url, timeout=3.0, retry=RetryPolicy(max_attempts=1))
+        api.state.live_budgets = connector_budgets(quick)
     if scheduler is not None:
         scheduler.start()
     log.info("serving on %s:%d (scheduler %s)", host, port, "on" if scheduler else "off")
+    # uvicorn stops on SIGTERM/SIGINT, then re-raises the signal to the handler it found: make that a
+    # no-op, so the scheduler below is shut down and the process exits 0.
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    signal.signal(signal.SIGINT, lambda *_: None)
     try:
         uvicorn.run(api, host=host, port=port, log_config=None, access_log=True)
     finally:
