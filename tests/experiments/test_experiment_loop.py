@@ -92,8 +92,8 @@ def _run_through(w: World, exp_id: int) -> None:
         run_experiments(w.rt)
 
 
-def test_a_holdout_runs_is_restored_read_and_calibrates(sqlite_url: str) -> None:
-    with world(sqlite_url) as w:
+def test_a_holdout_runs_is_restored_read_and_calibrates(database_url: str) -> None:
+    with world(database_url) as w:
         budgets = w.market.budgets()
         cr_id, exp_id = _propose_and_approve(w)
         run_experiments(w.rt)  # D0 07:30: the approved holdout goes on
