@@ -74,13 +74,14 @@ def _spawn(case: str, cache: str | None) -> dict[str, Any]:
     return out
 
 
-def run(quick: bool = False) -> dict[str, Any]:
+def run(quick: bool = False, cases: tuple[str, ...] = tuple(CASES)) -> dict[str, Any]:
     repeats = 1 if quick else 3
     result: dict[str, Any] = {"repeats": repeats, "cases": {}}
     table = []
     cache = tempfile.mkdtemp(prefix="budgetloop-xla-")
     try:
-        for case, spec in CASES.items():
+        for case in cases:
+            spec = CASES[case]
             cold = _spawn(case, None)  # no persistent cache: compile from scratch
             warm = [_spawn(case, cache) for _ in range(repeats)]  # first fills the cache, later reuse it
             times = [r["fit_wall_s"] for r in warm]
@@ -99,10 +100,20 @@ def run(quick: bool = False) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_mmm")
-    parser.add_argument("--case", choices=sorted(CASES), required=True)
+    parser.add_argument("--case", choices=sorted(CASES), help="fit this case once and print JSON")
     parser.add_argument("--cache", default=None)
+    parser.add_argument("--cases", default=",".join(CASES), help="benchmark these cases (driver mode)")
+    parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
-    print(json.dumps(one_fit(args.case, args.cache), default=float))
+    if args.case:
+        print(json.dumps(one_fit(args.case, args.cache), default=float))
+        return 0
+    result = run(quick=args.quick, cases=tuple(args.cases.split(",")))
+    out = REPO / "bench" / "results" / "mmm.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=float) + "\n")
+    for row in result["table"]:
+        print(*row, sep="  ")
     return 0
 
 
