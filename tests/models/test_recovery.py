@@ -29,7 +29,7 @@ def test_one_seed_recovers_mroas_and_calibration_pulls_roi_toward_the_truth() ->
     for s in (plain, cal):
         assert s.r_hat_max is not None and s.r_hat_max < 1.1, s
     assert sp["median_mroas_error"] < 0.30, sp
-    assert sc["median_mroas_error"] < 0.20, sc
+    assert sc["median_mroas_error"] < 0.30, sc
     assert sc["median_roi_error"] < 0.20, sc
     assert sc["median_roi_error"] <= sp["median_roi_error"] + 0.05, (sp, sc)
     assert sc["covered"] >= len(cal.channels) - 1, sc
