@@ -59,7 +59,8 @@ ACTOR = "experimenter"
 KINDS = ("experiment", "experiment_end")
 BACKFILL_DAYS = PRE_DAYS + 28
 REPULL_DAYS = 3
-RETEST_AFTER_DAYS = 56
+RETEST_AFTER_DAYS = 56  # the same channel again
+GAP_DAYS = 28  # between the end of one experiment and the start of the next (reallocations in between)
 MAX_APPLY_DELAY_DAYS = 7
 ENDED = ("rejected", "expired", "cancelled", "shadow", "failed")
 
@@ -504,6 +505,12 @@ def propose(rt: Runtime, session: Session) -> dict[str, Any]:
         return {
             "proposed": False,
             "reason": f"change request {open_cr[0]} is still {open_cr[1]}: one at a time",
+        }
+    last_end = max((e.end for e in store.list_experiments(session) if e.status != "cancelled"), default=None)
+    if last_end is not None and (today - last_end).days < GAP_DAYS:
+        return {
+            "proposed": False,
+            "reason": f"the last experiment ended {last_end}: {GAP_DAYS} days between tests",
         }
     version = model_store.promoted(session)
     if version is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import numpy as np
 import pytest
 from geo_world import D0, World, policy, world
 from sqlalchemy import select
@@ -20,6 +21,7 @@ from budgetloop.db.experiments import Experiment
 from budgetloop.db.loop import CalibrationPoint, ChangeRequest
 from budgetloop.lifecycle import Event
 from budgetloop.store import change_requests as crs
+from budgetloop.store import experiments as store
 from connectors.sandbox.faults import Fault
 from connectors.sandbox.truth import counterfactual_market
 
@@ -225,3 +227,26 @@ def test_a_rejected_experiment_is_cancelled_and_nothing_moves(sqlite_url: str) -
         with w.rt.unit_of_work() as session:
             kinds = [k for (k,) in session.execute(select(ChangeRequest.kind))]
         assert kinds == ["experiment"]
+
+
+def test_the_job_lands_the_regional_panel_and_waits_for_a_model(sqlite_url: str) -> None:
+    with world(sqlite_url) as w:
+        out = run_experiments(w.rt)
+        assert out["regional"]["revenue_rows"] == 112 * 5  # the backfill: 84 pre-period days and four weeks
+        assert out["plan"] == {"proposed": False, "reason": "no promoted model yet"}
+        w.morning(D0 + timedelta(days=1))
+        again = run_experiments(w.rt)["regional"]
+        assert again["revenue_rows"] == 4 * 5  # the last three days again (restatements) and the new one
+        with w.rt.unit_of_work() as session:
+            _, regions, panel = store.regional_panel(session, start=D0 - timedelta(days=112), end=D0)
+        assert regions == ("coast", "east", "north", "south", "west")
+        assert not np.isnan(panel).any()
+        assert panel[-1].sum() == pytest.approx(w.market.outcome(D0).revenue, abs=0.1)
+
+
+def test_no_new_experiment_while_one_runs_or_right_after(sqlite_url: str) -> None:
+    with world(sqlite_url) as w:
+        _, exp_id = _propose_and_approve(w)
+        assert run_experiments(w.rt)["plan"]["reason"] == "an experiment is under way"
+        _run_through(w, exp_id)
+        assert run_experiments(w.rt)["plan"]["reason"].endswith("28 days between tests")
