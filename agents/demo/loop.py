@@ -3,8 +3,8 @@
 Everything runs on embedded defaults: SQLite under ``./var/``, the sandbox ad platforms on a loopback
 port over an in-process :class:`~connectors.sandbox.market.Market`, the service (REST + Slack
 endpoints) on another, and a fake Slack on a third where a simulated marketer reads each request and
-clicks. The clock is simulated; each simulated day runs the same jobs ``serve`` schedules, at their
-times:
+clicks. The clock is simulated, and the same job registry and triggers that ``serve`` schedules run
+through :class:`~agents.scheduler.SimulatedScheduler` (job locks, ``job_runs``, retries), so a day is:
 
 ====== ==================================================================================
 03:00  Mondays: retrain on the latest four quarters (and plan right after a promotion)
@@ -43,6 +43,7 @@ from agents.ingest import run_ingest
 from agents.notify import SlackNotifier
 from agents.plan import daily_curves, load_model
 from agents.runtime import FitOptions, Runtime
+from agents.scheduler import SimulatedScheduler
 from budgetloop.clock import SimulatedClock
 from budgetloop.config import Settings
 from budgetloop.db.loop import ChangeRequest, ChangeRequestItem, ModelVersion
@@ -281,8 +282,10 @@ def run_demo(config: DemoConfig, progress: Progress = print) -> dict[str, Any]:
             start_budgets = market.budgets()
             week_days: list[reports.DayRecord] = []
             day = first
+            scheduler = SimulatedScheduler(rt, clock, before_run=lambda now: market.advance_to(now.date()))
+            if first.weekday() != 0:  # the first model cannot wait for the first Monday
+                scheduler.request("retrain", at=_at(first, 3))
             while day <= last + timedelta(days=1):
-                clock.set(_at(day, 0))
                 market.advance_to(day)
                 state.learning[day] = {ch: market.learning_days_left(ch) > 0 for ch in market.channels}
                 if day > first:
@@ -295,30 +298,26 @@ def run_demo(config: DemoConfig, progress: Progress = print) -> dict[str, Any]:
                     )
                     state.days.append(rec)
                     week_days.append(rec)
-                if day > last:
-                    clock.set(_at(day, 6))
-                    jobs.ingest(rt)
-                    clock.set(_at(day, 7))
-                    jobs.monitor(rt)
+                if day > last:  # the last day's numbers: ingest and monitor it, then stop
+                    scheduler.run_due(_at(day, 7, 15))
                     break
-                if day.weekday() == 0 or day == first:
+                if day.weekday() == 0:
                     _forecast_week(rt, week_days, policy.monitoring.band)
                     week_days = []
-                    clock.set(_at(day, 3))
-                    t0 = time.perf_counter()
-                    result = jobs.retrain(rt)
-                    result["wall_s"] = round(time.perf_counter() - t0, 2)
-                    result["day"] = day.isoformat()
-                    state.retrains.append(result)
-                    _progress_week(progress, rt, day, first, config.weeks, result, state)
-                clock.set(_at(day, 6))
-                jobs.ingest(rt)
-                clock.set(_at(day, 7))
-                jobs.monitor(rt)
-                clock.set(_at(day, 7, 30))
-                jobs.experiment(rt)
-                clock.set(_at(day, 8))
-                jobs.plan(rt)
+                # The night and the morning's jobs (retrain on Mondays, ingest, monitor, experiments, plan).
+                morning = scheduler.run_due(_at(day, 9, 29))
+                for result in morning:
+                    if result.job == "retrain":
+                        state.retrains.append(
+                            {
+                                **(result.summary or {}),
+                                "wall_s": round(result.duration_s, 2),
+                                "status": result.status,
+                                "day": day.isoformat(),
+                            }
+                        )
+                        _progress_week(progress, rt, day, first, config.weeks, state.retrains[-1], state)
+                # 09:30: the marketer reads Slack; an approval executes at once through the service.
                 clock.set(_at(day, 9, 30))
                 with rt.unit_of_work() as session:
                     _, current_policy = rt.policy(session)
@@ -327,12 +326,8 @@ def run_demo(config: DemoConfig, progress: Progress = print) -> dict[str, Any]:
                     )
                     approver.review(session, current_policy, revenue_per_day)
                 _wait_until_settled(rt)
-                clock.set(_at(day, 10))
-                jobs.execute(rt)
-                clock.set(_at(day, 12))
-                jobs.expire(rt)
-                clock.set(_at(day, 23, 45))
-                jobs.digest(rt)
+                # The rest of the day: execution sweeps, expiry, the audit digest.
+                scheduler.run_due(_at(day, 23, 59))
                 day += timedelta(days=1)
             _forecast_week(rt, week_days, policy.monitoring.band)
             summary = _summarise(
