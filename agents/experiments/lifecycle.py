@@ -45,6 +45,7 @@ from agents.experiments.design import (
 from agents.runtime import Runtime
 from budgetloop.db.experiments import Experiment
 from budgetloop.db.loop import CalibrationPoint, ChangeRequest, ModelVersion
+from budgetloop.errors import ConnectorError
 from budgetloop.lifecycle import OPEN, Event, State
 from budgetloop.store import change_requests as crs
 from budgetloop.store import experiments as store
@@ -119,8 +120,11 @@ def run_experiments(rt: Runtime) -> dict[str, Any]:
     """One pass (see the module docstring); each step commits on its own."""
     today = rt.clock.today()
     out: dict[str, Any] = {}
-    with rt.unit_of_work() as session:
-        out["regional"] = ingest_regional(rt, session, today=today)
+    try:
+        with rt.unit_of_work() as session:
+            out["regional"] = ingest_regional(rt, session, today=today)
+    except ConnectorError as exc:  # the next run pulls from the last landed day again
+        out["regional"] = {"failed": str(exc)}
     with rt.unit_of_work() as session:
         ids = [e.id for e in store.active(session)]
     steps: dict[str, str] = {}
@@ -129,8 +133,11 @@ def run_experiments(rt: Runtime) -> dict[str, Any]:
     out["steps"] = steps
     with rt.unit_of_work() as session:
         out["roi_after"] = fill_roi_after(session)
-    with rt.unit_of_work() as session:
-        out["plan"] = propose(rt, session)
+    try:
+        with rt.unit_of_work() as session:
+            out["plan"] = propose(rt, session)
+    except ConnectorError as exc:
+        out["plan"] = {"proposed": False, "reason": f"could not read the live state: {exc}"}
     return out
 
 

@@ -250,3 +250,19 @@ def test_no_new_experiment_while_one_runs_or_right_after(sqlite_url: str) -> Non
         assert run_experiments(w.rt)["plan"]["reason"] == "an experiment is under way"
         _run_through(w, exp_id)
         assert run_experiments(w.rt)["plan"]["reason"].endswith("28 days between tests")
+
+
+def test_a_store_outage_skips_the_panel_for_a_day_and_the_next_run_fills_the_gap(sqlite_url: str) -> None:
+    with world(sqlite_url) as w:
+        run_experiments(w.rt)
+        w.server.arm(Fault(kind="server_error", dialect="store", route="revenue_by_region", times=None))
+        w.morning(D0 + timedelta(days=1))
+        assert "failed" in run_experiments(w.rt)["regional"]
+        w.server.state.faults.clear()
+        w.morning(D0 + timedelta(days=2))
+        run_experiments(w.rt)
+        with w.rt.unit_of_work() as session:
+            _, _, panel = store.regional_panel(
+                session, start=D0 - timedelta(days=5), end=D0 + timedelta(days=1)
+            )
+        assert not np.isnan(panel).any()
