@@ -158,7 +158,9 @@ def _curves_plot(report: DemoReport) -> str:
     n = len(report.curves)
     cols = min(n, 3) or 1
     rows = int(np.ceil(n / cols)) or 1
-    fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols, 3.0 * rows), squeeze=False)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(4.0 * cols, 3.0 * rows), squeeze=False, constrained_layout=True
+    )
     for ax, cc in zip(axes.flat, report.curves, strict=False):
         ax.plot(cc.grid, cc.true, color="#2e7d32", lw=1.5, label="true")
         ax.plot(cc.grid, cc.mean, color="#1565c0", lw=1.2, label="posterior mean")
