@@ -116,3 +116,15 @@ def load_from_text(text: str, tmp_path: Path) -> FittedModel:
     p = tmp_path / "sub.json"
     p.write_text(text)
     return load(p)
+
+
+def test_svi_refresh_gives_usable_draws(easy_case: tuple[object, Truth], jax_cache: Path) -> None:
+    from models.fit import fit
+
+    data, truth = easy_case
+    fm = fit(data, method="svi", samples=200, seed=0)  # type: ignore[arg-type]
+    assert fm.method == "svi" and fm.n_draws == 400  # samples x chains draws
+    assert fm.diagnostics.r_hat_max is None and fm.healthy, fm.diagnostics.reasons
+    m = fm.channel_metrics()
+    assert np.median(np.abs(np.median(m.mroas, 0) / truth.mroas - 1)) < 0.35
+    assert fm.settings["timings"]["sample"] > 0
