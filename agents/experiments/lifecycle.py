@@ -60,8 +60,8 @@ ACTOR = "experimenter"
 KINDS = ("experiment", "experiment_end")
 BACKFILL_DAYS = PRE_DAYS + 28
 REPULL_DAYS = 3
-RETEST_AFTER_DAYS = 56  # the same channel again
-GAP_DAYS = 28  # between the end of one experiment and the start of the next (reallocations in between)
+RETEST_AFTER_DAYS = 182  # the same channel again
+GAP_DAYS = 56  # between the end of one experiment and the start of the next (reallocations in between)
 MAX_APPLY_DELAY_DAYS = 7
 ENDED = ("rejected", "expired", "cancelled", "shadow", "failed")
 

@@ -249,7 +249,7 @@ def test_no_new_experiment_while_one_runs_or_right_after(sqlite_url: str) -> Non
         _, exp_id = _propose_and_approve(w)
         assert run_experiments(w.rt)["plan"]["reason"] == "an experiment is under way"
         _run_through(w, exp_id)
-        assert run_experiments(w.rt)["plan"]["reason"].endswith("28 days between tests")
+        assert run_experiments(w.rt)["plan"]["reason"].endswith("56 days between tests")
 
 
 def test_a_store_outage_skips_the_panel_for_a_day_and_the_next_run_fills_the_gap(sqlite_url: str) -> None:
