@@ -144,8 +144,7 @@ def run_experiments(rt: Runtime) -> dict[str, Any]:
 def advance(rt: Runtime, exp_id: int) -> str:
     """Move one experiment a step; returns what happened."""
     with rt.unit_of_work() as session:
-        exp = session.get(Experiment, exp_id)
-        assert exp is not None
+        exp = _load(session, exp_id)
         status = exp.status
         cr = crs.get(session, change_request_id=exp.change_request_id)
         assert cr is not None
@@ -155,8 +154,7 @@ def advance(rt: Runtime, exp_id: int) -> str:
     if status == "proposed":
         if cr_status in ENDED:
             with rt.unit_of_work() as session:
-                exp = session.get(Experiment, exp_id)
-                assert exp is not None
+                exp = _load(session, exp_id)
                 store.set_status(
                     session,
                     exp,
@@ -174,6 +172,13 @@ def advance(rt: Runtime, exp_id: int) -> str:
     if status in ("ending", "reading"):
         return finish(rt, exp_id)
     return status
+
+
+def _load(session: Session, exp_id: int) -> Experiment:
+    exp = session.get(Experiment, exp_id)
+    if exp is None:
+        raise LookupError(f"no experiment with id {exp_id}")
+    return exp
 
 
 def _campaigns(session: Session, channel: str, platform: str) -> list[str]:
@@ -202,8 +207,7 @@ def start_holdout(rt: Runtime, exp_id: int) -> str:
     """Switch the holdout on (an approved experiment request), or block/cancel it with the reason."""
     now, today = rt.clock.now(), rt.clock.today()
     with rt.unit_of_work() as session:
-        exp = session.get(Experiment, exp_id)
-        assert exp is not None
+        exp = _load(session, exp_id)
         _, policy = rt.policy(session)
         days = (exp.end - exp.start).days + 1
         start, end = today + timedelta(days=1), today + timedelta(days=days)
@@ -239,8 +243,7 @@ def start_holdout(rt: Runtime, exp_id: int) -> str:
         log.warning("experiment %s: holdout failed (%s); restoring", exp_id, exc)
         restored = _restore_quietly(rt, campaigns, platform, regions)
         with rt.unit_of_work() as session:
-            exp = session.get(Experiment, exp_id)
-            assert exp is not None
+            exp = _load(session, exp_id)
             reason = f"the holdout could not be applied: {exc}"
             crs.transition(
                 session,
@@ -255,8 +258,7 @@ def start_holdout(rt: Runtime, exp_id: int) -> str:
             store.set_status(session, exp, status=status, now=rt.clock.now(), actor=ACTOR, reason=reason)
         return "failed"
     with rt.unit_of_work() as session:
-        exp = session.get(Experiment, exp_id)
-        assert exp is not None
+        exp = _load(session, exp_id)
         crs.transition(
             session,
             change_request_id=exp.change_request_id,
@@ -323,8 +325,7 @@ def finish(rt: Runtime, exp_id: int) -> str:
     """Restore the regions (retried until it works), then read the result and calibrate."""
     now = rt.clock.now()
     with rt.unit_of_work() as session:
-        exp = session.get(Experiment, exp_id)
-        assert exp is not None
+        exp = _load(session, exp_id)
         if exp.status == "running":
             _end_request(session, exp, now)
             store.set_status(session, exp, status="ending", now=now, actor=ACTOR)
@@ -334,8 +335,7 @@ def finish(rt: Runtime, exp_id: int) -> str:
         if not _restore_quietly(rt, campaigns, platform, regions):
             return "restore pending"
         with rt.unit_of_work() as session:
-            exp = session.get(Experiment, exp_id)
-            assert exp is not None
+            exp = _load(session, exp_id)
             cr = _end_request(session, exp, rt.clock.now())
             for event in (Event.FINISH_EXECUTION, Event.START_MONITORING, Event.CONFIRM):
                 if cr.status == State.EXECUTING.value or event is not Event.FINISH_EXECUTION:
@@ -367,8 +367,7 @@ def finish(rt: Runtime, exp_id: int) -> str:
 def read_result(rt: Runtime, exp_id: int) -> str:
     now = rt.clock.now()
     with rt.unit_of_work() as session:
-        exp = session.get(Experiment, exp_id)
-        assert exp is not None
+        exp = _load(session, exp_id)
         last = store.last_regional_day(session)
         if last is None or last < exp.end:
             return "waiting for the regional data"
