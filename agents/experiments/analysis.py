@@ -1,19 +1,20 @@
 """Reading a geo holdout: a scaled-control difference-in-differences fit for a handful of regions.
 
-The held-out regions' daily revenue is regressed on the control regions' (their sum) over a
-pre-period, ``treated_t = a + b * control_t + e_t``: the intercept and scale absorb the regions' level
-difference, and the shared seasonality, trend and weekly cycle move both sides alike. Over the test
+The held-out regions' daily revenue is modelled as a fixed share of the control regions' (their sum)
+over a pre-period, ``treated_t = b * control_t + e_t`` with ``b`` the ratio of the sums: the shared
+multiplicative seasonality, trend and weekly cycle move both sides alike. Over the test
 window the fit gives the revenue the held-out regions would have made with the channel on; the lift is
 that counterfactual minus what they made, summed over the window. That sum is INTERFACES section 2's
 ``incremental_revenue`` (revenue with the table's spend minus with the changed spend).
 
-The standard error adds the residual noise of each test day and the uncertainty of ``a, b``, both
+The standard error adds the residual noise of each test day and the uncertainty of ``b``, both
 inflated for day-to-day autocorrelation of the residuals (``(1 + rho) / (1 - rho)``).
 
 Checks before a reading is trusted:
 
 * **pre-period fit**: the fit must explain the held-out regions (MAPE at most ``MAX_PRE_MAPE``, R^2 at
-  least ``MIN_PRE_R2``);
+  least ``MIN_PRE_R2``) and they must not drift away from the controls (a linear drift of the
+  residuals across the pre-period at most ``MAX_PRE_DRIFT``);
 * **placebo in time**: the same estimator, fitted on the earlier pre-period and read on its last days
   (where nothing changed), must find no effect (``|z| <= PLACEBO_Z``);
 * **placebo in space**: each control region, read against the other controls over the test window,
@@ -35,6 +36,7 @@ MIN_PRE_R2 = 0.30
 PLACEBO_Z = 2.58  # two-sided 1%
 MIN_PRE_DAYS = 21
 MAX_RHO = 0.9
+MAX_PRE_DRIFT = 0.05
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ class Panel:
 
 @dataclass(frozen=True)
 class ControlFit:
-    """``treated ~ a + b * control`` over the pre-period."""
+    """``treated ~ a + b * control`` over the pre-period (``a`` is 0 for the ratio fit)."""
 
     a: float
     b: float
@@ -96,34 +98,51 @@ class ControlFit:
 
 
 def fit_control(treated: np.ndarray, control: np.ndarray) -> ControlFit:
+    """The held-out regions as a share of the controls: ``b = sum(treated) / sum(control)``.
+
+    A ratio of sums rather than a least-squares slope: the controls' own daily noise would bias a fitted
+    slope toward zero (errors in the regressor), which turns any level change between the pre-period and
+    the test (season, trend) into a false lift. Regions that share the market's multiplicative season,
+    trend and weekly cycle are proportional, so no intercept is needed.
+    """
     n = len(treated)
     if n < MIN_PRE_DAYS:
         raise ValueError(
             f"the pre-period has {n} days; at least {MIN_PRE_DAYS} are needed to fit the control"
         )
-    x = np.column_stack([np.ones(n), control])
-    xtx_inv = np.linalg.inv(x.T @ x)
-    coef = xtx_inv @ x.T @ treated
-    resid = treated - x @ coef
-    sigma2 = float(resid @ resid) / max(n - 2, 1)
+    total = float(control.sum())
+    if total <= 0:
+        raise ValueError("the control regions have no revenue in the pre-period")
+    b = float(treated.sum()) / total
+    resid = treated - b * control
+    sigma2 = float(resid @ resid) / max(n - 1, 1)
     r = resid - resid.mean()
     denom = float(r @ r)
     rho = 0.0 if denom <= 0 else float(r[1:] @ r[:-1]) / denom
     rho = min(max(rho, 0.0), MAX_RHO)
     inflation = (1.0 + rho) / (1.0 - rho)
-    total = float(((treated - treated.mean()) ** 2).sum())
-    r2 = 1.0 - float(resid @ resid) / total if total > 0 else 0.0
+    spread = float(((treated - treated.mean()) ** 2).sum())
+    r2 = 1.0 - float(resid @ resid) / spread if spread > 0 else 0.0
     mape = float(np.mean(np.abs(resid) / np.maximum(np.abs(treated), 1e-9)))
+    var_b = n * sigma2 / total**2 * inflation
     return ControlFit(
-        a=float(coef[0]),
-        b=float(coef[1]),
-        cov=xtx_inv * sigma2 * inflation,
+        a=0.0,
+        b=b,
+        cov=np.array([[0.0, 0.0], [0.0, var_b]]),
         sigma=math.sqrt(sigma2),
         rho=rho,
         r2=r2,
         mape=mape,
         n=n,
     )
+
+
+def pre_drift(fit: ControlFit, treated: np.ndarray, control: np.ndarray) -> float:
+    """How far the held-out regions drift from the fit across the pre-period (relative, end to end)."""
+    n = len(treated)
+    rel = (treated - fit.predict(control)) / max(float(np.mean(treated)), 1e-9)
+    t = np.arange(n) - (n - 1) / 2.0
+    return float(t @ rel) / float(t @ t) * n
 
 
 @dataclass(frozen=True)
@@ -230,6 +249,12 @@ def read_holdout(
         problems.append(f"pre-period fit is loose: MAPE {fit.mape:.1%} > {MAX_PRE_MAPE:.0%}")
     if fit.r2 < MIN_PRE_R2:
         problems.append(f"pre-period fit explains little: R^2 {fit.r2:.2f} < {MIN_PRE_R2:.2f}")
+    drift = pre_drift(fit, y[pre_start:pre_end], c[pre_start:pre_end])
+    if abs(drift) > MAX_PRE_DRIFT:
+        problems.append(
+            f"the held-out regions drift away from the controls before the test ({drift:+.1%} over "
+            f"{pre_end - pre_start} days): the control would not track them"
+        )
 
     # placebo in time: fit on the earlier pre-period, read its last days, where nothing changed
     n_pre = pre_end - pre_start
