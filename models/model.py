@@ -73,6 +73,14 @@ class ModelSpec:
         four = np.stack(cols, axis=1) if cols else np.zeros((len(days), 0))
         return tpos, four
 
+    def fourier_scale(self) -> np.ndarray:
+        """Prior scale per Fourier column: 1/k for yearly harmonic k (a smooth year, so that flights
+        and pushes of a few weeks are not taken for seasonality); 1 for the weekly ones (a day-of-week
+        pattern need not be smooth)."""
+        yearly = [1.0 / k for k in range(1, self.n_yearly + 1) for _ in (0, 1)]
+        weekly = [1.0 for _ in range(2 * self.n_weekly)]
+        return np.asarray(yearly + weekly, dtype=float)
+
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
@@ -94,6 +102,7 @@ def build_inputs(
         "ctrl": ctrl.astype(f32),
         "tpos": tpos.astype(f32),
         "four": four.astype(f32),
+        "four_scale": spec.fourier_scale().astype(f32),
         "spend_over_y": (data.spend.sum(0) / data.y_scale).astype(f32),
         "y": (data.y / data.y_scale).astype(f32) if with_y else None,
         "prior": {k: np.asarray(v, dtype=f32) for k, v in priors.__dict__.items()},
@@ -147,7 +156,8 @@ def mmm_model(inputs: dict[str, Any], spec: ModelSpec, priors_sd: dict[str, floa
     log_base = intercept + trend * tpos + curvature * (tpos**2 - 1.0 / 3.0)
     nf = inputs["four"].shape[1]
     if nf:
-        season = numpyro.sample("season", dist.Normal(jnp.zeros(nf), priors_sd["season_sd"]).to_event(1))
+        scale = priors_sd["season_sd"] * inputs["four_scale"]
+        season = numpyro.sample("season", dist.Normal(jnp.zeros(nf), scale).to_event(1))
         log_base = log_base + inputs["four"] @ season
     nk = inputs["ctrl"].shape[1]
     if nk:
