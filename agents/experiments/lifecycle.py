@@ -625,10 +625,19 @@ def create_experiment(
 def experiments_report(session: Session) -> list[dict[str, Any]]:
     """The demo report's ``experiments`` list: one entry per experiment that ran."""
     out: list[dict[str, Any]] = []
+
+    def mroas(version_id: int | None, channel: str) -> float | None:
+        version = None if version_id is None else session.get(ModelVersion, version_id)
+        found = (
+            None if version is None else (version.summary.get("channels", {}).get(channel) or {}).get("mroas")
+        )
+        return None if found is None else round(float(found["mean"]), 4)
+
     for e in store.list_experiments(session):
         if e.status in ("proposed", "cancelled"):
             continue
         result = e.result or {}
+        delta, lift = result.get("spend_delta"), result.get("incremental_revenue")
         out.append(
             {
                 "id": e.id,
@@ -642,8 +651,11 @@ def experiments_report(session: Session) -> list[dict[str, Any]]:
                 "incremental_revenue": result.get("incremental_revenue"),
                 "incremental_revenue_se": result.get("incremental_revenue_se"),
                 "relative_lift": result.get("relative_lift"),
+                "measured_return": None if not delta or lift is None else round(lift / -delta, 4),
                 "roi_before": e.roi_before,
                 "roi_after": e.roi_after,
+                "mroas_before": mroas(e.model_version_id, e.channel),
+                "mroas_after": mroas(e.after_model_version_id, e.channel),
                 "model_version_before": e.model_version_id,
                 "model_version_after": e.after_model_version_id,
                 "placebo_time_z": (result.get("placebo_time") or {}).get("z"),

@@ -149,6 +149,9 @@ def test_a_holdout_runs_is_restored_read_and_calibrates(database_url: str) -> No
             and report[0]["incremental_revenue"] == result["incremental_revenue"]
         )
         assert report[0]["roi_before"] == 2.0 and report[0]["roi_after"] is None  # no retrain yet
+        measured = result["incremental_revenue"] / -result["spend_delta"]
+        assert report[0]["measured_return"] == pytest.approx(measured, abs=1e-3)
+        assert report[0]["mroas_before"] is None  # the hand-made design names no model version
 
 
 def test_a_refused_holdout_is_restored_and_failed(sqlite_url: str) -> None:
