@@ -93,7 +93,11 @@ def fit_json(fm: FittedModel, *, extras: bool = True, plots: dict[str, str] | No
                 if k not in ("r_hat_max", "ess_bulk_min", "divergences", "fit_seconds")
             },
         },
-        "holdout": fm.holdout.to_dict() if fm.holdout else None,
+        "holdout": (
+            {k: (_finite(v) if isinstance(v, float) else v) for k, v in fm.holdout.to_dict().items()}
+            if fm.holdout
+            else None
+        ),
     }
     if not extras:
         return out
