@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from functools import lru_cache
+from dataclasses import replace
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,37 @@ def _chain_method(chains: int) -> str:
     return "parallel" if jax.local_device_count() >= chains else "sequential"
 
 
+@lru_cache(maxsize=8)
+def _nuts_sampler(
+    spec: ModelSpec,
+    sds_items: tuple[tuple[str, float], ...],
+    chains: int,
+    warmup: int,
+    samples: int,
+    progress: bool,
+    target_accept: float,
+    max_tree_depth: int,
+) -> MCMC:
+    """One MCMC per model structure and settings, with the data as *arguments* (``jit_model_args``):
+    a later fit of a table of the same shape reuses the compiled sampler instead of compiling anew."""
+    kernel = NUTS(
+        partial(mmm_model, spec=spec, priors_sd=dict(sds_items)),
+        target_accept_prob=target_accept,
+        dense_mass=False,
+        max_tree_depth=max_tree_depth,
+        init_strategy=init_to_median(num_samples=15),
+    )
+    return MCMC(
+        kernel,
+        num_warmup=warmup,
+        num_samples=samples,
+        num_chains=chains,
+        chain_method=_chain_method(chains),
+        progress_bar=progress,
+        jit_model_args=True,
+    )
+
+
 def _run_nuts(
     inputs: dict[str, Any],
     spec: ModelSpec,
@@ -87,22 +119,17 @@ def _run_nuts(
     target_accept: float,
     max_tree_depth: int,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    kernel = NUTS(
-        mmm_model,
-        target_accept_prob=target_accept,
-        dense_mass=False,
-        max_tree_depth=max_tree_depth,
-        init_strategy=init_to_median(num_samples=15),
+    mcmc = _nuts_sampler(
+        _structure(spec),
+        tuple(sorted(sds.items())),
+        chains,
+        warmup,
+        samples,
+        progress,
+        target_accept,
+        max_tree_depth,
     )
-    mcmc = MCMC(
-        kernel,
-        num_warmup=warmup,
-        num_samples=samples,
-        num_chains=chains,
-        chain_method=_chain_method(chains),
-        progress_bar=progress,
-    )
-    mcmc.run(jax.random.PRNGKey(seed), inputs, spec, sds, extra_fields=("diverging", "energy"))
+    mcmc.run(jax.random.PRNGKey(seed), inputs, extra_fields=("diverging", "energy"))
     grouped = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
     extra = mcmc.get_extra_fields(group_by_chain=True)
     flat = {k: v.reshape((-1, *v.shape[2:])) for k, v in grouped.items()}
@@ -128,6 +155,13 @@ class _OrderedELBO(ELBO):
 
         keys = jax.random.split(rng_key, self.num_particles)
         return {"loss": jnp.mean(jax.vmap(one)(keys)), "mutable_state": None}
+
+
+def _structure(spec: ModelSpec) -> ModelSpec:
+    """The part of the spec the traced model reads (frequency, harmonics, adstock, lags). The training
+    window's dates (``t0``, ``span_days``) only shape the inputs, so they are left out of the keys of
+    the compiled programs: a weekly retrain on a rolling window of the same length then reuses them."""
+    return replace(spec, t0=0, span_days=1)
 
 
 @lru_cache(maxsize=16)
@@ -171,7 +205,7 @@ def _run_svi(
     samples: int,
     seed: int,
 ) -> tuple[dict[str, np.ndarray], bool]:
-    program = _svi_program(spec, tuple(sorted(sds.items())), steps, samples)
+    program = _svi_program(_structure(spec), tuple(sorted(sds.items())), steps, samples)
     losses, draws = program(jax.random.PRNGKey(seed), inputs)
     losses = np.asarray(losses)
     if not np.all(np.isfinite(losses[-max(steps // 10, 1) :])):
@@ -198,7 +232,7 @@ def _prior_coverage(
     inputs: dict[str, Any], spec: ModelSpec, sds: dict[str, float], y: np.ndarray, seed: int
 ) -> float:
     prior_inputs = dict(inputs, y=None, lift=None)
-    program = _prior_program(spec, tuple(sorted(sds.items())), 200)
+    program = _prior_program(_structure(spec), tuple(sorted(sds.items())), 200)
     obs = np.asarray(program(jax.random.PRNGKey(seed + 1), prior_inputs), dtype=float)
     return coverage(y, obs)
 
