@@ -6,6 +6,7 @@ argument and nothing reads the clock except an elapsed-time counter for ``fit_se
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -75,6 +76,9 @@ def _chain_method(chains: int) -> str:
     return "parallel" if jax.local_device_count() >= chains else "sequential"
 
 
+_NUTS_LOCK = threading.Lock()
+
+
 @lru_cache(maxsize=8)
 def _nuts_sampler(
     spec: ModelSpec,
@@ -86,8 +90,11 @@ def _nuts_sampler(
     target_accept: float,
     max_tree_depth: int,
 ) -> MCMC:
-    """One MCMC per model structure and settings, with the data as *arguments* (``jit_model_args``):
-    a later fit of a table of the same shape reuses the compiled sampler instead of compiling anew."""
+    """One MCMC per model structure and settings, with the data as *arguments* (``jit_model_args``).
+
+    With sequential or vectorised chains a later fit of a table of the same shape reuses the compiled
+    sampler; NumPyro's parallel (pmap) chains still close over the data, so there it only saves the
+    set-up. An MCMC object keeps state between runs: :data:`_NUTS_LOCK` serialises its users."""
     kernel = NUTS(
         partial(mmm_model, spec=spec, priors_sd=dict(sds_items)),
         target_accept_prob=target_accept,
@@ -129,9 +136,10 @@ def _run_nuts(
         target_accept,
         max_tree_depth,
     )
-    mcmc.run(jax.random.PRNGKey(seed), inputs, extra_fields=("diverging", "energy"))
-    grouped = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
-    extra = mcmc.get_extra_fields(group_by_chain=True)
+    with _NUTS_LOCK:
+        mcmc.run(jax.random.PRNGKey(seed), inputs, extra_fields=("diverging", "energy"))
+        grouped = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+        extra = mcmc.get_extra_fields(group_by_chain=True)
     flat = {k: v.reshape((-1, *v.shape[2:])) for k, v in grouped.items()}
     return flat, grouped, np.asarray(extra["diverging"]), np.asarray(extra["energy"])
 
