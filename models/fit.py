@@ -89,6 +89,7 @@ def _nuts_sampler(
     progress: bool,
     target_accept: float,
     max_tree_depth: int,
+    shapes: tuple[Any, ...],
 ) -> MCMC:
     """One MCMC per model structure and settings, with the data as *arguments* (``jit_model_args``).
 
@@ -135,6 +136,7 @@ def _run_nuts(
         progress,
         target_accept,
         max_tree_depth,
+        _shapes(inputs),
     )
     with _NUTS_LOCK:
         mcmc.run(jax.random.PRNGKey(seed), inputs, extra_fields=("diverging", "energy"))
@@ -165,6 +167,13 @@ class _OrderedELBO(ELBO):
         return {"loss": jnp.mean(jax.vmap(one)(keys)), "mutable_state": None}
 
 
+def _shapes(inputs: dict[str, Any]) -> tuple[Any, ...]:
+    """The inputs' tree structure and leaf shapes: a program traced for one shape is never reused for
+    another (the guide and the sampler keep trace-time state)."""
+    leaves, tree = jax.tree_util.tree_flatten(inputs)
+    return (tree, *(np.shape(leaf) for leaf in leaves))
+
+
 def _structure(spec: ModelSpec) -> ModelSpec:
     """The part of the spec the traced model reads (frequency, harmonics, adstock, lags). The training
     window's dates (``t0``, ``span_days``) only shape the inputs, so they are left out of the keys of
@@ -173,7 +182,13 @@ def _structure(spec: ModelSpec) -> ModelSpec:
 
 
 @lru_cache(maxsize=16)
-def _svi_program(spec: ModelSpec, sds_items: tuple[tuple[str, float], ...], steps: int, samples: int) -> Any:
+def _svi_program(
+    spec: ModelSpec,
+    sds_items: tuple[tuple[str, float], ...],
+    steps: int,
+    samples: int,
+    shapes: tuple[Any, ...],
+) -> Any:
     """A jitted SVI run whose data are *arguments*, so equal shapes reuse the compiled program (in this
     process and, through the persistent cache, in later ones)."""
     sds = dict(sds_items)
@@ -213,7 +228,7 @@ def _run_svi(
     samples: int,
     seed: int,
 ) -> tuple[dict[str, np.ndarray], bool]:
-    program = _svi_program(_structure(spec), tuple(sorted(sds.items())), steps, samples)
+    program = _svi_program(_structure(spec), tuple(sorted(sds.items())), steps, samples, _shapes(inputs))
     losses, draws = program(jax.random.PRNGKey(seed), inputs)
     losses = np.asarray(losses)
     if not np.all(np.isfinite(losses[-max(steps // 10, 1) :])):
@@ -227,7 +242,9 @@ def _run_svi(
 
 
 @lru_cache(maxsize=16)
-def _prior_program(spec: ModelSpec, sds_items: tuple[tuple[str, float], ...], samples: int) -> Any:
+def _prior_program(
+    spec: ModelSpec, sds_items: tuple[tuple[str, float], ...], samples: int, shapes: tuple[Any, ...]
+) -> Any:
     sds = dict(sds_items)
 
     def run(key: Any, inputs: dict[str, Any]) -> Any:
@@ -240,7 +257,7 @@ def _prior_coverage(
     inputs: dict[str, Any], spec: ModelSpec, sds: dict[str, float], y: np.ndarray, seed: int
 ) -> float:
     prior_inputs = dict(inputs, y=None, lift=None)
-    program = _prior_program(_structure(spec), tuple(sorted(sds.items())), 200)
+    program = _prior_program(_structure(spec), tuple(sorted(sds.items())), 200, _shapes(prior_inputs))
     obs = np.asarray(program(jax.random.PRNGKey(seed + 1), prior_inputs), dtype=float)
     return coverage(y, obs)
 

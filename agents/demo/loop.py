@@ -61,6 +61,7 @@ from guardrails.checker import check_executed
 from guardrails.loading import parse_policy
 from guardrails.policy import Policy
 from guardrails.records import CampaignState, ExecutedChange
+from models.fit import enable_compilation_cache
 from service.app import create_app
 from service.slack.fake import FakeSlack, ServerThread
 
@@ -83,7 +84,7 @@ class DemoConfig:
     seed: int = 0
     report_dir: Path = Path("report")
     database_url: str | None = None
-    fit: FitOptions = field(default_factory=lambda: FitOptions(warmup=300, samples=300, holdout_days=28))
+    fit: FitOptions = field(default_factory=lambda: FitOptions(method="svi", samples=500, holdout_days=28))
 
 
 @dataclass
@@ -222,6 +223,7 @@ def _violations(
 
 def run_demo(config: DemoConfig, progress: Progress = print) -> dict[str, Any]:
     started = time.perf_counter()
+    enable_compilation_cache(Path("var") / "jax-cache")  # a second demo run skips XLA compilation
     scenario: Scenario = load_scenario(config.scenario_path)
     policy_text = Path(config.policy_path).read_text()
     policy = parse_policy(policy_text, source=str(config.policy_path))

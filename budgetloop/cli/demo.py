@@ -25,7 +25,12 @@ def demo(
     database_url: str | None = typer.Option(
         None, "--database-url", help="Database (default: a fresh SQLite file var/demo.db)."
     ),
-    fast: bool = typer.Option(False, "--fast", help="Fewer posterior draws per weekly retrain (smoke runs)."),
+    fit_method: str = typer.Option(
+        "svi",
+        "--fit-method",
+        help="Weekly retrain: `svi` (fast refresh, the default here) or `nuts` (full MCMC, minutes per fit).",
+    ),
+    fast: bool = typer.Option(False, "--fast", help="Fewer posterior draws and no holdout (smoke runs)."),
 ) -> None:
     """Run the closed loop for N simulated weeks and write the report (INTERFACES section 4)."""
     for label, path in (("--scenario", scenario), ("--policy", policy)):
@@ -34,7 +39,11 @@ def demo(
     from agents.demo.loop import DemoConfig, run_demo
     from agents.runtime import FitOptions
 
-    fit = FitOptions(warmup=150, samples=150, holdout_days=0) if fast else FitOptions(warmup=300, samples=300)
+    if fit_method not in ("svi", "nuts"):
+        raise InputError(f"unknown fit method {fit_method!r}", key="--fit-method", fix="use svi or nuts")
+    fit = FitOptions(
+        method=fit_method, warmup=300, samples=250 if fast else 500, holdout_days=0 if fast else 28
+    )
     summary = run_demo(
         DemoConfig(
             scenario_path=scenario,
