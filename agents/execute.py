@@ -41,7 +41,7 @@ from budgetloop.clock import Clock
 from budgetloop.db.audit import AuditEntry
 from budgetloop.db.loop import ChangeRequest, ChangeRequestItem
 from budgetloop.db.session import session_scope
-from budgetloop.errors import ConnectorError, RejectedByPlatform
+from budgetloop.errors import ConnectorError, IllegalTransition, RejectedByPlatform
 from budgetloop.lifecycle import Event, State
 from budgetloop.store import audit
 from budgetloop.store import change_requests as requests
@@ -191,12 +191,16 @@ def _run_request(
                 reason = "stale plan, re-plan: live budgets moved since planning (" + "; ".join(stale) + ")"
                 _transition(session, run, Event.CANCEL, reason=reason, payload={"stale": stale})
                 return _report_in(session, run, "stale", reason)
-            _transition(
-                session,
-                run,
-                Event.START_EXECUTION,
-                payload={"calls": [_plan_entry(i) for i in cr.items], "kind": kind},
-            )
+            try:
+                _transition(
+                    session,
+                    run,
+                    Event.START_EXECUTION,
+                    payload={"calls": [_plan_entry(i) for i in cr.items], "kind": kind},
+                )
+            except (IllegalTransition, ConcurrentTransition) as exc:
+                # Another executor (the service's on_approved, a second worker) started it first.
+                return _report_in(session, run, "skipped", f"another executor started this request ({exc})")
     else:
         if policy.kill_switch:
             return _report(

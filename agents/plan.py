@@ -186,6 +186,29 @@ def run_plan(rt: Runtime, session: Session) -> PlannerRun:
         return _record_run(
             session, now=now, version_id=None, reason="no promoted model yet", cr_id=None, details={}
         )
+    turned_down = session.execute(
+        select(ChangeRequest.id, ChangeRequest.status, ChangeRequest.decided_by)
+        .where(
+            ChangeRequest.kind == "reallocation",
+            ChangeRequest.model_version_id == version.id,
+            ChangeRequest.status.in_([State.REJECTED.value, State.EXPIRED.value]),
+        )
+        .order_by(ChangeRequest.id.desc())
+        .limit(1)
+    ).first()
+    if turned_down is not None:
+        who = f" by {turned_down[2]}" if turned_down[2] else ""
+        return _record_run(
+            session,
+            now=now,
+            version_id=version.id,
+            reason=(
+                f"change request {turned_down[0]} from this model version was {turned_down[1]}{who}: "
+                "waiting for new evidence (the next promoted version) before asking again"
+            ),
+            cr_id=None,
+            details={},
+        )
     fm = load_model(rt, version)
     live = live_campaigns(rt, session)
     by_channel: dict[str, list[LiveCampaign]] = defaultdict(list)

@@ -118,19 +118,24 @@ def _cached_policy_source(rt_cache: dict[str, Any]) -> Callable[[Any], tuple[int
     return source
 
 
-def _wait_until_settled(rt: Runtime, timeout: float = 60.0) -> None:
-    """Wait for the service's background work (a decision, then its execution) to finish."""
+def _wait_until_settled(rt: Runtime, clicked: list[int], timeout: float = 60.0) -> None:
+    """Wait for the service's background work: the decisions on the clicked requests, then their
+    execution (an approval executes at once through ``on_approved``). Jobs must not race it."""
     deadline = time.monotonic() + timeout
-    busy = (State.APPROVED.value, State.EXECUTING.value)
+    busy = (State.PENDING_APPROVAL.value, State.APPROVED.value, State.EXECUTING.value)
+    waiting = set(clicked)
     while time.monotonic() < deadline:
         with rt.unit_of_work() as session:
-            n = session.scalar(
-                select(func.count()).select_from(ChangeRequest).where(ChangeRequest.status.in_(busy))
-            )
-        if not n:
+            rows = session.execute(select(ChangeRequest.id, ChangeRequest.status)).all()
+        decided = {cr_id for cr_id, status in rows if status != State.PENDING_APPROVAL.value}
+        waiting -= decided
+        in_flight = [cr_id for cr_id, status in rows if status in busy[1:]]
+        if not waiting and not in_flight:
             return
         time.sleep(0.02)
-    log.warning("requests still approved/executing after %.0f s; the 10:00 run will pick them up", timeout)
+    log.warning(
+        "requests still undecided or executing after %.0f s; the next execute run picks them up", timeout
+    )
 
 
 def _forecast_week(rt: Runtime, days: list[reports.DayRecord], band: float) -> None:
@@ -326,8 +331,8 @@ def run_demo(config: DemoConfig, progress: Progress = print) -> dict[str, Any]:
                     revenue_per_day = (
                         float(np.mean([d.revenue for d in state.days[-28:]])) if state.days else 0.0
                     )
-                    approver.review(session, current_policy, revenue_per_day)
-                _wait_until_settled(rt)
+                    clicks = approver.review(session, current_policy, revenue_per_day)
+                _wait_until_settled(rt, [c.change_request_id for c in clicks])
                 # The rest of the day: execution sweeps, expiry, the audit digest.
                 scheduler.run_due(_at(day, 23, 59))
                 day += timedelta(days=1)
