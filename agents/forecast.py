@@ -1,8 +1,8 @@
 """The monitor's forecast: the promised band for a day's revenue, from the request's own model version.
 
 For a request planned on model version ``v``, the forecast of day ``d`` is the posterior predictive of
-``v`` for the days from the end of its training data through ``d``, given the spend the platforms
-actually delivered (so adstock carries over), read at ``d``: mean and the central ``band`` interval.
+``v`` over the ``WINDOW_DAYS`` ending on ``d``, given the spend the platforms actually delivered (so
+adstock carries over), read at ``d``: mean and the central ``band`` interval.
 """
 
 from __future__ import annotations
@@ -18,7 +18,10 @@ from budgetloop.db.loop import ChangeRequest
 from budgetloop.store import metrics as metrics_store
 from budgetloop.store import models as model_store
 
-MAX_HORIZON_DAYS = 120
+# The forecast reads a fixed window of actual spend ending on the day: long enough for adstock to
+# carry over (its weight after 8 weeks is negligible at any decay we fit), and always the same length,
+# so the compiled prediction is reused day after day instead of compiled for each new horizon.
+WINDOW_DAYS = 56
 
 
 def model_predictor(rt: Runtime):  # type: ignore[no-untyped-def]
@@ -33,7 +36,11 @@ def model_predictor(rt: Runtime):  # type: ignore[no-untyped-def]
             if version is None:
                 raise LookupError(f"model version {cr.model_version_id} is gone")
             fm = load_model(rt, version)
-            start = max(version.data_end + timedelta(days=1), day - timedelta(days=MAX_HORIZON_DAYS))
+            if fm.data.frequency != "day":
+                raise ValueError(
+                    f"model version {version.id} is {fm.data.frequency}ly; the monitor needs a daily one"
+                )
+            start = day - timedelta(days=WINDOW_DAYS - 1)
             table = metrics_store.daily_table(
                 session, start=start, end=day, channel_names=list(fm.channels), allow_gaps=True
             )

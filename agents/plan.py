@@ -44,11 +44,17 @@ class LiveCampaign:
     learning: bool
 
 
+MODEL_CACHE_SIZE = 4  # the promoted version and the versions behind requests still being watched
+
+
 def load_model(rt: Runtime, version: ModelVersion) -> FittedModel:
-    """The fitted model of a version, deserialised once per process."""
+    """The fitted model of a version, deserialised once per process (a few recent versions kept)."""
     cache: dict[int, FittedModel] = rt.extras.setdefault("model_cache", {})
-    if version.id not in cache:
-        cache.clear()
+    if version.id in cache:
+        cache[version.id] = cache.pop(version.id)  # most recently used last
+    else:
+        while len(cache) >= MODEL_CACHE_SIZE:
+            cache.pop(next(iter(cache)))
         cache[version.id] = decode_model(version.artifact, source=f"model version {version.id}")
     return cache[version.id]
 
