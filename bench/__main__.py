@@ -51,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         for row in result.get("table", []):
             rows.append([name, *row])
     if rows:
-        widths = [max(len(str(r[i])) for r in [["bench", "measure", "value", "target"], *rows]) for i in range(4)]
+        widths = [
+            max(len(str(r[i])) for r in [["bench", "measure", "value", "target"], *rows]) for i in range(4)
+        ]
         header = ["bench", "measure", "value", "target"]
         print()
         for r in [header, *rows]:

@@ -1,16 +1,16 @@
 """The error tree. Every message says what went wrong, where, and what to change.
 
-    BudgetloopError
-    ├── InputError            a user's file or argument: carries file, row/key and the fix (CLI exit 2)
-    │   └── PolicyError       a guardrail policy YAML: carries YAML path and line
-    ├── GuardrailViolation    a change that breaks a rule: rule, channel, limit, proposed value
-    ├── ConnectorError        an ad platform said no: platform, status, request id
-    │   ├── RateLimited       429 / platform throttling, with ``retry_after`` seconds
-    │   ├── TransientError    5xx, timeouts: safe to retry
-    │   └── RejectedByPlatform 4xx that retrying will not fix
-    ├── IllegalTransition     a change request asked to move along an edge its state machine lacks
-    ├── StalePlan             live budgets differ from the ones a request was planned against
-    └── FitError              a model that cannot be fitted or did not converge, with why
+BudgetloopError
+├── InputError            a user's file or argument: carries file, row/key and the fix (CLI exit 2)
+│   └── PolicyError       a guardrail policy YAML: carries YAML path and line
+├── GuardrailViolation    a change that breaks a rule: rule, channel, limit, proposed value
+├── ConnectorError        an ad platform said no: platform, status, request id
+│   ├── RateLimited       429 / platform throttling, with ``retry_after`` seconds
+│   ├── TransientError    5xx, timeouts: safe to retry
+│   └── RejectedByPlatform 4xx that retrying will not fix
+├── IllegalTransition     a change request asked to move along an edge its state machine lacks
+├── StalePlan             live budgets differ from the ones a request was planned against
+└── FitError              a model that cannot be fitted or did not converge, with why
 """
 
 from __future__ import annotations
@@ -69,7 +69,9 @@ class PolicyError(InputError):
 
 
 class GuardrailViolation(BudgetloopError):
-    def __init__(self, rule: str, channel: str | None, limit: float | None, proposed: float | None, detail: str):
+    def __init__(
+        self, rule: str, channel: str | None, limit: float | None, proposed: float | None, detail: str
+    ):
         self.rule = rule
         self.channel = channel
         self.limit = limit

@@ -75,7 +75,15 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
 }
 
 TERMINAL: frozenset[State] = frozenset(
-    {State.REJECTED, State.EXPIRED, State.CANCELLED, State.SHADOW, State.CONFIRMED, State.ROLLED_BACK, State.FAILED}
+    {
+        State.REJECTED,
+        State.EXPIRED,
+        State.CANCELLED,
+        State.SHADOW,
+        State.CONFIRMED,
+        State.ROLLED_BACK,
+        State.FAILED,
+    }
 )
 # States in which a request holds its campaigns (no other request may touch them).
 OPEN: frozenset[State] = frozenset(

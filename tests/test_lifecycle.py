@@ -22,7 +22,9 @@ def test_every_pair_is_either_in_the_table_or_illegal(state: State, event: Event
     if (state, event) in TRANSITIONS:
         assert next_state(1, state, event) is TRANSITIONS[(state, event)]
     else:
-        with pytest.raises(IllegalTransition, match=f"event `{event.value}` is not allowed in state `{state.value}`"):
+        with pytest.raises(
+            IllegalTransition, match=f"event `{event.value}` is not allowed in state `{state.value}`"
+        ):
             next_state(1, state, event)
 
 
@@ -57,9 +59,13 @@ def test_compare_and_set_gives_one_decision(migrated_engine: Engine) -> None:
         assert cr.relative_move == pytest.approx(800 / 7000)
         crs.transition(s, change_request_id=cr_id, event=Event.SUBMIT, actor="planner", now=NOW)
     with session_scope(migrated_engine) as s:
-        crs.transition(s, change_request_id=cr_id, event=Event.APPROVE, actor="U1", now=NOW + timedelta(minutes=1))
+        crs.transition(
+            s, change_request_id=cr_id, event=Event.APPROVE, actor="U1", now=NOW + timedelta(minutes=1)
+        )
     with session_scope(migrated_engine) as s, pytest.raises(IllegalTransition):
-        crs.transition(s, change_request_id=cr_id, event=Event.APPROVE, actor="U2", now=NOW + timedelta(minutes=2))
+        crs.transition(
+            s, change_request_id=cr_id, event=Event.APPROVE, actor="U2", now=NOW + timedelta(minutes=2)
+        )
     with session_scope(migrated_engine) as s:
         cr2 = crs.get(s, change_request_id=cr_id)
         assert cr2 is not None and cr2.status == "approved" and cr2.decided_by == "U1"
@@ -74,7 +80,9 @@ def test_a_campaign_is_held_by_one_open_request(migrated_engine: Engine) -> None
         first = crs.create(s, draft=_draft(), now=NOW)
         with pytest.raises(crs.CampaignBusy, match="campaign `search` is held by open change request"):
             crs.create(s, draft=_draft(), now=NOW)
-        crs.transition(s, change_request_id=first.id, event=Event.CANCEL, actor="planner", now=NOW, reason="superseded")
+        crs.transition(
+            s, change_request_id=first.id, event=Event.CANCEL, actor="planner", now=NOW, reason="superseded"
+        )
         assert crs.open_channels(s) == {}
         crs.create(s, draft=_draft(), now=NOW)
 

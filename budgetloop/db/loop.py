@@ -36,7 +36,9 @@ class ModelVersion(Base):
     data_start: Mapped[date] = mapped_column(Date, nullable=False)
     data_end: Mapped[date] = mapped_column(Date, nullable=False)
     method: Mapped[str] = mapped_column(String(16), nullable=False)  # nuts | svi
-    status: Mapped[str] = mapped_column(String(16), nullable=False)  # candidate | promoted | rejected | retired
+    status: Mapped[str] = mapped_column(
+        String(16), nullable=False
+    )  # candidate | promoted | rejected | retired
     healthy: Mapped[bool] = mapped_column(Boolean, nullable=False)
     fingerprint: Mapped[str] = mapped_column(String(64), nullable=False)
     diagnostics: Mapped[dict[str, Any]] = mapped_column(nullable=False)
@@ -51,7 +53,9 @@ class ChangeRequest(Base):
     __tablename__ = "change_requests"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    kind: Mapped[str] = mapped_column(String(24), nullable=False)  # reallocation | rollback | experiment | experiment_end
+    kind: Mapped[str] = mapped_column(
+        String(24), nullable=False
+    )  # reallocation | rollback | experiment | experiment_end
     status: Mapped[str] = mapped_column(String(24), nullable=False)
     created_at: Mapped[datetime] = mapped_column(nullable=False)
     updated_at: Mapped[datetime] = mapped_column(nullable=False)
@@ -98,7 +102,9 @@ class ChangeRequestItem(Base):
     before: Mapped[float] = mapped_column(Float, nullable=False)
     after: Mapped[float] = mapped_column(Float, nullable=False)
     idempotency_key: Mapped[str] = mapped_column(String(100), nullable=False, unique=True)
-    state: Mapped[str] = mapped_column(String(16), nullable=False, default="pending")  # pending | applied | failed | compensated
+    state: Mapped[str] = mapped_column(
+        String(16), nullable=False, default="pending"
+    )  # pending | applied | failed | compensated
     applied_at: Mapped[datetime | None] = mapped_column()
     platform_response: Mapped[dict[str, Any] | None] = mapped_column()
 

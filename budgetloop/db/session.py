@@ -48,7 +48,11 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 
 @contextmanager
 def session_scope(engine_or_factory: Engine | sessionmaker[Session]) -> Iterator[Session]:
-    factory = engine_or_factory if isinstance(engine_or_factory, sessionmaker) else session_factory(engine_or_factory)
+    factory = (
+        engine_or_factory
+        if isinstance(engine_or_factory, sessionmaker)
+        else session_factory(engine_or_factory)
+    )
     session = factory()
     try:
         yield session

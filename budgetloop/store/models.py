@@ -67,7 +67,10 @@ def save_candidate(
 
 def promoted(session: Session) -> ModelVersion | None:
     return session.execute(
-        select(ModelVersion).where(ModelVersion.status == "promoted").order_by(ModelVersion.id.desc()).limit(1)
+        select(ModelVersion)
+        .where(ModelVersion.status == "promoted")
+        .order_by(ModelVersion.id.desc())
+        .limit(1)
     ).scalar_one_or_none()
 
 
@@ -75,13 +78,17 @@ def get(session: Session, *, model_version_id: int) -> ModelVersion | None:
     return session.get(ModelVersion, model_version_id)
 
 
-def promote(session: Session, *, model_version_id: int, reason: str, now: datetime, actor: str = "retrain") -> None:
+def promote(
+    session: Session, *, model_version_id: int, reason: str, now: datetime, actor: str = "retrain"
+) -> None:
     """Make a candidate the promoted version (the previous one is retired), with the reason audited."""
     previous = promoted(session)
     if previous is not None and previous.id != model_version_id:
         session.execute(update(ModelVersion).where(ModelVersion.id == previous.id).values(status="retired"))
     session.execute(
-        update(ModelVersion).where(ModelVersion.id == model_version_id).values(status="promoted", reason=reason)
+        update(ModelVersion)
+        .where(ModelVersion.id == model_version_id)
+        .values(status="promoted", reason=reason)
     )
     audit.append(
         session,
@@ -94,10 +101,14 @@ def promote(session: Session, *, model_version_id: int, reason: str, now: dateti
     )
 
 
-def reject(session: Session, *, model_version_id: int, reason: str, now: datetime, actor: str = "retrain") -> None:
+def reject(
+    session: Session, *, model_version_id: int, reason: str, now: datetime, actor: str = "retrain"
+) -> None:
     """Keep the old version; record why the candidate was not promoted."""
     session.execute(
-        update(ModelVersion).where(ModelVersion.id == model_version_id).values(status="rejected", reason=reason)
+        update(ModelVersion)
+        .where(ModelVersion.id == model_version_id)
+        .values(status="rejected", reason=reason)
     )
     audit.append(
         session,
