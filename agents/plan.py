@@ -101,7 +101,8 @@ def executed_history(session: Session, *, since: datetime) -> list[ExecutedChang
     ).all()
     per_channel: dict[tuple[str, datetime], list[tuple[float, float]]] = defaultdict(list)
     for channel, at, before, after in rows:
-        per_channel[(channel, at)].append((before, after))
+        if at is not None:
+            per_channel[(channel, at)].append((before, after))
     return [
         ExecutedChange(key=ch, at=at, before=sum(b for b, _ in pairs), after=sum(a for _, a in pairs))
         for (ch, at), pairs in sorted(per_channel.items(), key=lambda kv: kv[0][1])

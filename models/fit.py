@@ -146,7 +146,7 @@ def _run_nuts(
     return flat, grouped, np.asarray(extra["diverging"]), np.asarray(extra["energy"])
 
 
-class _OrderedELBO(ELBO):
+class _OrderedELBO(ELBO):  # type: ignore[misc]
     """Trace ELBO (particles averaged) whose terms are summed in trace order.
 
     NumPyro's ``Trace_ELBO`` sums per-site terms in the iteration order of a ``set`` of site names,

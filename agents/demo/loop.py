@@ -118,6 +118,11 @@ def _cached_policy_source(rt_cache: dict[str, Any]) -> Callable[[Any], tuple[int
     return source
 
 
+def _execute_now(rt: Runtime) -> None:
+    """What the service does after an approval commits: execute at once (the 10:00 sweep is the net)."""
+    jobs.execute(rt)
+
+
 def _wait_until_settled(rt: Runtime, clicked: list[int], timeout: float = 60.0) -> None:
     """Wait for the service's background work: the decisions on the clicked requests, then their
     execution (an approval executes at once through ``on_approved``). Jobs must not race it."""
@@ -272,7 +277,7 @@ def run_demo(config: DemoConfig, progress: Progress = print) -> dict[str, Any]:
             engine=engine,
             clock=clock,
             slack=client,
-            on_approved=lambda _id: jobs.execute(rt),
+            on_approved=lambda _id: _execute_now(rt),
         )
         service = ServerThread(app).start()
         try:

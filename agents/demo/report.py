@@ -23,6 +23,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.lines import Line2D
 
 STATE_COLOURS = {
     "confirmed": "#2e7d32",
@@ -137,7 +138,7 @@ def _budget_plot(report: DemoReport) -> str:
 
 def _revenue_plot(report: DemoReport) -> str:
     fig, ax = plt.subplots(figsize=(10, 3.2))
-    days = [d.day for d in report.days]
+    days = np.array([d.day for d in report.days], dtype="datetime64[D]")
     ax.plot(days, [d.revenue for d in report.days], lw=0.8, color="#263238", label="realised revenue")
     fc = [
         (d.day, d.forecast_mean, d.forecast_low, d.forecast_high)
@@ -182,12 +183,11 @@ def _timeline_plot(report: DemoReport) -> str:
     for i, r in enumerate(report.requests):
         end = r.executed or r.decided or r.created
         colour = STATE_COLOURS.get(r.status, "#607d8b")
-        ax.plot([r.created, end], [i, i], color=colour, lw=4, solid_capstyle="butt")
-        ax.scatter(
-            [r.created], [i], color=colour, s=14, zorder=3, marker="s" if r.kind == "rollback" else "o"
-        )
+        span = np.array([r.created, end], dtype="datetime64[D]")
+        ax.plot(span, [i, i], color=colour, lw=4, solid_capstyle="butt")
+        ax.scatter(span[:1], [i], color=colour, s=14, zorder=3, marker="s" if r.kind == "rollback" else "o")
     handles = [
-        plt.Line2D([0], [0], color=c, lw=4, label=s)
+        Line2D([0], [0], color=c, lw=4, label=s)
         for s, c in STATE_COLOURS.items()
         if any(r.status == s for r in report.requests)
     ]
