@@ -12,18 +12,17 @@ from __future__ import annotations
 import os
 import random
 import statistics
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 import httpx
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 
+from bench._db import postgres_unreachable, postgres_url, sqlite_url
 from budgetloop.clock import SimulatedClock
 from budgetloop.config import Settings
 from budgetloop.db.session import make_engine, session_scope, upgrade_database
@@ -53,9 +52,6 @@ ACTIONS = [
 ]
 ACTORS = [f"U0USER{i:02d}" for i in range(20)] + ["planner", "executor", "monitor", "system"]
 CHANNELS = ["search", "social_prospecting", "retail_media", "video", None]
-PG_ADMIN_URL = os.environ.get(
-    "BUDGETLOOP_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 COLUMNS = "seq, at, actor, action, subject_type, subject_id, channel, payload, prev_hash, hash"
 
 
@@ -201,37 +197,6 @@ def run_on(url: str, engine: Engine, n: int, requests: int) -> dict[str, Any]:
     }
 
 
-@contextmanager
-def _sqlite() -> Iterator[str]:
-    with tempfile.TemporaryDirectory(prefix="bench-audit-") as folder:
-        yield f"sqlite:///{Path(folder) / 'audit.db'}"
-
-
-@contextmanager
-def _postgres() -> Iterator[str]:
-    name = f"bench_audit_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-def _postgres_reason() -> str | None:
-    try:
-        engine = create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 2})
-        with engine.connect() as conn:
-            conn.execute(text("select 1"))
-        engine.dispose()
-        return None
-    except Exception as exc:
-        return f"PostgreSQL not reachable: {type(exc).__name__}"
-
-
 def run(quick: bool = False) -> dict[str, Any]:
     n = 50_000 if quick else N
     requests = 30 if quick else 200
@@ -240,10 +205,10 @@ def run(quick: bool = False) -> dict[str, Any]:
         "page_size": PAGE,
         "targets": {"page_p99_ms": PAGE_TARGET_MS, "verify_s": VERIFY_TARGET_S},
     }
-    engines: list[tuple[str, Any]] = [("sqlite", _sqlite)]
-    skip = _postgres_reason()
+    engines: list[tuple[str, Any]] = [("sqlite", partial(sqlite_url, "audit"))]
+    skip = postgres_unreachable()
     if skip is None:
-        engines.append(("postgresql", _postgres))
+        engines.append(("postgresql", partial(postgres_url, "audit")))
     else:
         result["postgresql_skipped"] = skip
     table: list[list[Any]] = []

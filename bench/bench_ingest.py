@@ -11,20 +11,15 @@ reported beside it.
 
 from __future__ import annotations
 
-import os
 import statistics
-import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from functools import partial
 from typing import Any
 
-from sqlalchemy import create_engine, text
-
 from agents.ingest import IngestReport, run_ingest
+from bench._db import postgres_unreachable, postgres_url, sqlite_url
 from bench.bench_market import DAYS, scenario
 from budgetloop.db.session import make_engine, session_scope, upgrade_database
 from connectors.registry import sandbox_connectors
@@ -32,40 +27,6 @@ from connectors.sandbox.market import Market
 from connectors.sandbox.server import SandboxServer
 
 TARGET_S = 10.0
-PG_ADMIN_URL = os.environ.get(
-    "BUDGETLOOP_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-
-
-@contextmanager
-def _sqlite() -> Iterator[str]:
-    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as folder:
-        yield f"sqlite:///{Path(folder) / 'bench.db'}"
-
-
-@contextmanager
-def _postgres() -> Iterator[str]:
-    name = f"bench_ingest_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-def _postgres_reason() -> str | None:
-    try:
-        engine = create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 2})
-        with engine.connect() as conn:
-            conn.execute(text("select 1"))
-        engine.dispose()
-        return None
-    except Exception as exc:
-        return f"PostgreSQL not reachable at {PG_ADMIN_URL}: {type(exc).__name__}"
 
 
 def _one_run(server: SandboxServer, fresh: Callable[[], Any], start: Any, end: Any) -> dict[str, float]:
@@ -103,10 +64,10 @@ def run(quick: bool = False) -> dict[str, Any]:
     market = Market(s)
     market.advance_to(end + timedelta(days=1))
     repeats = 1 if quick else 3
-    engines: dict[str, Callable[[], Any]] = {"sqlite": _sqlite}
-    skipped = _postgres_reason()
+    engines: dict[str, Callable[[], Any]] = {"sqlite": partial(sqlite_url, "ingest")}
+    skipped = postgres_unreachable()
     if skipped is None:
-        engines["postgresql"] = _postgres
+        engines["postgresql"] = partial(postgres_url, "ingest")
     results: dict[str, Any] = {}
     table: list[list[Any]] = []
     with SandboxServer(market) as server:
