@@ -108,6 +108,13 @@ class ScenarioResult:
         }
 
 
+def recent_daily_budgets(fm: FittedModel) -> dict[str, float]:
+    """The current plan when none is given: each channel's average daily spend over the model's last week."""
+    per_period = 7 if fm.data.frequency == "week" else 1
+    tail = fm.data.spend[-max(1, 7 // per_period) :]
+    return {c: round(float(tail[:, i].mean()) / per_period, 2) for i, c in enumerate(fm.channels)}
+
+
 def apply_moves(current: Mapping[str, float], moves: Sequence[Move]) -> dict[str, float]:
     budgets = {k: float(v) for k, v in current.items()}
     for mv in moves:

@@ -54,7 +54,7 @@ def scenario(
 ) -> None:
     """Predicted revenue, mROAS per channel and credible bands of a scenario against the current plan."""
     from agents.retrain import decode_model
-    from agents.scenarios import Move, apply_moves, evaluate, store
+    from agents.scenarios import Move, apply_moves, evaluate, recent_daily_budgets, store
     from budgetloop.clock import WallClock
     from budgetloop.config import Settings
     from budgetloop.db.session import make_engine, session_scope, upgrade_database
@@ -92,9 +92,7 @@ def scenario(
     first = date.fromisoformat(start) if start else last + timedelta(days=1)
     base = _pairs(current, "--current")
     if not base:
-        per_period = 7 if fm.data.frequency == "week" else 1
-        tail = fm.data.spend[-max(1, 7 // per_period) :]
-        base = {c: round(float(tail[:, i].mean()) / per_period, 2) for i, c in enumerate(fm.channels)}
+        base = recent_daily_budgets(fm)
     planned = apply_moves(base, moves)
     planned.update(_pairs(budget, "--budget"))
     description = "; ".join(move + budget) + f" for {weeks} weeks"

@@ -94,7 +94,7 @@ def _public(row: Scenario) -> dict[str, Any]:
 def create_scenario(ctx: ContextDep, session: SessionDep, token: CurrentToken, body: ScenarioCreate) -> Any:
     # imported here: the model stack (JAX) loads on the first scenario, not when the service starts
     from agents.retrain import decode_model
-    from agents.scenarios import Move, apply_moves, evaluate, store
+    from agents.scenarios import Move, apply_moves, evaluate, recent_daily_budgets, store
 
     try:
         moves = [Move.parse(m) for m in body.moves]
@@ -108,12 +108,7 @@ def create_scenario(ctx: ContextDep, session: SessionDep, token: CurrentToken, b
             409, "no promoted model version yet: the retrain job promotes one after a healthy fit"
         )
     fm = decode_model(version.artifact, source=f"model version {version.id}")
-    if body.current is not None:
-        base = dict(body.current)
-    else:
-        per_period = 7 if fm.data.frequency == "week" else 1
-        tail = fm.data.spend[-max(1, 7 // per_period) :]
-        base = {c: round(float(tail[:, i].mean()) / per_period, 2) for i, c in enumerate(fm.channels)}
+    base = dict(body.current) if body.current is not None else recent_daily_budgets(fm)
     last = date.fromisoformat(str(fm.data.dates[-1])[:10])
     try:
         planned = apply_moves(base, moves)
