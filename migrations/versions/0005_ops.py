@@ -47,9 +47,21 @@ def upgrade() -> None:
     )
     op.create_index("ix_job_runs_job_scheduled", "job_runs", ["job", "scheduled_for"], unique=False)
     op.create_index("ix_job_runs_status", "job_runs", ["status"], unique=False)
+    # APScheduler's job store table, created here (as APScheduler 3 defines it) so that two replicas
+    # starting at once do not race to create it; APScheduler then finds it and leaves it alone.
+    op.create_table(
+        "apscheduler_jobs",
+        sa.Column("id", sa.Unicode(length=191), nullable=False),
+        sa.Column("next_run_time", sa.Float(precision=25), nullable=True),
+        sa.Column("job_state", sa.LargeBinary(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_index("ix_apscheduler_jobs_next_run_time", "apscheduler_jobs", ["next_run_time"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_apscheduler_jobs_next_run_time", table_name="apscheduler_jobs")
+    op.drop_table("apscheduler_jobs")
     op.drop_index("ix_job_runs_status", table_name="job_runs")
     op.drop_index("ix_job_runs_job_scheduled", table_name="job_runs")
     op.drop_table("job_runs")
