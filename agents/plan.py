@@ -329,6 +329,7 @@ def _create_request(
         model_version_id=model_version_id,
         policy_version=policy_version,
         expires_at=now + timedelta(hours=policy.approval.expire_after_hours),
+        portfolio_total=sum(m.current for m in outcome.moves),
     )
     cr = crs.create(session, draft=draft, now=now)
     if policy.autonomy == "shadow":

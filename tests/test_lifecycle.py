@@ -104,3 +104,13 @@ def test_a_newer_executed_request_supersedes_the_watch_of_an_older_one(migrated_
         assert refreshed is not None and refreshed.status == "confirmed"
         assert "superseded by change request" in (refreshed.status_reason or "")
         assert crs.get(s, change_request_id=unrelated.id).status == "draft"  # type: ignore[union-attr]
+
+
+def test_relative_move_is_over_the_whole_portfolio_when_given() -> None:
+    items = [
+        crs.ItemDraft("search", "google_ads", "1", 1000.0, 1200.0),
+        crs.ItemDraft("video", "google_ads", "2", 1000.0, 800.0),
+    ]
+    assert _draft(items=items).relative_move == pytest.approx(400 / 2000)
+    # Two channels moved out of a 4,000/day portfolio: the engine's (and the approvers') 10%, not 20%.
+    assert _draft(items=items, portfolio_total=4000.0).relative_move == pytest.approx(400 / 4000)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from sqlalchemy.orm import Session
 
+from agents.approvals import approvals_needed
 from budgetloop.clock import Clock
 from budgetloop.db.loop import ChangeRequest
 from budgetloop.store import change_requests as crs
@@ -72,7 +73,7 @@ class SimulatedApprover:
             self._seen.add(cr.id)
             action, reason = self.judge(cr, revenue_per_day)
             approvers = list(policy.approval.approvers) or ["U0MARKETER"]
-            needed = int(cr.details.get("approvals_required", 1)) if action == "approve" else 1
+            needed = approvals_needed(policy, cr.relative_move) if action == "approve" else 1
             for user in approvers[: max(1, needed)]:
                 response = self.slack.click(
                     self.interactions_url,

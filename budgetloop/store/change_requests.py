@@ -69,12 +69,17 @@ class ChangeRequestDraft:
     policy_version: int | None = None
     rolls_back_id: int | None = None
     expires_at: datetime | None = None
+    portfolio_total: float | None = None  # all campaigns' daily budgets, moved or not
 
     @property
     def relative_move(self) -> float:
-        total_before = sum(i.before for i in self.items)
+        """Sum of |delta| over the portfolio's daily total (the guardrail engine's definition); without a
+        portfolio total, over the request's own campaigns."""
+        total = (
+            self.portfolio_total if self.portfolio_total is not None else sum(i.before for i in self.items)
+        )
         moved = sum(abs(i.after - i.before) for i in self.items)
-        return 0.0 if total_before <= 0 else moved / total_before
+        return 0.0 if total <= 0 else moved / total
 
 
 def idempotency_key(change_request_id: int, index: int, channel: str) -> str:
