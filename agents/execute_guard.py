@@ -99,14 +99,20 @@ def executed_history(
             ChangeRequestItem.change_request_id != (exclude_request if exclude_request is not None else -1)
         )
     ).all()
-    out = []
+    # One change per channel and moment: a channel's campaigns moved together add up to its budget.
+    per_channel: dict[tuple[str, datetime], list[float]] = {}
     for channel, applied_at, before, after in rows:
         if applied_at is None:
             continue
         at: datetime = applied_at if applied_at.tzinfo is not None else applied_at.replace(tzinfo=UTC)
         if at.timestamp() >= since:
-            out.append(ExecutedChange(key=channel, at=at, before=float(before), after=float(after)))
-    return out
+            sums = per_channel.setdefault((channel, at), [0.0, 0.0])
+            sums[0] += float(before)
+            sums[1] += float(after)
+    return [
+        ExecutedChange(key=channel, at=at, before=b, after=a)
+        for (channel, at), (b, a) in sorted(per_channel.items(), key=lambda kv: kv[0][1])
+    ]
 
 
 def overrides_of(cr: ChangeRequest) -> list[Override]:

@@ -17,17 +17,18 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from agents.execute_guard import executed_history
 from agents.planning import PlanContext, PlanOutcome, plan, summarise
 from agents.retrain import decode_model
 from agents.runtime import Runtime
-from budgetloop.db.loop import ChangeRequest, ChangeRequestItem, ModelVersion, PlannerRun
+from budgetloop.db.loop import ChangeRequest, ModelVersion, PlannerRun
 from budgetloop.db.metrics import DailyRevenue
 from budgetloop.lifecycle import OPEN, Event, State
 from budgetloop.store import change_requests as crs
 from budgetloop.store import metrics as metrics_store
 from budgetloop.store import models as model_store
 from guardrails.policy import Policy
-from guardrails.records import CampaignState, ExecutedChange
+from guardrails.records import CampaignState
 from models.curves import ResponseCurves
 from models.fitted import FittedModel
 
@@ -85,28 +86,6 @@ def live_campaigns(rt: Runtime, session: Session) -> list[LiveCampaign]:
                 LiveCampaign(channel, name, external_id, float(budget), bool(status and status.learning))
             )
     return out
-
-
-def executed_history(session: Session, *, since: datetime) -> list[ExecutedChange]:
-    """Budget changes applied per channel since ``since`` (for cooldowns and the weekly swing)."""
-    rows = session.execute(
-        select(
-            ChangeRequestItem.channel,
-            ChangeRequestItem.applied_at,
-            ChangeRequestItem.before,
-            ChangeRequestItem.after,
-        )
-        .where(ChangeRequestItem.state == "applied", ChangeRequestItem.applied_at >= since)
-        .order_by(ChangeRequestItem.applied_at)
-    ).all()
-    per_channel: dict[tuple[str, datetime], list[tuple[float, float]]] = defaultdict(list)
-    for channel, at, before, after in rows:
-        if at is not None:
-            per_channel[(channel, at)].append((before, after))
-    return [
-        ExecutedChange(key=ch, at=at, before=sum(b for b, _ in pairs), after=sum(a for _, a in pairs))
-        for (ch, at), pairs in sorted(per_channel.items(), key=lambda kv: kv[0][1])
-    ]
 
 
 def baseline_revenue(session: Session, *, days: int = 28) -> float:
@@ -230,7 +209,7 @@ def run_plan(rt: Runtime, session: Session) -> PlannerRun:
         curves=daily_curves(fm),
         current=current,
         states=states,
-        history=executed_history(session, since=now - timedelta(days=35)),
+        history=executed_history(session, now=now),
         policy=policy,
         now=now,
         baseline_revenue_per_day=baseline_revenue(session),

@@ -114,3 +114,21 @@ def test_relative_move_is_over_the_whole_portfolio_when_given() -> None:
     assert _draft(items=items).relative_move == pytest.approx(400 / 2000)
     # Two channels moved out of a 4,000/day portfolio: the engine's (and the approvers') 10%, not 20%.
     assert _draft(items=items, portfolio_total=4000.0).relative_move == pytest.approx(400 / 4000)
+
+
+def test_a_channel_with_two_campaigns_is_locked_once_and_its_history_adds_up(migrated_engine: Engine) -> None:
+    from agents.execute_guard import executed_history
+
+    items = [
+        crs.ItemDraft("search", "google_ads", "s1", 1000.0, 1100.0),
+        crs.ItemDraft("search", "google_ads", "s2", 3000.0, 3300.0),
+    ]
+    with session_scope(migrated_engine) as s:
+        cr = crs.create(s, draft=_draft(items=items), now=NOW)
+        assert crs.open_channels(s) == {"search": cr.id}
+        for item in cr.items:
+            item.state = "applied"
+            item.applied_at = NOW
+    with session_scope(migrated_engine) as s:
+        history = executed_history(s, now=NOW + timedelta(days=1))
+    assert [(h.key, h.before, h.after) for h in history] == [("search", 4000.0, 4400.0)]

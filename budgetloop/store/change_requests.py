@@ -129,7 +129,8 @@ def create(session: Session, *, draft: ChangeRequestDraft, now: datetime) -> Cha
                 state="pending",
             )
         )
-        session.add(CampaignLock(channel=item.channel, change_request_id=cr.id, acquired_at=now))
+    for channel in dict.fromkeys(channels):  # one lock per channel, however many of its campaigns move
+        session.add(CampaignLock(channel=channel, change_request_id=cr.id, acquired_at=now))
     session.flush()
     audit.append(
         session,
