@@ -4,8 +4,8 @@ All functions are pure ``jnp`` code with their shape and sign checks up front (c
 on shapes, and on values only when the inputs are concrete NumPy arrays).
 
 Geometric adstock is the normalised recursion ``a_t = (1 - decay) x_t + decay a_{t-1}`` with
-``a_{-1} = x_0`` (its weights sum to one, so a constant spend ``b`` gives ``a = b``). It runs as a
-lightly unrolled ``lax.scan``.
+``a_{-1} = x_0`` (its weights sum to one, so a constant spend ``b`` gives ``a = b``), solved in
+closed form by blocks (see :func:`geometric_adstock`).
 """
 
 from __future__ import annotations
@@ -40,6 +40,13 @@ def geometric_adstock(x: Array, decay: Array, init: Array | None = None) -> Arra
 
     ``init`` is the adstock state before the first period (default: the first period's spend, the
     steady state had that spend been held before the table began).
+
+    The recursion is solved in closed form in two levels of blocks of about sqrt(T) periods: inside a
+    block, adstock from a zero state is a small lower-triangular (Toeplitz) product; the states at
+    the blocks' ends follow the same recursion with decay^B, solved by one more such product; each
+    period then adds its block's incoming state times decay^(i+1). About 2 T^1.5 multiply-adds per
+    channel and no sequential loop: compiled NUTS programs (which hold several copies of the
+    gradient) compile in a fraction of a scan's time, and a gradient runs in a few microseconds.
     """
     _check_time_major(x, "x")
     _check_param(decay, x, "decay")
@@ -48,17 +55,36 @@ def geometric_adstock(x: Array, decay: Array, init: Array | None = None) -> Arra
     ):
         raise ValueError(f"`decay` must lie in [0, 1), got {decay}")
     x = jnp.asarray(x)
-    decay = jnp.asarray(decay, dtype=x.dtype)
-    a0 = x[0] if init is None else jnp.asarray(init, dtype=x.dtype)
+    vector = x.ndim == 1
+    x2 = x[:, None] if vector else x  # [T, C]
+    c = x2.shape[1]
+    decay = jnp.broadcast_to(jnp.asarray(decay, dtype=x.dtype), (c,))
+    a0 = x2[0] if init is None else jnp.broadcast_to(jnp.asarray(init, dtype=x.dtype), (c,))
+    out = _blocked_geometric(x2, decay, a0)
+    return out[:, 0] if vector else out
 
-    def step(prev: Array, xt: Array) -> tuple[Array, Array]:
-        a = (1.0 - decay) * xt + decay * prev
-        return a, a
 
-    # a sequential scan, lightly unrolled: on CPU it beats a parallel prefix scan both in compile time
-    # (x5-10) and in gradient evaluation time for T up to a few thousand periods
-    _, out = jax.lax.scan(step, a0, x, unroll=4)
-    return out
+def _blocked_geometric(x: Array, decay: Array, a0: Array) -> Array:
+    """``a_t = (1 - d) x_t + d a_{t-1}``, ``a_{-1} = a0``, for x [T, C], d [C], a0 [C]."""
+    t_len, c = x.shape
+    b = max(1, int(np.ceil(np.sqrt(t_len))))
+    nb = -(-t_len // b)
+    xb = jnp.pad(x, ((0, nb * b - t_len), (0, 0))).reshape(nb, b, c)
+    # d^k through exp(k log d): finite gradients at every k, including k = 0
+    log_d = jnp.log(jnp.maximum(decay, 1e-30))
+
+    def powers(k: np.ndarray) -> Array:  # k integer array -> d^k with a trailing channel axis
+        return jnp.exp(k[..., None].astype(x.dtype) * log_d)
+
+    lag = np.arange(b)[:, None] - np.arange(b)[None, :]  # [B, B], i - j
+    inner = jnp.where((lag >= 0)[..., None], powers(np.maximum(lag, 0)), 0.0) * (1.0 - decay)
+    local = jnp.einsum("ijc,njc->nic", inner, xb)  # [NB, B, C], from a zero state
+    blag = np.arange(nb)[:, None] - np.arange(nb)[None, :]
+    outer = jnp.where((blag >= 0)[..., None], powers(b * np.maximum(blag, 0)), 0.0)  # [NB, NB, C]
+    ends = jnp.einsum("kmc,mc->kc", outer, local[:, -1]) + powers(b * (np.arange(nb) + 1)) * a0
+    incoming = jnp.concatenate([a0[None], ends[:-1]], axis=0)  # [NB, C], state before each block
+    full = local + powers(np.arange(1, b + 1))[None] * incoming[:, None]
+    return full.reshape(nb * b, c)[:t_len]
 
 
 def delayed_adstock(x: Array, decay: Array, delay: Array, max_lag: int) -> Array:

@@ -72,3 +72,29 @@ def test_hill_by_hand_and_monotone() -> None:
 def test_bad_arguments_are_refused_with_the_argument_named(call: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         call()  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("periods", [1, 2, 3, 7, 10, 104, 731])
+def test_blocked_geometric_adstock_equals_the_sequential_recursion(periods: int) -> None:
+    """The closed-form blocked solution against the plain loop, for table lengths that are and are not
+    multiples of the block, decays from almost none to almost full carry-over, and a given initial state."""
+    rng = np.random.default_rng(periods)
+    x = rng.gamma(2.0, 50.0, size=(periods, 4))
+    x[rng.random(x.shape) < 0.1] = 0.0
+    decay = np.array([1e-4, 0.3, 0.8, 0.99])
+    init = np.array([5.0, 0.0, 80.0, 120.0])
+    for start in (None, init):
+        prev = x[0].copy() if start is None else start.copy()
+        expected = np.empty_like(x)
+        for t in range(periods):
+            prev = (1 - decay) * x[t] + decay * prev
+            expected[t] = prev
+        got = np.asarray(geometric_adstock(x.astype(np.float32), decay.astype(np.float32), start))
+        np.testing.assert_allclose(got, expected, rtol=2e-5, atol=1e-3)
+
+
+def test_blocked_adstock_has_finite_gradients_at_extreme_decays() -> None:
+    x = jnp.asarray(np.linspace(0.0, 3.0, 60, dtype=np.float32))
+    for d in (1e-7, 0.5, 0.999):
+        g = jax.grad(lambda d: jnp.sum(geometric_adstock(x, d) ** 2))(jnp.float32(d))
+        assert np.isfinite(float(g))
