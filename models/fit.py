@@ -6,11 +6,10 @@ argument and nothing reads the clock except an elapsed-time counter for ``fit_se
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import replace
-from functools import lru_cache, partial
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 from numpyro.handlers import replay, seed
-from numpyro.infer import MCMC, NUTS, SVI, Predictive, init_to_median
+from numpyro.infer import SVI, Predictive
 from numpyro.infer.autoguide import AutoNormal
 from numpyro.infer.elbo import ELBO
 from numpyro.infer.util import log_density
@@ -30,8 +29,9 @@ from models.data import MMMData
 from models.diagnostics import bfmi, chain_stats, coverage, judge, mape
 from models.fitted import FittedModel, Holdout
 from models.lift import LiftTest, to_arrays
-from models.model import ModelSpec, build_inputs, mmm_model
+from models.model import DERIVED_SITES, BoundModel, ModelSpec, build_inputs, init_strategy
 from models.priors import Priors, resolve
+from models.sampler import Chains, Settings, run_nuts, shapes
 
 METHODS = ("nuts", "svi")
 _CACHE_DIR: list[str] = []
@@ -68,50 +68,29 @@ def _scalar_sds(priors: Priors) -> dict[str, float]:
     }
 
 
-def _chain_method(chains: int) -> str:
-    if chains == 1:
-        return "sequential"
-    if jax.default_backend() != "cpu":
-        return "vectorized"
-    return "parallel" if jax.local_device_count() >= chains else "sequential"
-
-
-_NUTS_LOCK = threading.Lock()
-
-
-@lru_cache(maxsize=8)
-def _nuts_sampler(
+def model_inputs(
+    data: MMMData,
     spec: ModelSpec,
-    sds_items: tuple[tuple[str, float], ...],
-    chains: int,
-    warmup: int,
-    samples: int,
-    progress: bool,
-    target_accept: float,
-    max_tree_depth: int,
-    shapes: tuple[Any, ...],
-) -> MCMC:
-    """One MCMC per model structure and settings, with the data as *arguments* (``jit_model_args``).
+    priors: Priors,
+    lift_tests: Sequence[LiftTest] = (),
+    *,
+    lift_source: str = "<lift tests>",
+) -> dict[str, Any]:
+    """The model's input arrays for ``data``: priors resolved to the data's scale, lift tests placed
+    on its rows."""
+    resolved = resolve(
+        priors,
+        channels=data.channels,
+        frequency=data.frequency,
+        y_total=float(data.y.sum()),
+        spend_total=data.spend.sum(0),
+        spend_scale=data.spend_scale,
+    )
+    return build_inputs(data, spec, resolved, to_arrays(list(lift_tests), data, source=lift_source))
 
-    With sequential or vectorised chains a later fit of a table of the same shape reuses the compiled
-    sampler; NumPyro's parallel (pmap) chains still close over the data, so there it only saves the
-    set-up. An MCMC object keeps state between runs: :data:`_NUTS_LOCK` serialises its users."""
-    kernel = NUTS(
-        partial(mmm_model, spec=spec, priors_sd=dict(sds_items)),
-        target_accept_prob=target_accept,
-        dense_mass=False,
-        max_tree_depth=max_tree_depth,
-        init_strategy=init_to_median(num_samples=15),
-    )
-    return MCMC(
-        kernel,
-        num_warmup=warmup,
-        num_samples=samples,
-        num_chains=chains,
-        chain_method=_chain_method(chains),
-        progress_bar=progress,
-        jit_model_args=True,
-    )
+
+def _bound(spec: ModelSpec, sds: dict[str, float], generative: bool = False) -> BoundModel:
+    return BoundModel(_structure(spec), tuple(sorted(sds.items())), generative)
 
 
 def _run_nuts(
@@ -126,24 +105,18 @@ def _run_nuts(
     progress: bool,
     target_accept: float,
     max_tree_depth: int,
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    mcmc = _nuts_sampler(
-        _structure(spec),
-        tuple(sorted(sds.items())),
-        chains,
-        warmup,
-        samples,
-        progress,
-        target_accept,
-        max_tree_depth,
-        _shapes(inputs),
+    dense_mass: bool,
+) -> Chains:
+    settings = Settings(
+        chains=chains,
+        warmup=warmup,
+        samples=samples,
+        target_accept=target_accept,
+        max_tree_depth=max_tree_depth,
+        dense_mass=dense_mass,
+        progress_every=max(1, (warmup + samples) // 10) if progress else 0,
     )
-    with _NUTS_LOCK:
-        mcmc.run(jax.random.PRNGKey(seed), inputs, extra_fields=("diverging", "energy"))
-        grouped = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
-        extra = mcmc.get_extra_fields(group_by_chain=True)
-    flat = {k: v.reshape((-1, *v.shape[2:])) for k, v in grouped.items()}
-    return flat, grouped, np.asarray(extra["diverging"]), np.asarray(extra["energy"])
+    return run_nuts(_bound(spec, sds), inputs, settings, seed, init_strategy)
 
 
 class _OrderedELBO(ELBO):  # type: ignore[misc]
@@ -167,13 +140,6 @@ class _OrderedELBO(ELBO):  # type: ignore[misc]
         return {"loss": jnp.mean(jax.vmap(one)(keys)), "mutable_state": None}
 
 
-def _shapes(inputs: dict[str, Any]) -> tuple[Any, ...]:
-    """The inputs' tree structure and leaf shapes: a program traced for one shape is never reused for
-    another (the guide and the sampler keep trace-time state)."""
-    leaves, tree = jax.tree_util.tree_flatten(inputs)
-    return (tree, *(np.shape(leaf) for leaf in leaves))
-
-
 def _structure(spec: ModelSpec) -> ModelSpec:
     """The part of the spec the traced model reads (frequency, harmonics, adstock, lags). The training
     window's dates (``t0``, ``span_days``) only shape the inputs, so they are left out of the keys of
@@ -191,30 +157,30 @@ def _svi_program(
 ) -> Any:
     """A jitted SVI run whose data are *arguments*, so equal shapes reuse the compiled program (in this
     process and, through the persistent cache, in later ones)."""
-    sds = dict(sds_items)
-    guide = AutoNormal(mmm_model, init_loc_fn=init_to_median(num_samples=15), init_scale=0.05)
+    model = BoundModel(spec, sds_items)
+    guide = AutoNormal(model, init_loc_fn=init_strategy, init_scale=0.05)
     # the step size decays 20-fold over the run so the final parameters settle
     decay = 0.05 ** (1.0 / steps)
     optim = ClippedAdam(step_size=lambda i: 0.02 * decay**i, clip_norm=10.0)
-    svi = SVI(mmm_model, guide, optim, _OrderedELBO(num_particles=4))
+    svi = SVI(model, guide, optim, _OrderedELBO(num_particles=4))
 
     def run(key: Any, inputs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         key_run, key_draw = jax.random.split(key)
-        state = svi.init(key_run, inputs, spec, sds)
+        state = svi.init(key_run, inputs)
 
         def body(i: Any, carry: tuple[Any, Any]) -> tuple[Any, Any]:
             st, losses = carry
-            st, loss = svi.update(st, inputs, spec, sds)
+            st, loss = svi.update(st, inputs)
             return st, losses.at[i].set(loss)
 
         state, losses = jax.lax.fori_loop(0, steps, body, (state, jnp.zeros(steps)))
         params = svi.get_params(state)
-        draws = Predictive(guide, params=params, num_samples=samples)(key_draw, inputs, spec, sds)
+        draws = Predictive(guide, params=params, num_samples=samples)(key_draw, inputs)
         draws = {k: v for k, v in draws.items() if k not in ("obs", "lift_obs")}
-        beta = Predictive(mmm_model, posterior_samples=draws, return_sites=["beta"])(
-            key_draw, inputs, spec, sds
+        derived = Predictive(model, posterior_samples=draws, return_sites=list(DERIVED_SITES))(
+            key_draw, inputs
         )
-        return losses, {**draws, "beta": beta["beta"]}
+        return losses, {**draws, **derived}
 
     return jax.jit(run)
 
@@ -228,7 +194,7 @@ def _run_svi(
     samples: int,
     seed: int,
 ) -> tuple[dict[str, np.ndarray], bool]:
-    program = _svi_program(_structure(spec), tuple(sorted(sds.items())), steps, samples, _shapes(inputs))
+    program = _svi_program(_structure(spec), tuple(sorted(sds.items())), steps, samples, shapes(inputs))
     losses, draws = program(jax.random.PRNGKey(seed), inputs)
     losses = np.asarray(losses)
     if not np.all(np.isfinite(losses[-max(steps // 10, 1) :])):
@@ -245,10 +211,12 @@ def _run_svi(
 def _prior_program(
     spec: ModelSpec, sds_items: tuple[tuple[str, float], ...], samples: int, shapes: tuple[Any, ...]
 ) -> Any:
-    sds = dict(sds_items)
+    predictive = Predictive(
+        BoundModel(spec, sds_items, generative=True), num_samples=samples, return_sites=["obs"]
+    )
 
     def run(key: Any, inputs: dict[str, Any]) -> Any:
-        return Predictive(mmm_model, num_samples=samples, return_sites=["obs"])(key, inputs, spec, sds)["obs"]
+        return predictive(key, inputs)["obs"]
 
     return jax.jit(run)
 
@@ -257,7 +225,7 @@ def _prior_coverage(
     inputs: dict[str, Any], spec: ModelSpec, sds: dict[str, float], y: np.ndarray, seed: int
 ) -> float:
     prior_inputs = dict(inputs, y=None, lift=None)
-    program = _prior_program(_structure(spec), tuple(sorted(sds.items())), 200, _shapes(prior_inputs))
+    program = _prior_program(_structure(spec), tuple(sorted(sds.items())), 200, shapes(prior_inputs))
     obs = np.asarray(program(jax.random.PRNGKey(seed + 1), prior_inputs), dtype=float)
     return coverage(y, obs)
 
@@ -278,6 +246,7 @@ def fit(
     svi_steps: int = 3000,
     target_accept: float = 0.85,
     max_tree_depth: int = 8,
+    dense_mass: bool = True,
     lift_source: str = "<lift tests>",
 ) -> FittedModel:
     """Fit the MMM to ``data``; see the module docstrings of :mod:`models.model` and :mod:`models.fitted`."""
@@ -295,23 +264,14 @@ def fit(
     priors = priors or Priors()
     started = time.perf_counter()
     spec = ModelSpec.for_data(data, adstock=adstock)
-    resolved = resolve(
-        priors,
-        channels=data.channels,
-        frequency=data.frequency,
-        y_total=float(data.y.sum()),
-        spend_total=data.spend.sum(0),
-        spend_scale=data.spend_scale,
-    )
     tests = tuple(lift_tests or ())
-    lift = to_arrays(list(tests), data, source=lift_source)
-    inputs = build_inputs(data, spec, resolved, lift)
+    inputs = model_inputs(data, spec, priors, tests, lift_source=lift_source)
     sds = _scalar_sds(priors)
 
     svi_ok: bool | None = None
     t_sample = time.perf_counter()
     if method == "nuts":
-        flat, grouped, diverging, energy = _run_nuts(
+        run = _run_nuts(
             inputs,
             spec,
             sds,
@@ -322,11 +282,14 @@ def fit(
             progress=progress,
             target_accept=target_accept,
             max_tree_depth=max_tree_depth,
+            dense_mass=dense_mass,
         )
+        grouped = run.samples
+        flat = {k: v.reshape((-1, *v.shape[2:])) for k, v in grouped.items()}
         rhat, ess, tail, worst = chain_stats({k: v for k, v in grouped.items() if k != "beta"})
-        n_div = int(diverging.sum())
-        transitions = int(diverging.size)
-        bfmi_min = bfmi(energy)
+        n_div = int(run.diverging.sum())
+        transitions = int(run.diverging.size)
+        bfmi_min = bfmi(run.energy)
     else:
         flat, svi_ok = _run_svi(inputs, spec, sds, steps=svi_steps, samples=samples * chains, seed=seed)
         rhat = ess = tail = bfmi_min = None
@@ -370,6 +333,7 @@ def fit(
             "svi_steps": svi_steps,
             "target_accept": target_accept,
             "max_tree_depth": max_tree_depth,
+            "dense_mass": dense_mass,
         },
         lift_tests=tests,
         versions=library_versions(),
@@ -395,6 +359,7 @@ def fit(
             svi_steps=svi_steps,
             target_accept=target_accept,
             max_tree_depth=max_tree_depth,
+            dense_mass=dense_mass,
         )
     fm.diagnostics = judge(
         method=method,

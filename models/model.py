@@ -18,6 +18,7 @@ The model is a pure function of an ``inputs`` dict of arrays, so fits of equal s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import jax
@@ -25,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
+from numpyro.infer import init_to_mean
 
 from models.data import MMMData
 from models.lift import LiftArrays
@@ -133,10 +135,68 @@ def adstock_fn(
     return geometric_adstock(x, decay, init)
 
 
-def mmm_model(inputs: dict[str, Any], spec: ModelSpec, priors_sd: dict[str, float]) -> None:
-    """The NumPyro model. ``priors_sd`` holds the model-wide scalar prior scales."""
+# Initial value of the sampler's free coordinate (see :func:`mmm_model`): the baseline at the level
+# that the data's mean revenue implies
+SAMPLER_INIT = {"base_offset": 0.0}
+# Sites derived from the sampler's coordinates (deterministic there), kept with every posterior draw
+DERIVED_SITES = ("intercept", "beta")
+
+
+@dataclass(frozen=True)
+class BoundModel:
+    """``mmm_model`` bound to its structure, as a hashable callable of ``inputs`` alone: the key under
+    which compiled programs are cached. NumPyro's argument validation is off inside: every value
+    reaches the densities through a bijection onto its support, and the checks would add a mask
+    per site to every compiled gradient."""
+
+    spec: ModelSpec
+    priors_sd: tuple[tuple[str, float], ...]
+    generative: bool = False
+
+    def __call__(self, inputs: dict[str, Any]) -> None:
+        with numpyro.validation_enabled(False):
+            mmm_model(inputs, self.spec, dict(self.priors_sd), self.generative)
+
+
+def _init_site(site: dict[str, Any] | None = None) -> Any:
+    if site is None:
+        return init_strategy
+    if site["name"] in SAMPLER_INIT:
+        shape = site["fn"].shape(site["kwargs"].get("sample_shape", ()))
+        return jnp.full(shape, SAMPLER_INIT[site["name"]])
+    return init_to_mean(site)
+
+
+#: NumPyro init strategy: the sampler's free coordinates at :data:`SAMPLER_INIT`, the rest at their
+#: prior means (deterministic: no sampling code in compiled programs; a ``partial``, as NumPyro
+#: expects of a strategy)
+init_strategy = partial(_init_site)
+
+
+def _positive(v: Array, floor: float = 0.01) -> Array:
+    """A smooth max(v, 0) that never reaches 0: ``floor x softplus(v / floor)``."""
+    return floor * jax.nn.softplus(v / floor)
+
+
+def mmm_model(
+    inputs: dict[str, Any], spec: ModelSpec, priors_sd: dict[str, float], generative: bool = False
+) -> None:
+    """The NumPyro model. ``priors_sd`` holds the model-wide scalar prior scales.
+
+    One joint distribution, written in two coordinate systems for the baseline's level:
+
+    * ``generative=True`` samples ``intercept`` from its prior (prior predictive checks);
+    * the default is the *sampler's* coordinates. Mean revenue pins the baseline's level to a
+      fraction of a percent once the media's share of it is known, while the ROIs that set that
+      share are known to tens of percent: in (log ROI, intercept) the posterior lies on a thin curved
+      ridge that NUTS crosses only with tiny steps at maximum tree depth. So the sampler moves
+      ``base_offset``, the log baseline level minus the level that closes mean revenue given the
+      ROIs, trend, seasonality and controls, and the model derives ``intercept`` from it. The map is
+      a shift with unit Jacobian, so the intercept's prior enters as a factor and the density is
+      exactly the generative one (``tests/models/test_model.py``).
+    """
     x = inputs["x"]
-    c = x.shape[1]
+    t_len, c = x.shape
     p = inputs["prior"]
     with numpyro.plate("channel", c):
         roi = numpyro.sample("roi", dist.LogNormal(p["roi_loc"], p["roi_scale"]))
@@ -146,24 +206,34 @@ def mmm_model(inputs: dict[str, Any], spec: ModelSpec, priors_sd: dict[str, floa
         delay = numpyro.sample("delay", dist.HalfNormal(1.0)) if spec.adstock == "delayed" else None
 
     sat = hill(adstock_fn(spec, x, decay, delay), half, shape)  # [T, C]
-    beta = numpyro.deterministic("beta", roi * inputs["spend_over_y"] / jnp.sum(sat, axis=0))
+    total = jnp.sum(sat, axis=0)
+    beta = numpyro.deterministic("beta", roi * inputs["spend_over_y"] / total)
     media = sat * beta
 
-    intercept = numpyro.sample("intercept", dist.Normal(inputs["base_loc"], 0.5))
     trend = numpyro.sample("trend", dist.Normal(0.0, priors_sd["trend_sd"]))
     curvature = numpyro.sample("curvature", dist.Normal(0.0, priors_sd["curvature_sd"]))
     tpos = inputs["tpos"]
-    log_base = intercept + trend * tpos + curvature * (tpos**2 - 1.0 / 3.0)
+    rest = trend * tpos + curvature * (tpos**2 - 1.0 / 3.0)
     nf = inputs["four"].shape[1]
     if nf:
         scale = priors_sd["season_sd"] * inputs["four_scale"]
         season = numpyro.sample("season", dist.Normal(jnp.zeros(nf), scale).to_event(1))
-        log_base = log_base + inputs["four"] @ season
+        rest = rest + inputs["four"] @ season
     nk = inputs["ctrl"].shape[1]
     if nk:
         gamma = numpyro.sample("gamma", dist.Normal(jnp.zeros(nk), priors_sd["control_sd"]).to_event(1))
-        log_base = log_base + inputs["ctrl"] @ gamma
-    mu = jnp.exp(log_base) + jnp.sum(media, axis=1)
+        rest = rest + inputs["ctrl"] @ gamma
+    intercept_prior = dist.Normal(inputs["base_loc"], 0.5)
+    if generative:
+        intercept = numpyro.sample("intercept", intercept_prior)
+    else:
+        # revenue is scaled to mean 1: the baseline's mean is what the media leave of it
+        media_mean = jnp.sum(roi * inputs["spend_over_y"]) / t_len
+        closing = jnp.log(_positive(1.0 - media_mean)) - jax.nn.logsumexp(rest) + jnp.log(t_len)
+        offset = numpyro.sample("base_offset", dist.ImproperUniform(dist.constraints.real, (), ()))
+        intercept = numpyro.deterministic("intercept", closing + offset)
+        numpyro.factor("intercept_prior", intercept_prior.log_prob(intercept))
+    mu = jnp.exp(intercept + rest) + jnp.sum(media, axis=1)
     sigma = numpyro.sample("sigma", dist.HalfNormal(priors_sd["noise_sd"]))
     numpyro.sample("obs", dist.Normal(mu, sigma), obs=inputs["y"])
 

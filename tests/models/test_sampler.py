@@ -1,0 +1,64 @@
+"""The NUTS driver on models with known posteriors, and its compiled-program cache."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+from numpyro.infer import init_to_mean
+
+from models.sampler import Settings, layout, program, run_nuts
+
+
+def normal_mean(inputs: dict[str, jnp.ndarray]) -> None:
+    """y_i ~ Normal(mu, 2), mu ~ Normal(0, 10); plus a positive scale with a LogNormal prior only."""
+    mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
+    numpyro.sample("tau", dist.LogNormal(0.5, 0.3))
+    numpyro.sample("y", dist.Normal(mu, 2.0), obs=inputs["y"])
+
+
+def posterior(y: np.ndarray) -> tuple[float, float]:
+    precision = 1 / 10.0**2 + len(y) / 2.0**2
+    return float(y.sum() / 2.0**2 / precision), float(precision**-0.5)
+
+
+def test_draws_match_the_conjugate_posterior_and_the_prior_of_an_unobserved_site() -> None:
+    y = np.random.default_rng(0).normal(3.0, 2.0, size=40).astype(np.float32)
+    chains = run_nuts(normal_mean, {"y": y}, Settings(chains=2, warmup=400, samples=1000), 0, init_to_mean)
+    assert chains.samples["mu"].shape == (2, 1000)
+    mean, sd = posterior(y)
+    mu = chains.samples["mu"].ravel()
+    assert abs(mu.mean() - mean) < 0.1 * sd * 4  # Monte Carlo error of ~2000 near-independent draws
+    assert abs(mu.std() / sd - 1) < 0.1
+    log_tau = np.log(chains.samples["tau"].ravel())
+    assert abs(log_tau.mean() - 0.5) < 0.05 and abs(log_tau.std() / 0.3 - 1) < 0.1
+    assert chains.diverging.shape == (2, 1000) and not chains.diverging.any()
+    assert np.all(chains.num_steps >= 1) and np.all(chains.step_size > 0)
+
+
+def test_a_seed_reproduces_its_draws_and_chains_start_apart() -> None:
+    y = {"y": np.linspace(-1.0, 1.0, 20, dtype=np.float32)}
+    settings = Settings(chains=2, warmup=50, samples=50, jitter=1.0)
+    a = run_nuts(normal_mean, y, settings, 7, init_to_mean)
+    b = run_nuts(normal_mean, y, settings, 7, init_to_mean)
+    c = run_nuts(normal_mean, y, settings, 8, init_to_mean)
+    np.testing.assert_array_equal(a.samples["mu"], b.samples["mu"])
+    assert not np.array_equal(a.samples["mu"], c.samples["mu"])
+    assert not np.array_equal(a.samples["mu"][0], a.samples["mu"][1])
+
+
+def test_one_compiled_program_per_shape_reused_for_new_data() -> None:
+    settings = Settings(chains=2, warmup=20, samples=20)
+    first = program(normal_mean, settings, init_to_mean, {"y": np.zeros(30, np.float32)})
+    again = program(normal_mean, settings, init_to_mean, {"y": np.ones(30, np.float32)})
+    other = program(normal_mean, settings, init_to_mean, {"y": np.zeros(31, np.float32)})
+    assert first is again
+    assert other is not first
+
+
+def test_chains_are_spread_over_devices_that_divide_them() -> None:
+    how, devices = layout(4)
+    assert how in ("pmap", "vmap")
+    assert 4 % devices == 0 and devices >= 1
+    assert layout(1)[1] == 1
