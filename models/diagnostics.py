@@ -1,4 +1,4 @@
-"""Convergence and fit diagnostics: r-hat, bulk/tail ESS, divergences, BFMI, predictive coverage.
+"""Convergence and fit diagnostics: r-hat, bulk/tail ESS, divergences, BFMI, predictive coverage, PSIS-LOO.
 
 A fit with r-hat above ``RHAT_MAX`` or divergences above ``DIVERGENCE_MAX`` of its transitions is
 ``healthy=False`` with the reasons spelt out; callers must not use such a fit silently.
@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
+
+from models.loo import Loo
 
 RHAT_MAX = 1.05
 DIVERGENCE_MAX = 0.01
@@ -34,6 +36,12 @@ class Diagnostics:
     fit_seconds: float
     worst_parameter: str | None = None
     reasons: tuple[str, ...] = field(default_factory=tuple)
+    # PSIS-LOO expected log predictive density of a left-out period, summed over periods (higher is
+    # better), its standard error, and how many periods have an unreliable estimate (Pareto k > 0.7):
+    # compares model structures (`--baseline`, `--adstock`) fitted to the same table
+    elpd_loo: float | None = None
+    elpd_loo_se: float | None = None
+    loo_pareto_k_bad: int | None = None
 
     @property
     def healthy(self) -> bool:
@@ -133,6 +141,7 @@ def judge(
     fit_seconds: float,
     worst_parameter: str | None,
     svi_converged: bool | None = None,
+    loo: Loo | None = None,
 ) -> Diagnostics:
     """Collect the figures and the reasons (if any) why the fit must not be used."""
     reasons: list[str] = []
@@ -172,4 +181,7 @@ def judge(
         fit_seconds=fit_seconds,
         worst_parameter=worst_parameter,
         reasons=tuple(reasons),
+        elpd_loo=None if loo is None else round(loo.elpd, 3),
+        elpd_loo_se=None if loo is None else round(loo.se, 3),
+        loo_pareto_k_bad=None if loo is None else loo.bad_k,
     )

@@ -29,7 +29,16 @@ from models.data import MMMData
 from models.diagnostics import bfmi, chain_stats, coverage, judge, mape
 from models.fitted import FittedModel, Holdout
 from models.lift import LiftTest, to_arrays
-from models.model import DERIVED_SITES, BoundModel, ModelSpec, build_inputs, init_strategy
+from models.loo import loo
+from models.model import (
+    ADSTOCKS,
+    BASELINES,
+    DERIVED_SITES,
+    BoundModel,
+    ModelSpec,
+    build_inputs,
+    init_strategy,
+)
 from models.priors import Priors, resolve
 from models.sampler import Chains, Settings, run_nuts, shapes
 
@@ -243,6 +252,7 @@ def fit(
     progress: bool = False,
     holdout_periods: int | None = None,
     adstock: str = "geometric",
+    baseline: str = "multiplicative",
     svi_steps: int = 3000,
     target_accept: float = 0.85,
     max_tree_depth: int = 8,
@@ -263,7 +273,11 @@ def fit(
         )
     priors = priors or Priors()
     started = time.perf_counter()
-    spec = ModelSpec.for_data(data, adstock=adstock)
+    if baseline not in BASELINES:
+        raise InputError(f"unknown baseline {baseline!r}", key="--baseline", fix=f"use one of {BASELINES}")
+    if adstock not in ADSTOCKS:
+        raise InputError(f"unknown adstock {adstock!r}", key="--adstock", fix=f"use one of {ADSTOCKS}")
+    spec = ModelSpec.for_data(data, adstock=adstock, baseline=baseline)
     tests = tuple(lift_tests or ())
     inputs = model_inputs(data, spec, priors, tests, lift_source=lift_source)
     sds = _scalar_sds(priors)
@@ -330,6 +344,7 @@ def fit(
             "warmup": warmup,
             "samples": samples,
             "adstock": adstock,
+            "baseline": baseline,
             "svi_steps": svi_steps,
             "target_accept": target_accept,
             "max_tree_depth": max_tree_depth,
@@ -341,6 +356,7 @@ def fit(
     t_post = time.perf_counter()
     ppc = coverage(data.y, fm.posterior_predictive(seed))
     prior_ppc = _prior_coverage(inputs, spec, sds, inputs["y"], seed)
+    elpd = loo(fm.log_likelihood())
     timings["checks"] = round(time.perf_counter() - t_post, 3)
     holdout = None
     t_hold = time.perf_counter()
@@ -356,6 +372,7 @@ def fit(
             samples=samples,
             seed=seed,
             adstock=adstock,
+            baseline=baseline,
             svi_steps=svi_steps,
             target_accept=target_accept,
             max_tree_depth=max_tree_depth,
@@ -376,6 +393,7 @@ def fit(
         fit_seconds=round(t_hold - started, 3),
         worst_parameter=worst,
         svi_converged=svi_ok,
+        loo=elpd,
     )
     fm.holdout = holdout
     timings["holdout"] = round(time.perf_counter() - t_hold, 3)

@@ -23,7 +23,7 @@ from models.curves import ResponseCurves
 from models.data import FREQ_DAYS, MMMData
 from models.diagnostics import Diagnostics
 from models.lift import LiftTest
-from models.model import ModelSpec, baseline_log, media_per_draw
+from models.model import ModelSpec, baseline_value, media_per_draw
 from models.priors import Priors
 
 MROAS_STEP = 0.01
@@ -104,8 +104,8 @@ class FittedModel:
         c = self.data.controls if controls is None else controls
         tpos, four = self.spec.time_features(d)
         ctrl = (c - self.data.control_center) / self.data.control_scale
-        lb = baseline_log({k: np.asarray(v, dtype=float) for k, v in self.draws.items()}, tpos, four, ctrl)
-        return np.exp(lb) * self.data.y_scale
+        draws = {k: np.asarray(v, dtype=float) for k, v in self.draws.items()}
+        return baseline_value(self.spec, draws, tpos, four, ctrl) * self.data.y_scale
 
     def baseline_parts(self) -> dict[str, np.ndarray]:
         """Posterior-mean split of the baseline [T]: level+trend, seasonality, controls (multiplicative parts
@@ -115,9 +115,9 @@ class FittedModel:
         d = {k: np.asarray(v, dtype=float) for k, v in self.draws.items()}
         zero_ctrl = np.zeros((len(tpos), 0))
         zero_four = np.zeros((len(tpos), 0))
-        trend_only = np.exp(baseline_log(d, tpos, zero_four, zero_ctrl))
-        with_season = np.exp(baseline_log(d, tpos, four, zero_ctrl))
-        full = np.exp(baseline_log(d, tpos, four, ctrl))
+        trend_only = baseline_value(self.spec, d, tpos, zero_four, zero_ctrl)
+        with_season = baseline_value(self.spec, d, tpos, four, zero_ctrl)
+        full = baseline_value(self.spec, d, tpos, four, ctrl)
         s = self.data.y_scale
         return {
             "trend": trend_only.mean(0) * s,
@@ -128,6 +128,12 @@ class FittedModel:
     def expected(self) -> np.ndarray:
         """Expected revenue per draw and period [N, T]."""
         return self.baseline() + self.media().sum(axis=2)
+
+    def log_likelihood(self) -> np.ndarray:
+        """Log density of each period's revenue under each draw [N, T] (for PSIS-LOO)."""
+        sigma = self.draws["sigma"][:, None] * self.data.y_scale
+        z = (self.data.y[None, :] - self.expected()) / sigma
+        return -0.5 * z**2 - np.log(sigma) - 0.5 * np.log(2 * np.pi)
 
     def posterior_predictive(self, seed: int = 0) -> np.ndarray:
         """Replicated revenue per draw and period [N, T], observation noise included."""

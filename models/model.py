@@ -35,6 +35,11 @@ from models.transforms import delayed_adstock, geometric_adstock, hill
 
 Array = Any
 YEAR_DAYS = 365.25
+ADSTOCKS = ("geometric", "delayed")
+#: How trend, seasonality and controls combine into the baseline ``level x form(rest)``:
+#: ``exp(rest)`` (relative effects that compound, as the sandbox market's baseline) or ``1 + rest``
+#: (effects that add up, as in Robyn, Meridian and PyMC-Marketing's models)
+BASELINES = ("multiplicative", "additive")
 
 
 @dataclass(frozen=True)
@@ -48,18 +53,23 @@ class ModelSpec:
     n_weekly: int
     adstock: str = "geometric"
     max_lag: int = 8
+    baseline: str = "multiplicative"
 
     @classmethod
-    def for_data(cls, data: MMMData, adstock: str = "geometric") -> ModelSpec:
-        if adstock not in ("geometric", "delayed"):
-            raise ValueError(f"`adstock` must be 'geometric' or 'delayed', got {adstock!r}")
+    def for_data(
+        cls, data: MMMData, adstock: str = "geometric", baseline: str = "multiplicative"
+    ) -> ModelSpec:
+        if adstock not in ADSTOCKS:
+            raise ValueError(f"`adstock` must be one of {ADSTOCKS}, got {adstock!r}")
+        if baseline not in BASELINES:
+            raise ValueError(f"`baseline` must be one of {BASELINES}, got {baseline!r}")
         days = data.dates.astype("datetime64[D]").astype(np.int64)
         span = int(max(days[-1] - days[0], 1))
         # yearly seasonality needs most of a year to be told apart from trend
         n_yearly = 0 if span < 300 else (2 if span < 600 else 3)
         n_weekly = 3 if data.frequency == "day" else 0
         max_lag = 8 if data.frequency == "week" else 28
-        return cls(data.frequency, int(days[0]), span, n_yearly, n_weekly, adstock, max_lag)
+        return cls(data.frequency, int(days[0]), span, n_yearly, n_weekly, adstock, max_lag, baseline)
 
     def time_features(self, dates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(trend position in [-1, 1] over the training span [T], Fourier matrix [T, F])."""
@@ -229,11 +239,11 @@ def mmm_model(
     else:
         # revenue is scaled to mean 1: the baseline's mean is what the media leave of it
         media_mean = jnp.sum(roi * inputs["spend_over_y"]) / t_len
-        closing = jnp.log(_positive(1.0 - media_mean)) - jax.nn.logsumexp(rest) + jnp.log(t_len)
+        closing = jnp.log(_positive(1.0 - media_mean)) - log_mean_form(rest, spec.baseline)
         offset = numpyro.sample("base_offset", dist.ImproperUniform(dist.constraints.real, (), ()))
         intercept = numpyro.deterministic("intercept", closing + offset)
         numpyro.factor("intercept_prior", intercept_prior.log_prob(intercept))
-    mu = jnp.exp(intercept + rest) + jnp.sum(media, axis=1)
+    mu = jnp.exp(intercept) * baseline_form(rest, spec.baseline) + jnp.sum(media, axis=1)
     sigma = numpyro.sample("sigma", dist.HalfNormal(priors_sd["noise_sd"]))
     numpyro.sample("obs", dist.Normal(mu, sigma), obs=inputs["y"])
 
@@ -268,15 +278,34 @@ def lift_predictions(
     return jax.vmap(one)(ch, lift["window"], lift["delta"])
 
 
-def baseline_log(draws: dict[str, Array], tpos: Array, four: Array, ctrl: Array) -> Array:
-    """log baseline per draw: [N, T] (draws hold arrays with a leading draw axis)."""
-    lb = draws["intercept"][:, None] + draws["trend"][:, None] * tpos[None, :]
-    lb = lb + draws["curvature"][:, None] * (tpos[None, :] ** 2 - 1.0 / 3.0)
+def baseline_form(rest: Array, baseline: str) -> Array:
+    """The baseline relative to its level: ``exp(rest)`` or ``1 + rest`` (see :data:`BASELINES`)."""
+    return jnp.exp(rest) if baseline == "multiplicative" else 1.0 + rest
+
+
+def log_mean_form(rest: Array, baseline: str) -> Array:
+    """log of the mean over periods of :func:`baseline_form` (``rest`` [T]), computed stably."""
+    if baseline == "multiplicative":
+        return jax.nn.logsumexp(rest) - jnp.log(rest.shape[-1])
+    return jnp.log(_positive(1.0 + jnp.mean(rest)))
+
+
+def baseline_rest(draws: dict[str, Array], tpos: Array, four: Array, ctrl: Array) -> Array:
+    """Trend, seasonality and controls per draw before :func:`baseline_form`: [N, T]."""
+    rest = draws["trend"][:, None] * tpos[None, :]
+    rest = rest + draws["curvature"][:, None] * (tpos[None, :] ** 2 - 1.0 / 3.0)
     if four.shape[1]:
-        lb = lb + draws["season"] @ four.T
+        rest = rest + draws["season"] @ four.T
     if ctrl.shape[1]:
-        lb = lb + draws["gamma"] @ ctrl.T
-    return lb
+        rest = rest + draws["gamma"] @ ctrl.T
+    return rest
+
+
+def baseline_value(spec: ModelSpec, draws: dict[str, Array], tpos: Array, four: Array, ctrl: Array) -> Array:
+    """Baseline per draw and period [N, T] in scaled revenue (NumPy in, NumPy out)."""
+    rest = baseline_rest(draws, tpos, four, ctrl)
+    form = np.exp(rest) if spec.baseline == "multiplicative" else 1.0 + rest
+    return np.exp(draws["intercept"])[:, None] * form
 
 
 def media_per_draw(

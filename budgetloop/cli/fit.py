@@ -44,6 +44,12 @@ def fit_command(
     samples: int = typer.Option(1000, "--samples", min=10),
     seed: int = typer.Option(0, "--seed"),
     method: str = typer.Option("nuts", "--method", help="nuts (default) or svi (fast refresh)"),
+    baseline: str = typer.Option(
+        "multiplicative",
+        "--baseline",
+        help="how trend, seasonality and controls combine: multiplicative (relative effects) or additive",
+    ),
+    adstock: str = typer.Option("geometric", "--adstock", help="geometric or delayed (peak after a lag)"),
     holdout: int | None = typer.Option(
         None, "--holdout", help="periods held out for the holdout MAPE (default 13 weeks / 28 days; 0: none)"
     ),
@@ -81,12 +87,14 @@ def fit_command(
     say(
         f"fitting {table.periods} {table.frequency}s x {len(table.channels)} channels"
         f"{f' with {len(tests)} lift test(s)' if tests else ''}: {method}, {chains} chain(s) x "
-        f"{warmup}+{samples}, seed {seed}{f', holdout {holdout}' if holdout else ''}"
+        f"{warmup}+{samples}, {baseline} baseline, {adstock} adstock, seed {seed}{f', holdout {holdout}' if holdout else ''}"
     )
     fm = fit(
         table,
         lift_tests=tests,
         method=method,
+        baseline=baseline,
+        adstock=adstock,
         chains=chains,
         warmup=warmup,
         samples=samples,

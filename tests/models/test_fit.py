@@ -36,6 +36,10 @@ def test_diagnostics_are_computed_and_the_fit_is_healthy(small_fit: FittedModel)
     assert d.ess_tail_min is not None and d.bfmi_min is not None
     assert d.ppc_coverage_90 is not None and 0.75 <= d.ppc_coverage_90 <= 1.0
     assert d.prior_ppc_coverage_90 is not None and d.prior_ppc_coverage_90 > 0.5
+    # PSIS-LOO: the summed log density of left-out periods can be no better than the in-sample one
+    in_sample = float(np.sum(np.log(np.mean(np.exp(small_fit.log_likelihood()), axis=0))))
+    assert d.elpd_loo is not None and d.elpd_loo_se is not None and d.elpd_loo_se > 0
+    assert d.elpd_loo < in_sample and d.loo_pareto_k_bad is not None
     assert small_fit.healthy, d.reasons
     assert small_fit.holdout is not None and small_fit.holdout.periods == 8
     assert 0 < small_fit.holdout.mape < 0.1

@@ -15,12 +15,15 @@ from models.priors import Priors
 from models.simulate import simulate
 
 
-@pytest.mark.parametrize("adstock", ["geometric", "delayed"])
-def test_sampler_coordinates_have_the_generative_density(adstock: str) -> None:
+@pytest.mark.parametrize(
+    ("adstock", "baseline"),
+    [("geometric", "multiplicative"), ("delayed", "multiplicative"), ("geometric", "additive")],
+)
+def test_sampler_coordinates_have_the_generative_density(adstock: str, baseline: str) -> None:
     """At any point, log p_sampler(base_offset, rest) = log p_generative(intercept, rest), where the
     intercept is the one the sampler's coordinates derive: the map is a shift (unit Jacobian)."""
     data, _ = simulate(periods=60, channels=3, seed=4)
-    spec = ModelSpec.for_data(data, adstock=adstock)
+    spec = ModelSpec.for_data(data, adstock=adstock, baseline=baseline)
     priors = Priors()
     test = LiftTest(
         "ch1", data.dates[30], data.dates[33], -0.5 * float(data.spend[30:34, 1].sum()), 900.0, 200.0
