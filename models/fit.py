@@ -26,7 +26,7 @@ from numpyro.optim import ClippedAdam
 
 from budgetloop.errors import FitError, InputError
 from models.data import MMMData
-from models.diagnostics import bfmi, chain_stats, coverage, judge, mape
+from models.diagnostics import DIVERGENCE_MAX, bfmi, chain_stats, coverage, judge, mape
 from models.fitted import FittedModel, Holdout
 from models.lift import LiftTest, to_arrays
 from models.loo import loo
@@ -43,6 +43,7 @@ from models.priors import Priors, resolve
 from models.sampler import Chains, Settings, run_nuts, shapes
 
 METHODS = ("nuts", "svi")
+RETRY_TARGET_ACCEPT = 0.95
 _CACHE_DIR: list[str] = []
 
 
@@ -258,8 +259,15 @@ def fit(
     max_tree_depth: int = 8,
     dense_mass: bool = True,
     lift_source: str = "<lift tests>",
+    divergence_retry: bool = True,
 ) -> FittedModel:
-    """Fit the MMM to ``data``; see the module docstrings of :mod:`models.model` and :mod:`models.fitted`."""
+    """Fit the MMM to ``data``; see the module docstrings of :mod:`models.model` and :mod:`models.fitted`.
+
+    A NUTS run with more than 1% divergent transitions is run again once with ``target_accept``
+    raised to ``RETRY_TARGET_ACCEPT`` (unless ``divergence_retry=False``), and the run with fewer
+    divergences is kept; ``settings["divergence_retry"]`` records the other one. The health gate
+    judges the run that is kept.
+    """
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}", key="--method", fix=f"use one of {METHODS}")
     for name, value, low in (("chains", chains, 1), ("warmup", warmup, 1), ("samples", samples, 10)):
@@ -284,20 +292,36 @@ def fit(
 
     svi_ok: bool | None = None
     t_sample = time.perf_counter()
+    retried: dict[str, Any] | None = None
     if method == "nuts":
-        run = _run_nuts(
-            inputs,
-            spec,
-            sds,
-            chains=chains,
-            warmup=warmup,
-            samples=samples,
-            seed=seed,
-            progress=progress,
-            target_accept=target_accept,
-            max_tree_depth=max_tree_depth,
-            dense_mass=dense_mass,
-        )
+        nuts_kw: dict[str, Any] = {
+            "chains": chains,
+            "warmup": warmup,
+            "samples": samples,
+            "seed": seed,
+            "progress": progress,
+            "max_tree_depth": max_tree_depth,
+            "dense_mass": dense_mass,
+        }
+        run = _run_nuts(inputs, spec, sds, target_accept=target_accept, **nuts_kw)
+        first_div = int(run.diverging.sum())
+        if (
+            divergence_retry
+            and target_accept < RETRY_TARGET_ACCEPT
+            and first_div > DIVERGENCE_MAX * run.diverging.size
+        ):
+            # divergences mark curvature the step size cannot follow: smaller steps usually cure them
+            # (Stan's advice, "raise adapt_delta"); one automatic retry, the run not kept in the settings
+            again = _run_nuts(inputs, spec, sds, target_accept=RETRY_TARGET_ACCEPT, **nuts_kw)
+            retry_better = int(again.diverging.sum()) < first_div
+            retried = {
+                "target_accept": RETRY_TARGET_ACCEPT if not retry_better else target_accept,
+                "divergences": int(again.diverging.sum()) if not retry_better else first_div,
+            }
+            if (
+                retry_better
+            ):  # the retry helped: keep it (a posterior it cannot cure is judged on the better run)
+                run, target_accept = again, RETRY_TARGET_ACCEPT
         grouped = run.samples
         flat = {k: v.reshape((-1, *v.shape[2:])) for k, v in grouped.items()}
         rhat, ess, tail, worst = chain_stats({k: v for k, v in grouped.items() if k != "beta"})
@@ -349,6 +373,7 @@ def fit(
             "target_accept": target_accept,
             "max_tree_depth": max_tree_depth,
             "dense_mass": dense_mass,
+            "divergence_retry": retried,
         },
         lift_tests=tests,
         versions=library_versions(),

@@ -1,10 +1,14 @@
-"""The NumPyro model: a multiplicative baseline plus additive, saturating, carried-over media.
+"""The NumPyro model: a baseline plus additive, saturating, carried-over media.
 
-    revenue_t = exp(intercept + trend(t) + seasonality(t) + controls_t . gamma)
+    revenue_t = exp(intercept) * form(trend(t) + seasonality(t) + controls_t . gamma)
                 + sum_c beta_c * hill(adstock(spend_c)_t; half_c, shape_c)        + noise
 
-* baseline: log-linear level, a linear trend with a small curvature term, yearly Fourier seasonality
-  (and weekly for daily tables), control variables; multiplicative, as real baselines are;
+* baseline: a level, a linear trend with a small curvature term, yearly Fourier seasonality (and
+  weekly for daily tables), control variables; ``form`` is ``exp`` (multiplicative, the default:
+  relative effects that compound, as the sandbox market's are) or ``1 + x`` (additive, as Robyn,
+  Meridian and PyMC-Marketing combine them), see :data:`BASELINES`. The level is sampled as an
+  offset from the level that makes the mean prediction equal the mean revenue, which takes the
+  level's strong correlation with the ROIs out of the sampler's way;
 * media: positive and increasing by construction (beta >= 0, Hill increasing, adstock a convex
   combination of past spend). ``beta_c`` is not sampled directly: each channel samples its ROI over
   the table (contribution / spend) and ``beta_c = roi_c * spend_c / sum_t hill_c(t)``, so the ROI prior

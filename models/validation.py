@@ -329,12 +329,18 @@ def pymc_regret(fm: FittedModel, *, weeks: int = 8, budget: float | None = None)
 
 
 def pymc_example(
-    *, chains: int = 2, warmup: int = 1000, samples: int = 1000, seed: int = 0, path: Path = PYMC_CSV
+    *,
+    chains: int = 2,
+    warmup: int = 1000,
+    samples: int = 1000,
+    seed: int = 0,
+    path: Path = PYMC_CSV,
+    baseline: str = "multiplicative",
 ) -> dict[str, Any]:
     """Fit the example and score contributions, intervals, diagnostics and the optimizer's regret."""
     data = load_pymc_example(path)
     t0 = time.perf_counter()
-    fm = fit(data, chains=chains, warmup=warmup, samples=samples, seed=seed)
+    fm = fit(data, chains=chains, warmup=warmup, samples=samples, seed=seed, baseline=baseline)
     wall = time.perf_counter() - t0
     true = pymc_true_media(data.spend).sum(axis=0)
     contrib = fm.channel_metrics().contribution  # [N, 2], summed over rows

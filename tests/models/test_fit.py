@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from models.curves import ResponseCurves
+from models.fit import fit
 from models.fitted import FittedModel
 from models.outputs import fit_json
 from models.serialize import dumps, load, save
@@ -132,3 +133,24 @@ def test_svi_refresh_gives_usable_draws(easy_case: tuple[object, Truth], jax_cac
     m = fm.channel_metrics()
     assert np.median(np.abs(np.median(m.mroas, 0) / truth.mroas - 1)) < 0.35
     assert fm.settings["timings"]["sample"] > 0
+
+
+def test_a_divergent_run_is_retried_once_with_smaller_steps(
+    easy_case: tuple[object, Truth], jax_cache: Path
+) -> None:
+    data, _ = easy_case
+    # a target acceptance of 0.2 adapts steps far too large for this posterior: it diverges
+    first = fit(data, chains=2, warmup=150, samples=150, seed=2, target_accept=0.2, divergence_retry=False)  # type: ignore[arg-type]
+    assert first.diagnostics.divergence_rate > 0.01 and not first.healthy
+    fm = fit(data, chains=2, warmup=150, samples=150, seed=2, target_accept=0.2)  # type: ignore[arg-type]
+    assert fm.settings["divergence_retry"] == {
+        "target_accept": 0.2,
+        "divergences": first.diagnostics.divergences,
+    }
+    assert fm.settings["target_accept"] == 0.95
+    assert fm.diagnostics.divergences < first.diagnostics.divergences
+
+
+def test_a_healthy_run_is_not_retried(small_fit: FittedModel) -> None:
+    assert small_fit.settings["divergence_retry"] is None
+    assert small_fit.settings["target_accept"] == 0.85
