@@ -125,16 +125,22 @@ def _execute_now(rt: Runtime) -> None:
 
 def _wait_until_settled(rt: Runtime, clicked: list[int], timeout: float = 60.0) -> None:
     """Wait for the service's background work: the decisions on the clicked requests, then their
-    execution (an approval executes at once through ``on_approved``). Jobs must not race it."""
+    execution (an approval executes at once through ``on_approved``). Jobs must not race it.
+
+    An approved experiment waits for the experiment job to start its holdout on its first day, not
+    for the executor: it is decided, not in flight."""
     deadline = time.monotonic() + timeout
-    busy = (State.PENDING_APPROVAL.value, State.APPROVED.value, State.EXECUTING.value)
     waiting = set(clicked)
     while time.monotonic() < deadline:
         with rt.unit_of_work() as session:
-            rows = session.execute(select(ChangeRequest.id, ChangeRequest.status)).all()
-        decided = {cr_id for cr_id, status in rows if status != State.PENDING_APPROVAL.value}
+            rows = session.execute(select(ChangeRequest.id, ChangeRequest.status, ChangeRequest.kind)).all()
+        decided = {cr_id for cr_id, status, _ in rows if status != State.PENDING_APPROVAL.value}
         waiting -= decided
-        in_flight = [cr_id for cr_id, status in rows if status in busy[1:]]
+        in_flight = [
+            cr_id
+            for cr_id, status, kind in rows
+            if status == State.EXECUTING.value or (status == State.APPROVED.value and kind != "experiment")
+        ]
         if not waiting and not in_flight:
             return
         time.sleep(0.02)

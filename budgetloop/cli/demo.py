@@ -16,7 +16,11 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 @app.command("demo")
 def demo(
     weeks: int = typer.Option(52, "--weeks", min=1, max=260, help="Simulated weeks of closed loop."),
-    scenario: Path = typer.Option(EXAMPLES / "scenario.yaml", "--scenario", help="Market scenario YAML."),
+    scenario: Path = typer.Option(
+        EXAMPLES / "scenario-regions.yaml",
+        "--scenario",
+        help="Market scenario YAML (default: the example market in 7 regions, so geo experiments can run).",
+    ),
     policy: Path = typer.Option(EXAMPLES / "policy.yaml", "--policy", help="Guardrail policy YAML."),
     seed: int = typer.Option(0, "--seed", help="Seed of the simulated marketer and the model fits."),
     report_dir: Path = typer.Option(

@@ -7,6 +7,7 @@ they started.
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 import numpy as np
@@ -14,6 +15,7 @@ import pytest
 from geo_world import D0, World, policy, world
 from sqlalchemy import select
 
+from agents.demo.loop import _wait_until_settled
 from agents.experiments.design import Design
 from agents.experiments.lifecycle import create_experiment, experiments_report, run_experiments
 from budgetloop.db.audit import AuditEntry
@@ -152,6 +154,20 @@ def test_a_holdout_runs_is_restored_read_and_calibrates(database_url: str) -> No
         measured = result["incremental_revenue"] / -result["spend_delta"]
         assert report[0]["measured_return"] == pytest.approx(measured, abs=1e-3)
         assert report[0]["mroas_before"] is None  # the hand-made design names no model version
+
+
+def test_an_approved_experiment_waiting_for_its_first_day_does_not_hold_up_the_demo(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # the demo waits for approved changes to execute before the next job runs; an approved holdout
+    # is started by the experiment job on its first day, so waiting for it would stall every week
+    with world(sqlite_url) as w:
+        cr_id, _ = _propose_and_approve(w)
+        assert _status(w, cr_id) == "approved"
+        with caplog.at_level(logging.WARNING, logger="agents.demo.loop"):
+            _wait_until_settled(w.rt, [cr_id], timeout=5.0)
+        assert not [r for r in caplog.records if "still undecided" in r.getMessage()]
+        assert _status(w, cr_id) == "approved"  # untouched: the experiment job starts it
 
 
 def test_a_refused_holdout_is_restored_and_failed(sqlite_url: str) -> None:
