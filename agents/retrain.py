@@ -76,10 +76,17 @@ def lift_tests_in(session: Session, *, start: date, end: date, channels: Sequenc
             spend_delta=r.spend_delta,
             incremental_revenue=r.incremental_revenue,
             incremental_revenue_se=r.incremental_revenue_se,
+            holdout_share=_share(r.details),
         )
         for r in rows
         if r.channel in channels
     ]
+
+
+def _share(details: dict[str, Any]) -> float | None:
+    """A geo holdout's share of the channel's spend (points stored before it was recorded: none)."""
+    share = details.get("holdout_share")
+    return float(share) if isinstance(share, int | float) and 0 < share < 1 else None
 
 
 def summarise(fm: FittedModel) -> dict[str, Any]:

@@ -5,6 +5,14 @@ table's by ``spend_delta`` in total (spread evenly over those rows; negative for
 revenue difference (table's spend minus changed spend) summed over those rows was
 ``incremental_revenue`` with standard error ``incremental_revenue_se``. Carry-over after ``end`` is
 not counted. The model adds ``Normal(incremental_revenue | its own prediction, se)`` per test.
+
+An optional ``holdout_share`` (our extension of the contract) says the test was a *geo holdout*: the
+channel was switched off entirely in regions that hold that share of its spend, and the table's
+spend over the window is what the other regions received (``-spend_delta`` is what the held-out
+regions would have had). Such a test measures the held-out regions' whole contribution, an
+*average* return over the curve from zero, not the marginal return of a small national cut; the
+model predicts it as ``share x (media at the full spend - media with the channel off)`` over the
+window, the regions being scaled copies of the national curve.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from budgetloop.errors import InputError
 from models.data import MMMData
 
 COLUMNS = ("channel", "start", "end", "spend_delta", "incremental_revenue", "incremental_revenue_se")
+OPTIONAL = ("holdout_share",)
 
 
 @dataclass(frozen=True)
@@ -29,8 +38,13 @@ class LiftTest:
     spend_delta: float
     incremental_revenue: float
     incremental_revenue_se: float
+    holdout_share: float | None = None  # a geo holdout: the share of the channel's spend held out
 
     def __post_init__(self) -> None:
+        if self.holdout_share is not None and not 0 < self.holdout_share < 1:
+            raise ValueError(
+                f"lift test on `{self.channel}`: `holdout_share` must lie in (0, 1), got {self.holdout_share}"
+            )
         if self.end < self.start:
             raise ValueError(
                 f"lift test on `{self.channel}`: `end` {self.end} is before `start` {self.start}"
@@ -39,7 +53,7 @@ class LiftTest:
             raise ValueError(f"lift test on `{self.channel}`: `incremental_revenue_se` must be > 0")
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        d: dict[str, object] = {
             "channel": self.channel,
             "start": str(self.start)[:10],
             "end": str(self.end)[:10],
@@ -47,6 +61,9 @@ class LiftTest:
             "incremental_revenue": self.incremental_revenue,
             "incremental_revenue_se": self.incremental_revenue_se,
         }
+        if self.holdout_share is not None:
+            d["holdout_share"] = self.holdout_share
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, object]) -> LiftTest:
@@ -57,6 +74,7 @@ class LiftTest:
             float(d["spend_delta"]),  # type: ignore[arg-type]
             float(d["incremental_revenue"]),  # type: ignore[arg-type]
             float(d["incremental_revenue_se"]),  # type: ignore[arg-type]
+            None if d.get("holdout_share") is None else float(d["holdout_share"]),  # type: ignore[arg-type]
         )
 
 
@@ -67,6 +85,7 @@ class LiftArrays:
     channel: np.ndarray  # [L] int
     window: np.ndarray  # [L, T] 1.0 inside start..end
     delta: np.ndarray  # [L] scaled spend change per row inside the window
+    share: np.ndarray  # [L] geo holdout share, 0.0 for a test that changed the national spend
     observed: np.ndarray  # [L] incremental revenue / y_scale
     se: np.ndarray  # [L] standard error / y_scale
 
@@ -113,6 +132,29 @@ def load_lift_tests(path: str | Path) -> list[LiftTest]:
             raise InputError("a test must change spend", file=source, row=row, key="spend_delta")
         if dates["end"] < dates["start"]:
             raise InputError("`end` is before `start`", file=source, row=row, key="end")
+        share: float | None = None
+        if str(rec.get("holdout_share", "")).strip():
+            try:
+                share = float(rec["holdout_share"])
+            except ValueError:
+                raise InputError(
+                    f"{rec['holdout_share']!r} is not a number", file=source, row=row, key="holdout_share"
+                ) from None
+            if not 0 < share < 1:
+                raise InputError(
+                    f"holdout_share {share:g} is not a share",
+                    file=source,
+                    row=row,
+                    key="holdout_share",
+                    fix="give the share of the channel's spend held out, between 0 and 1, or leave it empty",
+                )
+            if nums["spend_delta"] > 0:
+                raise InputError(
+                    "a geo holdout removes spend: spend_delta must be negative",
+                    file=source,
+                    row=row,
+                    key="spend_delta",
+                )
         tests.append(
             LiftTest(
                 str(rec["channel"]).strip(),
@@ -121,6 +163,7 @@ def load_lift_tests(path: str | Path) -> list[LiftTest]:
                 nums["spend_delta"],
                 nums["incremental_revenue"],
                 nums["incremental_revenue_se"],
+                share,
             )
         )
     if not tests:
@@ -137,7 +180,7 @@ def to_arrays(tests: list[LiftTest], data: MMMData, *, source: str = "<lift test
     days = data.dates.astype("datetime64[D]")
     t = data.periods
     scale = data.spend_scale
-    ch, win, delta, obs, se = [], [], [], [], []
+    ch, win, delta, share, obs, se = [], [], [], [], [], []
     for i, test in enumerate(tests):
         row = i + 2
         if test.channel not in data.channels:
@@ -161,7 +204,7 @@ def to_arrays(tests: list[LiftTest], data: MMMData, *, source: str = "<lift test
                 fix="use tests run inside the fitted period",
             )
         per_row = test.spend_delta / n
-        if np.any(data.spend[inside, j] + per_row < -1e-9):
+        if test.holdout_share is None and np.any(data.spend[inside, j] + per_row < -1e-9):
             raise InputError(
                 f"spend_delta {test.spend_delta:g} would make `{test.channel}` spend negative "
                 "inside the window",
@@ -173,6 +216,7 @@ def to_arrays(tests: list[LiftTest], data: MMMData, *, source: str = "<lift test
         ch.append(j)
         win.append(inside.astype(float))
         delta.append(per_row / scale[j])
+        share.append(test.holdout_share or 0.0)
         obs.append(test.incremental_revenue / data.y_scale)
         se.append(test.incremental_revenue_se / data.y_scale)
     del t
@@ -180,6 +224,7 @@ def to_arrays(tests: list[LiftTest], data: MMMData, *, source: str = "<lift test
         np.asarray(ch, dtype=np.int32),
         np.stack(win),
         np.asarray(delta),
+        np.asarray(share),
         np.asarray(obs),
         np.asarray(se),
     )

@@ -135,6 +135,7 @@ def build_inputs(
             "channel": lift.channel,
             "window": lift.window.astype(f32),
             "delta": lift.delta.astype(f32),
+            "share": lift.share.astype(f32),
             "observed": lift.observed.astype(f32),
             "se": lift.se.astype(f32),
         }
@@ -267,19 +268,28 @@ def lift_predictions(
     shape: Array,
     beta: Array,
 ) -> Array:
-    """Per test: sum over its window of media(table spend) - media(spend changed by delta), scaled units."""
+    """Per test, scaled units, summed over its window (see :mod:`models.lift`):
+
+    * a national test: media(table spend) - media(spend changed by delta);
+    * a geo holdout of share ``s``: ``s x (media(full spend) - media(full spend, none in the window))``,
+      the full spend in the window being the table's / (1 - s) (the table holds what the other
+      regions received).
+    """
     ch = jnp.asarray(lift["channel"])
     x = jnp.asarray(x)
 
-    def one(j: Array, window: Array, delta: Array) -> Array:
+    def one(j: Array, window: Array, delta: Array, share: Array) -> Array:
         xc = x[:, j]
         d = decay[j]
         dl = None if delay is None else delay[j]
-        base = hill(adstock_fn(spec, xc, d, dl), half[j], shape[j])
-        changed = hill(adstock_fn(spec, jnp.maximum(xc + delta * window, 0.0), d, dl), half[j], shape[j])
-        return beta[j] * jnp.sum(window * (base - changed))
+        geo = share > 0
+        full = jnp.where(geo, xc * (1.0 + window * share / (1.0 - share)), xc)
+        changed = jnp.where(geo, full * (1.0 - window), jnp.maximum(xc + delta * window, 0.0))
+        base = hill(adstock_fn(spec, full, d, dl), half[j], shape[j])
+        after = hill(adstock_fn(spec, changed, d, dl), half[j], shape[j])
+        return beta[j] * jnp.where(geo, share, 1.0) * jnp.sum(window * (base - after))
 
-    return jax.vmap(one)(ch, lift["window"], lift["delta"])
+    return jax.vmap(one)(ch, lift["window"], lift["delta"], lift["share"])
 
 
 def baseline_form(rest: Array, baseline: str) -> Array:

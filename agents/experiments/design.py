@@ -152,12 +152,15 @@ def freeze_conflict(policy: Policy, channel: str, first: date, last: date) -> st
 def predicted_lift_per_day(
     curves: ResponseCurves, daily_spend: Mapping[str, float], channel: str, share: float
 ) -> np.ndarray:
-    """Per posterior draw: the model's revenue per day with the channel's spend minus without ``share``."""
+    """Per posterior draw: the revenue per day the held-out regions' ``share`` of the channel brings.
+
+    The channel goes dark there, so the test removes that share of the channel's whole steady-state
+    contribution at today's spend (regions being scaled copies of the national curve), not the
+    marginal return of a national cut of the same size.
+    """
     budgets = np.array([float(daily_spend.get(c, 0.0)) for c in curves.channels])
-    cut = budgets.copy()
     i = curves.channels.index(channel)
-    cut[i] = budgets[i] * (1.0 - share)
-    return np.asarray(curves.revenue(budgets)[:, i] - curves.revenue(cut)[:, i])
+    return np.asarray(share * curves.revenue(budgets)[:, i])
 
 
 def _power(

@@ -381,7 +381,12 @@ def read_result(rt: Runtime, exp_id: int) -> str:
             store.set_status(session, exp, status="inconclusive", now=now, actor=ACTOR, reason=reason)
             _close_experiment_request(session, exp, now, reason)
             return "inconclusive"
-        result = {**reading.to_dict(), "spend_delta": round(spend_delta, 2)}
+        # a geo holdout: the model predicts it as the held-out regions' share of the channel's media
+        result = {
+            **reading.to_dict(),
+            "spend_delta": round(spend_delta, 2),
+            "holdout_share": round(float(exp.holdout_share), 4),
+        }
         if reading.trusted and reading.incremental_revenue_se > 0:
             point = store.add_calibration_point(
                 session,

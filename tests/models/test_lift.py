@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from budgetloop.errors import InputError
 from models.fit import fit
-from models.lift import LiftTest, to_arrays
+from models.lift import LiftTest, load_lift_tests, to_arrays
 from models.model import ModelSpec, lift_predictions
 from models.priors import LogNormalPrior, Priors
 from models.simulate import media_np, simulate
@@ -49,6 +52,55 @@ def test_lift_prediction_is_table_minus_changed_spend_inside_the_window() -> Non
     assert float(pred[0]) * data.y_scale == pytest.approx(by_hand, rel=1e-4)
 
 
+def test_a_geo_holdout_is_predicted_as_the_held_out_regions_whole_contribution() -> None:
+    # regions that hold share s of the channel's spend go dark: the table shows what the others got,
+    # and the test measures s x (media at the full spend - media with none), carry-over included
+    data, truth = simulate(periods=30, channels=2, seed=4)
+    j, start, n, s = 0, 12, 5, 0.08
+    full = data.spend.copy()
+    table = full.copy()
+    table[start : start + n, j] *= 1 - s
+    test = LiftTest(
+        data.channels[j],
+        data.dates[start].astype("datetime64[D]"),
+        data.dates[start + n - 1].astype("datetime64[D]"),
+        -s * float(full[start : start + n, j].sum()),
+        0.0,
+        1.0,
+        holdout_share=s,
+    )
+    shown = type(data)(**{**data.__dict__, "spend": table})
+    arr = to_arrays([test], shown)
+    assert arr is not None and arr.share[0] == pytest.approx(s)
+    scale = shown.spend_scale
+    pred = lift_predictions(
+        ModelSpec.for_data(shown),
+        jnp.asarray(table / scale, dtype=jnp.float32),
+        {k: jnp.asarray(v) for k, v in arr.__dict__.items()},
+        jnp.asarray(truth.decay, dtype=jnp.float32),
+        None,
+        jnp.asarray(truth.half / scale, dtype=jnp.float32),
+        jnp.asarray(truth.shape, dtype=jnp.float32),
+        jnp.asarray(truth.scale / shown.y_scale, dtype=jnp.float32),
+    )
+    dark = full.copy()
+    dark[start : start + n, j] = 0.0
+    args = (truth.decay, truth.half, truth.shape, truth.scale)
+    by_hand = s * (media_np(full, *args) - media_np(dark, *args))[start : start + n, j].sum()
+    # a national cut of the same spend measures the marginal return instead: a different number
+    cut = table.copy()
+    cut[start : start + n, j] += test.spend_delta / n
+    marginal = (media_np(table, *args) - media_np(cut, *args))[start : start + n, j].sum()
+    assert float(pred[0]) * shown.y_scale == pytest.approx(by_hand, rel=1e-4)
+    assert abs(by_hand - marginal) > 0.05 * by_hand
+    assert LiftTest.from_dict(test.to_dict()) == test
+
+
+def test_a_holdout_share_outside_zero_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="holdout_share"):
+        LiftTest("tv", np.datetime64("2024-01-01"), np.datetime64("2024-01-14"), -10.0, 5.0, 1.0, 1.5)
+
+
 @pytest.mark.slow
 def test_a_lift_test_pulls_a_badly_biased_channel_toward_the_truth() -> None:
     data, truth = simulate(periods=104, channels=3, seed=21)
@@ -78,3 +130,19 @@ def test_a_lift_test_pulls_a_badly_biased_channel_toward_the_truth() -> None:
     err_cal = abs(np.median(calibrated.channel_metrics().roi[:, j]) / truth.roi[j] - 1)
     assert err_plain > 0.25  # the prior did bias it
     assert err_cal < 0.6 * err_plain
+
+
+def test_the_csv_may_mark_geo_holdouts_and_a_bad_share_names_its_row(tmp_path: Path) -> None:
+    path = tmp_path / "lift.csv"
+    head = "channel,start,end,spend_delta,incremental_revenue,incremental_revenue_se,holdout_share\n"
+    path.write_text(
+        head + "tv,2024-01-01,2024-01-14,-500,900,100,0.07\nsearch,2024-02-01,2024-02-14,-300,400,80,\n"
+    )
+    geo, national = load_lift_tests(path)
+    assert geo.holdout_share == pytest.approx(0.07) and national.holdout_share is None
+    path.write_text(
+        head + "tv,2024-01-01,2024-01-14,-500,900,100,0.07\ntv,2024-02-01,2024-02-14,-300,400,80,7\n"
+    )
+    with pytest.raises(InputError) as err:
+        load_lift_tests(path)
+    assert err.value.row == 3 and err.value.key == "holdout_share"
