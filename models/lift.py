@@ -86,6 +86,8 @@ class LiftArrays:
     window: np.ndarray  # [L, T] 1.0 inside start..end
     delta: np.ndarray  # [L] scaled spend change per row inside the window
     share: np.ndarray  # [L] geo holdout share, 0.0 for a test that changed the national spend
+    rows: np.ndarray  # [L, W] int: the table rows from each test's start on (W: the longest window)
+    inside: np.ndarray  # [L, W] 1.0 where that row lies inside the test's window
     observed: np.ndarray  # [L] incremental revenue / y_scale
     se: np.ndarray  # [L] standard error / y_scale
 
@@ -219,12 +221,18 @@ def to_arrays(tests: list[LiftTest], data: MMMData, *, source: str = "<lift test
         share.append(test.holdout_share or 0.0)
         obs.append(test.incremental_revenue / data.y_scale)
         se.append(test.incremental_revenue_se / data.y_scale)
-    del t
+    windows = np.stack(win)
+    starts = np.argmax(windows > 0, axis=1)
+    width = int(windows.sum(axis=1).max())
+    rows = np.minimum(starts[:, None] + np.arange(width)[None, :], t - 1).astype(np.int32)
+    inside = np.take_along_axis(windows, rows, axis=1) * (np.arange(width)[None, :] < windows.sum(1)[:, None])
     return LiftArrays(
         np.asarray(ch, dtype=np.int32),
-        np.stack(win),
+        windows,
         np.asarray(delta),
         np.asarray(share),
+        rows,
+        inside,
         np.asarray(obs),
         np.asarray(se),
     )

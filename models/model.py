@@ -136,6 +136,8 @@ def build_inputs(
             "window": lift.window.astype(f32),
             "delta": lift.delta.astype(f32),
             "share": lift.share.astype(f32),
+            "rows": lift.rows,
+            "inside": lift.inside.astype(f32),
             "observed": lift.observed.astype(f32),
             "se": lift.se.astype(f32),
         }
@@ -220,7 +222,8 @@ def mmm_model(
         shape = numpyro.sample("shape", dist.LogNormal(p["shape_loc"], p["shape_scale"]))
         delay = numpyro.sample("delay", dist.HalfNormal(1.0)) if spec.adstock == "delayed" else None
 
-    sat = hill(adstock_fn(spec, x, decay, delay), half, shape)  # [T, C]
+    stock = adstock_fn(spec, x, decay, delay)  # [T, C]
+    sat = hill(stock, half, shape)
     total = jnp.sum(sat, axis=0)
     beta = numpyro.deterministic("beta", roi * inputs["spend_over_y"] / total)
     media = sat * beta
@@ -254,7 +257,7 @@ def mmm_model(
 
     lift = inputs["lift"]
     if lift is not None:
-        pred = lift_predictions(spec, x, lift, decay, delay, half, shape, beta)
+        pred = lift_predictions(spec, x, lift, decay, delay, half, shape, beta, stock=stock)
         numpyro.sample("lift_obs", dist.Normal(pred, lift["se"]), obs=lift["observed"])
 
 
@@ -267,6 +270,7 @@ def lift_predictions(
     half: Array,
     shape: Array,
     beta: Array,
+    stock: Array | None = None,
 ) -> Array:
     """Per test, scaled units, summed over its window (see :mod:`models.lift`):
 
@@ -274,7 +278,45 @@ def lift_predictions(
     * a geo holdout of share ``s``: ``s x (media(full spend) - media(full spend, none in the window))``,
       the full spend in the window being the table's / (1 - s) (the table holds what the other
       regions received).
+
+    ``stock`` is the table's adstock [T, C] when the caller has it. Geometric adstock is linear in
+    spend, so the changed spend's adstock is the table's plus the adstock of the change alone, which
+    is zero before the window: only the window's rows are computed (a window that starts on the
+    table's first row takes the period before it as unchanged). Delayed adstock recomputes the whole
+    series per test.
     """
+    if spec.adstock != "geometric":
+        return _lift_full(spec, x, lift, decay, delay, half, shape, beta)
+    x = jnp.asarray(x)
+    stock = geometric_adstock(x, decay) if stock is None else stock
+
+    def one(j: Array, rows: Array, inside: Array, delta: Array, share: Array) -> Array:
+        d = decay[j]
+        geo = share > 0
+        spend = x[rows, j] * inside  # the table's spend in the window, zero after it
+        up = jnp.where(geo, spend * share / (1.0 - share), 0.0)  # full spend - table spend
+        down = jnp.where(geo, spend, -delta * inside)  # table spend - changed spend
+        zero = jnp.zeros((1,), x.dtype)
+        here = stock[rows, j]
+        base = hill(here + geometric_adstock(up[:, None], d[None], zero)[:, 0], half[j], shape[j])
+        after = here - geometric_adstock(down[:, None], d[None], zero)[:, 0]
+        after = hill(jnp.maximum(after, 0.0), half[j], shape[j])
+        return beta[j] * jnp.where(geo, share, 1.0) * jnp.sum(inside * (base - after))
+
+    return jax.vmap(one)(lift["channel"], lift["rows"], lift["inside"], lift["delta"], lift["share"])
+
+
+def _lift_full(
+    spec: ModelSpec,
+    x: Array,
+    lift: dict[str, Array],
+    decay: Array,
+    delay: Array | None,
+    half: Array,
+    shape: Array,
+    beta: Array,
+) -> Array:
+    """:func:`lift_predictions` recomputing each test's channel over the whole table (any adstock)."""
     ch = jnp.asarray(lift["channel"])
     x = jnp.asarray(x)
 

@@ -55,7 +55,10 @@ def test_pymc_marketing_example_contributions_and_regret() -> None:
     r = pymc_example()
     for ch in ("x1", "x2"):
         line = r["channels"][ch]
-        assert abs(line["error"]) < 0.20, (ch, line)  # measured: x1 -19.6%, x2 +5.3% (docs/validation.md section 2)
+        assert abs(line["error"]) < 0.20, (
+            ch,
+            line,
+        )  # measured: x1 -19.6%, x2 +5.3% (docs/validation.md section 2)
         assert line["covered"], (ch, line)
     assert r["healthy"], r["reasons"]
     assert r["regret"]["regret"] < 0.01, r["regret"]  # measured: 0.38%
