@@ -313,15 +313,12 @@ def fit(
             # divergences mark curvature the step size cannot follow: smaller steps usually cure them
             # (Stan's advice, "raise adapt_delta"); one automatic retry, the run not kept in the settings
             again = _run_nuts(inputs, spec, sds, target_accept=RETRY_TARGET_ACCEPT, **nuts_kw)
-            retry_better = int(again.diverging.sum()) < first_div
-            retried = {
-                "target_accept": RETRY_TARGET_ACCEPT if not retry_better else target_accept,
-                "divergences": int(again.diverging.sum()) if not retry_better else first_div,
-            }
-            if (
-                retry_better
-            ):  # the retry helped: keep it (a posterior it cannot cure is judged on the better run)
+            again_div = int(again.diverging.sum())
+            if again_div < first_div:  # the retry helped: keep it
+                retried = {"target_accept": target_accept, "divergences": first_div}
                 run, target_accept = again, RETRY_TARGET_ACCEPT
+            else:  # a posterior it cannot cure is judged on the better, first run
+                retried = {"target_accept": RETRY_TARGET_ACCEPT, "divergences": again_div}
         grouped = run.samples
         flat = {k: v.reshape((-1, *v.shape[2:])) for k, v in grouped.items()}
         rhat, ess, tail, worst = chain_stats({k: v for k, v in grouped.items() if k != "beta"})

@@ -126,8 +126,11 @@ class FittedModel:
         }
 
     def expected(self) -> np.ndarray:
-        """Expected revenue per draw and period [N, T]."""
-        return self.baseline() + self.media().sum(axis=2)
+        """Expected revenue per draw and period [N, T] (computed once: the fit's checks, its metrics
+        and FIT.json all read it)."""
+        if "expected" not in self._cache:
+            self._cache["expected"] = self.baseline() + self.media().sum(axis=2)
+        return self._cache["expected"]
 
     def log_likelihood(self) -> np.ndarray:
         """Log density of each period's revenue under each draw [N, T] (for PSIS-LOO)."""

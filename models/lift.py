@@ -27,7 +27,6 @@ from budgetloop.errors import InputError
 from models.data import MMMData
 
 COLUMNS = ("channel", "start", "end", "spend_delta", "incremental_revenue", "incremental_revenue_se")
-OPTIONAL = ("holdout_share",)
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from agents import jobs
 from agents.demo import report as reports
 from agents.demo import score as scoring
 from agents.demo.approver import SimulatedApprover
+from agents.execute import EXPERIMENT_KINDS
 from agents.execute_guard import ROLLBACK_STOPS
 from agents.experiments.lifecycle import experiments_report
 from agents.ingest import run_ingest
@@ -127,8 +128,8 @@ def _wait_until_settled(rt: Runtime, clicked: list[int], timeout: float = 60.0) 
     """Wait for the service's background work: the decisions on the clicked requests, then their
     execution (an approval executes at once through ``on_approved``). Jobs must not race it.
 
-    An approved experiment waits for the experiment job to start its holdout on its first day, not
-    for the executor: it is decided, not in flight."""
+    An approved experiment (or its end) waits for the experiment job, not for the executor: it is
+    decided, not in flight."""
     deadline = time.monotonic() + timeout
     waiting = set(clicked)
     while time.monotonic() < deadline:
@@ -139,7 +140,8 @@ def _wait_until_settled(rt: Runtime, clicked: list[int], timeout: float = 60.0) 
         in_flight = [
             cr_id
             for cr_id, status, kind in rows
-            if status == State.EXECUTING.value or (status == State.APPROVED.value and kind != "experiment")
+            if status == State.EXECUTING.value
+            or (status == State.APPROVED.value and kind not in EXPERIMENT_KINDS)
         ]
         if not waiting and not in_flight:
             return
