@@ -10,7 +10,7 @@ approves small moves by itself, ``approval`` asks a person in Slack.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -65,7 +65,7 @@ def daily_curves(fm: FittedModel) -> ResponseCurves:
     rc = fm.response_curves()
     if rc.period == "day":
         return rc
-    return ResponseCurves(rc.channels, rc.beta / 7.0, rc.half / 7.0, rc.shape, "day", dict(rc.meta))
+    return replace(rc, beta=rc.beta / 7.0, half=rc.half / 7.0, period="day", meta=dict(rc.meta))
 
 
 def live_campaigns(rt: Runtime, session: Session) -> list[LiveCampaign]:

@@ -2,19 +2,24 @@
 
 A budget ``b`` (currency per period) held constant brings the normalised geometric adstock to its
 steady state ``b`` itself (its weights sum to one), so the media revenue per period at steady state is
-``beta * hill(b) = beta * b^shape / (b^shape + half^shape)``, one value per posterior draw.
+``beta * sat(b)``, one value per posterior draw, where ``sat`` is the fit's saturation curve: Hill's
+``b^shape / (b^shape + half^shape)`` or the logistic ``tanh(atanh(1/2) b / half)`` (see
+:mod:`models.transforms`).
 
 Everything here is NumPy: the optimizer calls it in tight loops and must not pay JAX dispatch.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 PERIODS = ("day", "week")
+SATURATIONS = ("hill", "logistic")
+LOGISTIC_K = float(np.arctanh(0.5))  # as models.transforms.LOGISTIC_K (that module imports JAX)
 
 
 def hill_np(x: np.ndarray, half: np.ndarray, shape: np.ndarray) -> np.ndarray:
@@ -38,12 +43,46 @@ def hill_grad_np(x: np.ndarray, half: np.ndarray, shape: np.ndarray) -> np.ndarr
     return np.where(x > 0, grad, at_zero)
 
 
+def logistic_np(x: np.ndarray, half: np.ndarray) -> np.ndarray:
+    """``tanh(atanh(1/2) x / half)``: 0 at x = 0, half of its ceiling at ``half``, concave."""
+    return np.tanh(LOGISTIC_K * np.maximum(np.asarray(x, dtype=float), 0.0) / half)
+
+
+def logistic_grad_np(x: np.ndarray, half: np.ndarray) -> np.ndarray:
+    """d logistic / dx = k / half x (1 - tanh(k x / half)^2), ``k = atanh(1/2)``; k / half at 0."""
+    t = logistic_np(x, half)
+    return LOGISTIC_K / half * (1.0 - t * t)
+
+
+_Curve = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+def _curve(kind: str) -> tuple[_Curve, _Curve]:
+    """(curve, its derivative) of the saturation ``kind``, each ``f(x, half, shape)``."""
+    if kind == "hill":
+        return hill_np, hill_grad_np
+    if kind == "logistic":
+        return (lambda x, half, _: logistic_np(x, half)), (lambda x, half, _: logistic_grad_np(x, half))
+    raise ValueError(f"`saturation` must be one of {SATURATIONS}, got {kind!r}")
+
+
+def saturation_np(kind: str, x: np.ndarray, half: np.ndarray, shape: np.ndarray) -> np.ndarray:
+    """The saturation curve ``kind`` at ``x`` (``shape`` is read by Hill only)."""
+    return _curve(kind)[0](x, half, shape)
+
+
+def saturation_grad_np(kind: str, x: np.ndarray, half: np.ndarray, shape: np.ndarray) -> np.ndarray:
+    """d saturation / dx at ``x``."""
+    return _curve(kind)[1](x, half, shape)
+
+
 @dataclass(frozen=True)
 class ResponseCurves:
     """Per-draw steady-state response of each channel to a budget held constant per period.
 
     ``beta``: [draws, C] revenue per period at full saturation (currency units);
-    ``half``: [draws, C] half-saturation spend per period (currency units); ``shape``: [draws, C].
+    ``half``: [draws, C] half-saturation spend per period (currency units); ``shape``: [draws, C],
+    Hill's exponent (all ones for ``saturation="logistic"``, a curve without one).
     """
 
     channels: tuple[str, ...]
@@ -52,6 +91,7 @@ class ResponseCurves:
     shape: np.ndarray
     period: str
     meta: dict[str, Any] = field(default_factory=dict, compare=False)
+    saturation: str = "hill"
 
     def __post_init__(self) -> None:
         c = len(self.channels)
@@ -75,6 +115,10 @@ class ResponseCurves:
             )
         if np.any(self.beta < 0) or np.any(self.half <= 0) or np.any(self.shape <= 0):
             raise ValueError("`beta` must be >= 0 and `half`, `shape` > 0 in every draw")
+        if self.saturation not in SATURATIONS:
+            raise ValueError(f"`saturation` must be one of {SATURATIONS}, got {self.saturation!r}")
+        if self.saturation == "logistic" and np.any(self.shape != 1.0):
+            raise ValueError("logistic curves have no shape: `shape` must be all ones")
 
     @property
     def draws(self) -> int:
@@ -99,7 +143,7 @@ class ResponseCurves:
         """Media revenue per period, per channel, at steady state: budgets [..., C] -> [draws, ..., C]."""
         b = self._check_budgets(budgets)
         beta, half, shape = self._params(b.ndim - 1)
-        return beta * hill_np(b[None, ...], half, shape)
+        return beta * saturation_np(self.saturation, b[None, ...], half, shape)
 
     def total_revenue(self, budgets: np.ndarray) -> np.ndarray:
         """Media revenue per period summed over channels: budgets [..., C] -> [draws, ...]."""
@@ -109,7 +153,7 @@ class ResponseCurves:
         """Marginal return per extra unit of spend at steady state: budgets [..., C] -> [draws, ..., C]."""
         b = self._check_budgets(budgets)
         beta, half, shape = self._params(b.ndim - 1)
-        return beta * hill_grad_np(b[None, ...], half, shape)
+        return beta * saturation_grad_np(self.saturation, b[None, ...], half, shape)
 
     def roas(self, budgets: np.ndarray) -> np.ndarray:
         """Average return (revenue / spend) at steady state; 0 where the budget is 0."""
@@ -127,6 +171,7 @@ class ResponseCurves:
             self.shape.mean(0, keepdims=True),
             self.period,
             dict(self.meta),
+            self.saturation,
         )
 
     def subset(self, n: int, seed: int) -> ResponseCurves:
@@ -137,7 +182,13 @@ class ResponseCurves:
             return self
         idx = np.sort(np.random.default_rng(seed).choice(self.draws, size=n, replace=False))
         return ResponseCurves(
-            self.channels, self.beta[idx], self.half[idx], self.shape[idx], self.period, dict(self.meta)
+            self.channels,
+            self.beta[idx],
+            self.half[idx],
+            self.shape[idx],
+            self.period,
+            dict(self.meta),
+            self.saturation,
         )
 
     def select(self, channels: tuple[str, ...] | list[str]) -> ResponseCurves:
@@ -153,6 +204,7 @@ class ResponseCurves:
             self.shape[:, idx],
             self.period,
             dict(self.meta),
+            self.saturation,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -162,6 +214,7 @@ class ResponseCurves:
             "beta": self.beta.tolist(),
             "half": self.half.tolist(),
             "shape": self.shape.tolist(),
+            "saturation": self.saturation,
         }
 
     @classmethod
@@ -172,4 +225,5 @@ class ResponseCurves:
             np.asarray(d["half"], dtype=float),
             np.asarray(d["shape"], dtype=float),
             d["period"],
+            saturation=d.get("saturation", "hill"),
         )

@@ -50,7 +50,9 @@ class ChannelMetrics:
 
 
 @partial(jax.jit, static_argnums=(0,))
-def _media_jit(spec: ModelSpec, x: Any, draws: dict[str, Any], multiplier: float) -> Any:
+def media_jit(spec: ModelSpec, x: Any, draws: dict[str, Any], multiplier: float) -> Any:
+    """:func:`models.model.media_per_draw` compiled per structure and shapes (the adstock starting at
+    the first period's steady state)."""
     return media_per_draw(spec, x, draws, None, multiplier)
 
 
@@ -83,7 +85,7 @@ class FittedModel:
         return self.diagnostics.healthy
 
     def _jdraws(self) -> dict[str, Any]:
-        keys = ("decay", "half", "shape", "beta") + (("delay",) if "delay" in self.draws else ())
+        keys = ("decay", "half", "beta", *(k for k in ("shape", "delay") if k in self.draws))
         return {k: jnp.asarray(self.draws[k], dtype=jnp.float32) for k in keys}
 
     def _x(self, spend: np.ndarray) -> Any:
@@ -94,7 +96,7 @@ class FittedModel:
         """Media revenue per draw, period and channel over the table [N, T, C] (currency)."""
         key = f"media{multiplier}"
         if key not in self._cache:
-            m, _ = _media_jit(self.spec, self._x(self.data.spend), self._jdraws(), multiplier)
+            m, _ = media_jit(self.spec, self._x(self.data.spend), self._jdraws(), multiplier)
             self._cache[key] = np.asarray(m, dtype=float) * self.data.y_scale
         return self._cache[key]
 
@@ -162,13 +164,18 @@ class FittedModel:
 
     def response_curves(self) -> ResponseCurves:
         """Steady-state curves in currency per period, one row per draw (the optimizer's input)."""
+        half = np.asarray(self.draws["half"], dtype=float) * self.data.spend_scale[None, :]
         return ResponseCurves(
             channels=self.channels,
             beta=np.asarray(self.draws["beta"], dtype=float) * self.data.y_scale,
-            half=np.asarray(self.draws["half"], dtype=float) * self.data.spend_scale[None, :],
-            shape=np.asarray(self.draws["shape"], dtype=float),
+            half=half,
+            # a logistic curve has no shape: ResponseCurves carries ones
+            shape=np.asarray(self.draws["shape"], dtype=float)
+            if "shape" in self.draws
+            else np.ones_like(half),
             period=self.data.frequency,
             meta={"fingerprint": self.data.fingerprint(), "last_date": str(self.data.dates[-1])[:10]},
+            saturation=self.spec.saturation,
         )
 
     def predict(
@@ -213,7 +220,7 @@ class FittedModel:
         step = np.timedelta64(FREQ_DAYS[self.data.frequency], "D")
         if len(dates) and dates[0] == self.data.dates[-1].astype("datetime64[D]") + step:
             if "state" not in self._cache:
-                _, state = _media_jit(self.spec, self._x(self.data.spend), self._jdraws(), 1.0)
+                _, state = media_jit(self.spec, self._x(self.data.spend), self._jdraws(), 1.0)
                 self._cache["state"] = state
             init = self._cache["state"]
         m, _ = media_per_draw(self.spec, self._x(spend), self._jdraws(), init, 1.0)

@@ -1,7 +1,7 @@
 """The NumPyro model: a baseline plus additive, saturating, carried-over media.
 
     revenue_t = exp(intercept) * form(trend(t) + seasonality(t) + controls_t . gamma)
-                + sum_c beta_c * hill(adstock(spend_c)_t; half_c, shape_c)        + noise
+                + sum_c beta_c * sat(adstock(spend_c)_t; half_c, shape_c)         + noise
 
 * baseline: a level, a linear trend with a small curvature term, yearly Fourier seasonality (and
   weekly for daily tables), control variables; ``form`` is ``exp`` (multiplicative, the default:
@@ -9,9 +9,10 @@
   Meridian and PyMC-Marketing combine them), see :data:`BASELINES`. The level is sampled as an
   offset from the level that makes the mean prediction equal the mean revenue, which takes the
   level's strong correlation with the ROIs out of the sampler's way;
-* media: positive and increasing by construction (beta >= 0, Hill increasing, adstock a convex
-  combination of past spend). ``beta_c`` is not sampled directly: each channel samples its ROI over
-  the table (contribution / spend) and ``beta_c = roi_c * spend_c / sum_t hill_c(t)``, so the ROI prior
+* media: positive and increasing by construction (beta >= 0, saturation increasing, adstock a convex
+  combination of past spend). ``sat`` is Hill's curve (the default; S-shaped when its shape
+  exceeds 1) or the logistic curve (concave, no shape), see :data:`SATURATIONS`. ``beta_c`` is not sampled directly: each channel samples its ROI over
+  the table (contribution / spend) and ``beta_c = roi_c * spend_c / sum_t sat_c(t)``, so the ROI prior
   is exactly a prior on the reported ROI;
 * lift tests: ``Normal(observed | sum over the window of media(table) - media(changed spend), se)``.
 
@@ -35,7 +36,7 @@ from numpyro.infer import init_to_mean
 from models.data import MMMData
 from models.lift import LiftArrays
 from models.priors import ResolvedPriors
-from models.transforms import delayed_adstock, geometric_adstock, hill
+from models.transforms import SATURATIONS, delayed_adstock, geometric_adstock, saturate
 
 Array = Any
 YEAR_DAYS = 365.25
@@ -58,22 +59,39 @@ class ModelSpec:
     adstock: str = "geometric"
     max_lag: int = 8
     baseline: str = "multiplicative"
+    saturation: str = "hill"
 
     @classmethod
     def for_data(
-        cls, data: MMMData, adstock: str = "geometric", baseline: str = "multiplicative"
+        cls,
+        data: MMMData,
+        adstock: str = "geometric",
+        baseline: str = "multiplicative",
+        saturation: str = "hill",
     ) -> ModelSpec:
         if adstock not in ADSTOCKS:
             raise ValueError(f"`adstock` must be one of {ADSTOCKS}, got {adstock!r}")
         if baseline not in BASELINES:
             raise ValueError(f"`baseline` must be one of {BASELINES}, got {baseline!r}")
+        if saturation not in SATURATIONS:
+            raise ValueError(f"`saturation` must be one of {SATURATIONS}, got {saturation!r}")
         days = data.dates.astype("datetime64[D]").astype(np.int64)
         span = int(max(days[-1] - days[0], 1))
         # yearly seasonality needs most of a year to be told apart from trend
         n_yearly = 0 if span < 300 else (2 if span < 600 else 3)
         n_weekly = 3 if data.frequency == "day" else 0
         max_lag = 8 if data.frequency == "week" else 28
-        return cls(data.frequency, int(days[0]), span, n_yearly, n_weekly, adstock, max_lag, baseline)
+        return cls(
+            data.frequency, int(days[0]), span, n_yearly, n_weekly, adstock, max_lag, baseline, saturation
+        )
+
+    def channel_sites(self) -> tuple[str, ...]:
+        """The media parameters sampled per channel, in the model's order."""
+        return (
+            ("roi", "decay", "half")
+            + (("shape",) if self.saturation == "hill" else ())
+            + (("delay",) if self.adstock == "delayed" else ())
+        )
 
     def time_features(self, dates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(trend position in [-1, 1] over the training span [T], Fourier matrix [T, F])."""
@@ -195,10 +213,84 @@ def _positive(v: Array, floor: float = 0.01) -> Array:
     return floor * jax.nn.softplus(v / floor)
 
 
+@dataclass(frozen=True)
+class SitePrior:
+    """The prior of one sampled site, as data: the model samples it through :meth:`distribution` and
+    the prior predictive check draws it with NumPy through :meth:`sample`, so the two cannot differ.
+
+    ``family`` and its parameters: ``lognormal`` (``a`` = mean of the log, ``b`` = its sd), ``beta``
+    (``a``, ``b``), ``normal`` (``a`` = mean, ``b`` = sd), ``halfnormal`` (``a`` = scale). ``event``
+    marks a vector site outside the channel plate (one draw is the whole vector).
+    """
+
+    family: str
+    a: Any
+    b: Any = None
+    event: bool = False
+
+    def distribution(self) -> dist.Distribution:
+        d: dist.Distribution
+        if self.family == "lognormal":
+            d = dist.LogNormal(self.a, self.b)
+        elif self.family == "beta":
+            d = dist.Beta(self.a, self.b)
+        elif self.family == "normal":
+            d = dist.Normal(self.a, self.b)
+        elif self.family == "halfnormal":
+            d = dist.HalfNormal(self.a)
+        else:
+            raise ValueError(f"unknown prior family {self.family!r}")
+        return d.to_event(1) if self.event else d
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` independent draws, [n, *site shape], float64."""
+        a = np.asarray(self.a, dtype=float)
+        b = np.asarray(self.a if self.b is None else self.b, dtype=float)
+        size = (n, *np.broadcast_shapes(a.shape, b.shape))
+        if self.family == "lognormal":
+            return np.exp(rng.normal(a, b, size))
+        if self.family == "beta":
+            return rng.beta(a, b, size)
+        if self.family == "normal":
+            return rng.normal(a, b, size)
+        if self.family == "halfnormal":
+            return np.abs(rng.normal(0.0, a, size))
+        raise ValueError(f"unknown prior family {self.family!r}")
+
+
+def site_priors(inputs: dict[str, Any], spec: ModelSpec, priors_sd: dict[str, float]) -> dict[str, SitePrior]:
+    """The prior of every sampled site of the generative model, in the model's order (the channel
+    sites first, each [C])."""
+    p = inputs["prior"]
+    c = inputs["x"].shape[1]
+    media = {
+        "roi": SitePrior("lognormal", p["roi_loc"], p["roi_scale"]),
+        "decay": SitePrior("beta", p["decay_a"], p["decay_b"]),
+        "half": SitePrior("lognormal", p["half_loc"], p["half_scale"]),
+        "shape": SitePrior("lognormal", p["shape_loc"], p["shape_scale"]),
+        "delay": SitePrior("halfnormal", np.ones(c, dtype=np.float32)),
+    }
+    out = {name: media[name] for name in spec.channel_sites()}
+    out["trend"] = SitePrior("normal", 0.0, priors_sd["trend_sd"])
+    out["curvature"] = SitePrior("normal", 0.0, priors_sd["curvature_sd"])
+    nf = inputs["four"].shape[1]
+    if nf:
+        out["season"] = SitePrior(
+            "normal", np.zeros(nf, np.float32), priors_sd["season_sd"] * inputs["four_scale"], event=True
+        )
+    nk = inputs["ctrl"].shape[1]
+    if nk:
+        out["gamma"] = SitePrior("normal", np.zeros(nk, np.float32), priors_sd["control_sd"], event=True)
+    out["intercept"] = SitePrior("normal", inputs["base_loc"], 0.5)
+    out["sigma"] = SitePrior("halfnormal", priors_sd["noise_sd"])
+    return out
+
+
 def mmm_model(
     inputs: dict[str, Any], spec: ModelSpec, priors_sd: dict[str, float], generative: bool = False
 ) -> None:
-    """The NumPyro model. ``priors_sd`` holds the model-wide scalar prior scales.
+    """The NumPyro model. ``priors_sd`` holds the model-wide scalar prior scales; every site's prior
+    is in :func:`site_priors`.
 
     One joint distribution, written in two coordinate systems for the baseline's level:
 
@@ -214,34 +306,27 @@ def mmm_model(
     """
     x = inputs["x"]
     t_len, c = x.shape
-    p = inputs["prior"]
+    prior = site_priors(inputs, spec, priors_sd)
     with numpyro.plate("channel", c):
-        roi = numpyro.sample("roi", dist.LogNormal(p["roi_loc"], p["roi_scale"]))
-        decay = numpyro.sample("decay", dist.Beta(p["decay_a"], p["decay_b"]))
-        half = numpyro.sample("half", dist.LogNormal(p["half_loc"], p["half_scale"]))
-        shape = numpyro.sample("shape", dist.LogNormal(p["shape_loc"], p["shape_scale"]))
-        delay = numpyro.sample("delay", dist.HalfNormal(1.0)) if spec.adstock == "delayed" else None
+        ch = {name: numpyro.sample(name, prior[name].distribution()) for name in spec.channel_sites()}
+    roi, decay, half = ch["roi"], ch["decay"], ch["half"]
+    shape, delay = ch.get("shape"), ch.get("delay")
 
     stock = adstock_fn(spec, x, decay, delay)  # [T, C]
-    sat = hill(stock, half, shape)
+    sat = saturate(spec.saturation, stock, half, shape)
     total = jnp.sum(sat, axis=0)
     beta = numpyro.deterministic("beta", roi * inputs["spend_over_y"] / total)
     media = sat * beta
 
-    trend = numpyro.sample("trend", dist.Normal(0.0, priors_sd["trend_sd"]))
-    curvature = numpyro.sample("curvature", dist.Normal(0.0, priors_sd["curvature_sd"]))
+    trend = numpyro.sample("trend", prior["trend"].distribution())
+    curvature = numpyro.sample("curvature", prior["curvature"].distribution())
     tpos = inputs["tpos"]
     rest = trend * tpos + curvature * (tpos**2 - 1.0 / 3.0)
-    nf = inputs["four"].shape[1]
-    if nf:
-        scale = priors_sd["season_sd"] * inputs["four_scale"]
-        season = numpyro.sample("season", dist.Normal(jnp.zeros(nf), scale).to_event(1))
-        rest = rest + inputs["four"] @ season
-    nk = inputs["ctrl"].shape[1]
-    if nk:
-        gamma = numpyro.sample("gamma", dist.Normal(jnp.zeros(nk), priors_sd["control_sd"]).to_event(1))
-        rest = rest + inputs["ctrl"] @ gamma
-    intercept_prior = dist.Normal(inputs["base_loc"], 0.5)
+    if "season" in prior:
+        rest = rest + inputs["four"] @ numpyro.sample("season", prior["season"].distribution())
+    if "gamma" in prior:
+        rest = rest + inputs["ctrl"] @ numpyro.sample("gamma", prior["gamma"].distribution())
+    intercept_prior = prior["intercept"].distribution()
     if generative:
         intercept = numpyro.sample("intercept", intercept_prior)
     else:
@@ -252,7 +337,7 @@ def mmm_model(
         intercept = numpyro.deterministic("intercept", closing + offset)
         numpyro.factor("intercept_prior", intercept_prior.log_prob(intercept))
     mu = jnp.exp(intercept) * baseline_form(rest, spec.baseline) + jnp.sum(media, axis=1)
-    sigma = numpyro.sample("sigma", dist.HalfNormal(priors_sd["noise_sd"]))
+    sigma = numpyro.sample("sigma", prior["sigma"].distribution())
     numpyro.sample("obs", dist.Normal(mu, sigma), obs=inputs["y"])
 
     lift = inputs["lift"]
@@ -268,7 +353,7 @@ def lift_predictions(
     decay: Array,
     delay: Array | None,
     half: Array,
-    shape: Array,
+    shape: Array | None,
     beta: Array,
     stock: Array | None = None,
 ) -> Array:
@@ -298,9 +383,12 @@ def lift_predictions(
         down = jnp.where(geo, spend, -delta * inside)  # table spend - changed spend
         zero = jnp.zeros((1,), x.dtype)
         here = stock[rows, j]
-        base = hill(here + geometric_adstock(up[:, None], d[None], zero)[:, 0], half[j], shape[j])
+        s = None if shape is None else shape[j]
+        base = saturate(
+            spec.saturation, here + geometric_adstock(up[:, None], d[None], zero)[:, 0], half[j], s
+        )
         after = here - geometric_adstock(down[:, None], d[None], zero)[:, 0]
-        after = hill(jnp.maximum(after, 0.0), half[j], shape[j])
+        after = saturate(spec.saturation, jnp.maximum(after, 0.0), half[j], s)
         return beta[j] * jnp.where(geo, share, 1.0) * jnp.sum(inside * (base - after))
 
     return jax.vmap(one)(lift["channel"], lift["rows"], lift["inside"], lift["delta"], lift["share"])
@@ -313,7 +401,7 @@ def _lift_full(
     decay: Array,
     delay: Array | None,
     half: Array,
-    shape: Array,
+    shape: Array | None,
     beta: Array,
 ) -> Array:
     """:func:`lift_predictions` recomputing each test's channel over the whole table (any adstock)."""
@@ -327,8 +415,9 @@ def _lift_full(
         geo = share > 0
         full = jnp.where(geo, xc * (1.0 + window * share / (1.0 - share)), xc)
         changed = jnp.where(geo, full * (1.0 - window), jnp.maximum(xc + delta * window, 0.0))
-        base = hill(adstock_fn(spec, full, d, dl), half[j], shape[j])
-        after = hill(adstock_fn(spec, changed, d, dl), half[j], shape[j])
+        s = None if shape is None else shape[j]
+        base = saturate(spec.saturation, adstock_fn(spec, full, d, dl), half[j], s)
+        after = saturate(spec.saturation, adstock_fn(spec, changed, d, dl), half[j], s)
         return beta[j] * jnp.where(geo, share, 1.0) * jnp.sum(window * (base - after))
 
     return jax.vmap(one)(ch, lift["window"], lift["delta"], lift["share"])
@@ -367,21 +456,27 @@ def baseline_value(spec: ModelSpec, draws: dict[str, Array], tpos: Array, four: 
 def media_per_draw(
     spec: ModelSpec, x: Array, draws: dict[str, Array], init: Array | None = None, multiplier: float = 1.0
 ) -> tuple[Array, Array]:
-    """(media [N, T, C] in scaled revenue, adstock state after the last period [N, C])."""
+    """(media [N, T, C] in scaled revenue, adstock state after the last period [N, C]).
+
+    ``draws`` holds ``decay``, ``half``, ``beta`` and, as the structure has them, ``shape`` and
+    ``delay`` (each [N, C])."""
+    hill_shape = spec.saturation == "hill"
 
     def one(
-        decay: Array, delay: Array | None, half: Array, shape: Array, beta: Array, a0: Array | None
+        decay: Array, delay: Array | None, half: Array, shape: Array | None, beta: Array, a0: Array | None
     ) -> Any:
         ad = adstock_fn(spec, x * multiplier, decay, delay, a0)
-        return hill(ad, half, shape) * beta, ad[-1]
+        return saturate(spec.saturation, ad, half, shape) * beta, ad[-1]
 
-    delay = draws.get("delay")
     n = draws["decay"].shape[0]
-    if delay is None:
-        delay = jnp.zeros_like(draws["decay"])
-        f = jax.vmap(lambda d, dl, h, s, b, a0: one(d, None, h, s, b, a0))
-    else:
-        f = jax.vmap(one)
     if init is None:
         init = jnp.broadcast_to(x[0] * multiplier, (n, x.shape[1]))
-    return f(draws["decay"], delay, draws["half"], draws["shape"], draws["beta"], init)
+    absent = jnp.zeros_like(draws["decay"])  # stands in for a parameter the structure does not have
+    delay = draws.get("delay", absent)
+    shape = draws["shape"] if hill_shape else absent
+    f = jax.vmap(
+        lambda d, dl, h, s, b, a0: one(
+            d, dl if spec.adstock == "delayed" else None, h, s if hill_shape else None, b, a0
+        )
+    )
+    return f(draws["decay"], delay, draws["half"], shape, draws["beta"], init)

@@ -8,8 +8,8 @@ estimate) of a total budget per period, spread over the fitted channels within p
 - ``target_roas``: the most revenue whose ratio revenue / spend is at least the target, spending at
   most the budget (it may spend less).
 
-The expected objective is a sum of one-dimensional curves, ``g_c(x) = mean_d beta_dc hill(x; half_dc,
-shape_dc)``, and a Hill curve with shape > 1 is S-shaped (convex near zero), so gradient methods can
+The expected objective is a sum of one-dimensional curves, ``g_c(x) = mean_d beta_dc sat(x; half_dc,
+shape_dc)`` (``sat`` Hill's curve or the logistic one, as the fit chose), and a Hill curve with shape > 1 is S-shaped (convex near zero), so gradient methods can
 stall at zero spend. We therefore solve the separable problem globally on a grid by dynamic
 programming (a max-plus convolution per channel, which also yields the best revenue for *every*
 total spend: the efficient frontier that ``profit`` and ``target_roas`` choose from), then refine it
@@ -40,6 +40,7 @@ _COARSE_STEPS = 256  # grid steps of the global pass over the budget left above 
 _REFINE_HALF = 16  # each refinement looks +-_REFINE_HALF finer steps around the current point
 _REFINE_ROUNDS = 3  # each round divides the step by _REFINE_HALF: 256 * 16**3 ~ 1e6 steps in all
 _NEG = -np.inf
+_LOGISTIC_K = float(np.arctanh(0.5))  # the logistic curve tanh(k x / half) is at half its ceiling at half
 
 
 class CurvesLike(Protocol):
@@ -55,6 +56,8 @@ class CurvesLike(Protocol):
     def shape(self) -> np.ndarray: ...
     @property
     def period(self) -> str: ...
+    @property
+    def saturation(self) -> str: ...
 
 
 # --------------------------------------------------------------------------------------------------
@@ -80,32 +83,52 @@ def _params(curves: CurvesLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return beta, half, shape
 
 
-def _hill_dcg(x_cg: np.ndarray, half: np.ndarray, shape: np.ndarray) -> np.ndarray:
-    """hill(x) = x^s / (x^s + h^s) for x [C, G] and draws [D, C] -> [D, C, G], stable in logs."""
+def _saturation(curves: CurvesLike) -> str:
+    kind = getattr(curves, "saturation", "hill")
+    if kind not in ("hill", "logistic"):
+        raise ValueError(f"response curves: unknown `saturation` {kind!r} (hill or logistic)")
+    return str(kind)
+
+
+def _sat_dcg(kind: str, x_cg: np.ndarray, half: np.ndarray, shape: np.ndarray) -> np.ndarray:
+    """The saturation curve at x [C, G] for draws [D, C] -> [D, C, G]. Hill's ``x^s / (x^s + h^s)`` is
+    computed in logs (stable for any shape); the logistic one ignores ``shape``."""
+    if kind == "logistic":
+        return np.tanh(_LOGISTIC_K * np.maximum(x_cg, 0.0)[None, :, :] / half[:, :, None])
     with np.errstate(divide="ignore"):
         logx = np.log(np.maximum(x_cg, 0.0))
     z = shape[:, :, None] * (np.log(half)[:, :, None] - logx[None, :, :])
     return 1.0 / (1.0 + np.exp(np.minimum(z, 700.0)))
 
 
-def _mean_curve(beta: np.ndarray, half: np.ndarray, shape: np.ndarray, x_cg: np.ndarray) -> np.ndarray:
+def _mean_curve(
+    kind: str, beta: np.ndarray, half: np.ndarray, shape: np.ndarray, x_cg: np.ndarray
+) -> np.ndarray:
     """Posterior-mean revenue of each channel at each grid point: [C, G]."""
-    hill = _hill_dcg(x_cg, half, shape)
-    return np.einsum("dc,dcg->cg", beta, hill) / beta.shape[0]
+    sat = _sat_dcg(kind, x_cg, half, shape)
+    return np.einsum("dc,dcg->cg", beta, sat) / beta.shape[0]
 
 
-def _revenue_draws(beta: np.ndarray, half: np.ndarray, shape: np.ndarray, x: np.ndarray) -> np.ndarray:
+def _revenue_draws(
+    kind: str, beta: np.ndarray, half: np.ndarray, shape: np.ndarray, x: np.ndarray
+) -> np.ndarray:
     """Revenue per draw and channel at allocation x [C]: [D, C]."""
-    return beta * _hill_dcg(x[:, None], half, shape)[:, :, 0]
+    return beta * _sat_dcg(kind, x[:, None], half, shape)[:, :, 0]
 
 
-def _mroas_draws(beta: np.ndarray, half: np.ndarray, shape: np.ndarray, x: np.ndarray) -> np.ndarray:
+def _mroas_draws(
+    kind: str, beta: np.ndarray, half: np.ndarray, shape: np.ndarray, x: np.ndarray
+) -> np.ndarray:
     """d revenue / d spend per draw and channel at allocation x [C]: [D, C].
 
-    d/dx beta hill(x) = beta * s * hill * (1 - hill) / x; at x = 0 it is 0 for s > 1, beta/h for s = 1
-    and unbounded for s < 1 (reported as +inf).
+    Hill: d/dx beta hill(x) = beta * s * hill * (1 - hill) / x; at x = 0 it is 0 for s > 1, beta/h
+    for s = 1 and unbounded for s < 1 (reported as +inf). Logistic: beta k / h (1 - tanh^2), finite
+    everywhere (``k = atanh(1/2)``).
     """
-    hill = _hill_dcg(x[:, None], half, shape)[:, :, 0]
+    if kind == "logistic":
+        t = _sat_dcg(kind, x[:, None], half, shape)[:, :, 0]
+        return beta * _LOGISTIC_K / half * (1.0 - t * t)
+    hill = _sat_dcg(kind, x[:, None], half, shape)[:, :, 0]
     out = np.empty_like(beta)
     pos = x > 0
     out[:, pos] = beta[:, pos] * shape[:, pos] * hill[:, pos] * (1.0 - hill[:, pos]) / x[pos]
@@ -124,7 +147,7 @@ def evaluate(curves: CurvesLike, allocation: Sequence[float] | np.ndarray) -> np
     x = np.asarray(allocation, dtype=np.float64)
     if x.shape != (beta.shape[1],):
         raise ValueError(f"allocation must have one value per channel ({beta.shape[1]}), got shape {x.shape}")
-    return _revenue_draws(beta, half, shape, x).sum(axis=1)
+    return _revenue_draws(_saturation(curves), beta, half, shape, x).sum(axis=1)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -167,6 +190,7 @@ def _backtrack(choice: np.ndarray, s: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _Problem:
+    saturation: str
     beta: np.ndarray
     half: np.ndarray
     shape: np.ndarray
@@ -204,7 +228,7 @@ def _solve(p: _Problem) -> tuple[np.ndarray, list[str]]:
     grid = p.lower[:, None] + step * k[None, :]  # [C, K+1]
     allowed = grid <= p.upper[:, None] + 1e-12 * max(cap, 1.0)
     grid = np.minimum(grid, p.upper[:, None])
-    vals = np.where(allowed, _mean_curve(p.beta, p.half, p.shape, grid), _NEG)
+    vals = np.where(allowed, _mean_curve(p.saturation, p.beta, p.half, p.shape, grid), _NEG)
     frontier, choice = _maxplus(vals, limit=_COARSE_STEPS)
     spend = float(p.lower.sum()) + step * np.arange(frontier.size)
     scored = p.score(frontier, spend)
@@ -225,7 +249,7 @@ def _solve(p: _Problem) -> tuple[np.ndarray, list[str]]:
         local = x[:, None] + fine * offsets[None, :]  # [C, 2H+1]
         ok = (local >= p.lower[:, None] - 1e-12 * cap) & (local <= p.upper[:, None] + 1e-12 * cap)
         local = np.clip(local, p.lower[:, None], p.upper[:, None])
-        vals = np.where(ok, _mean_curve(p.beta, p.half, p.shape, local), _NEG)
+        vals = np.where(ok, _mean_curve(p.saturation, p.beta, p.half, p.shape, local), _NEG)
         frontier, choice = _maxplus(vals)
         # step index s is the total of offsets: spend = sum(x) + (s - C*H) * fine (valid points unclipped)
         spend = float(x.sum()) + fine * (np.arange(frontier.size) - n_ch * _REFINE_HALF)
@@ -244,7 +268,7 @@ def _spend_residual(p: _Problem, x: np.ndarray, total: float) -> np.ndarray:
     residual = total - float(x.sum())
     if abs(residual) <= 0:
         return x
-    marg = _mroas_draws(p.beta, p.half, p.shape, x).mean(axis=0)
+    marg = _mroas_draws(p.saturation, p.beta, p.half, p.shape, x).mean(axis=0)
     order = np.argsort(-marg) if residual > 0 else np.argsort(marg)
     out = x.copy()
     for c in order:
@@ -463,6 +487,7 @@ def optimize(
             f"{budget:.2f}: raise the budget or lower the minimums"
         )
     problem = _Problem(
+        saturation=_saturation(curves),
         beta=beta,
         half=half,
         shape=shape,
@@ -492,13 +517,13 @@ def _report(
     locked: set[str],
     notes: list[str],
 ) -> OptimizationResult:
-    rev_new = _revenue_draws(p.beta, p.half, p.shape, x)  # [D, C]
-    rev_cur = _revenue_draws(p.beta, p.half, p.shape, cur)
+    rev_new = _revenue_draws(p.saturation, p.beta, p.half, p.shape, x)  # [D, C]
+    rev_cur = _revenue_draws(p.saturation, p.beta, p.half, p.shape, cur)
     obj_new = _objective_draws(p, rev_new.sum(axis=1), float(x.sum()))
     obj_cur = _objective_draws(p, rev_cur.sum(axis=1), float(cur.sum()))
     gain = obj_new - obj_cur
-    m_new = _mroas_draws(p.beta, p.half, p.shape, x)
-    m_cur = _mroas_draws(p.beta, p.half, p.shape, cur)
+    m_new = _mroas_draws(p.saturation, p.beta, p.half, p.shape, x)
+    m_cur = _mroas_draws(p.saturation, p.beta, p.half, p.shape, cur)
     with np.errstate(invalid="ignore"):
         m_new_mean = m_new.mean(axis=0)
         m_cur_mean = m_cur.mean(axis=0)
@@ -552,7 +577,14 @@ def curves_block(curves: CurvesLike, current: Mapping[str, float] | None = None)
     rc = (
         curves
         if isinstance(curves, ResponseCurves)
-        else ResponseCurves(tuple(curves.channels), curves.beta, curves.half, curves.shape, curves.period)
+        else ResponseCurves(
+            tuple(curves.channels),
+            curves.beta,
+            curves.half,
+            curves.shape,
+            curves.period,
+            saturation=_saturation(curves),
+        )
     )
     block = rc.to_dict()
     if current is not None:

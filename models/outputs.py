@@ -118,13 +118,15 @@ def fit_json(fm: FittedModel, *, extras: bool = True, plots: dict[str, str] | No
         "versions": fm.versions,
     }
     rc = fm.response_curves()
+    hill = rc.saturation == "hill"
     out["curves"] = {
         "period": rc.period,
+        "saturation": rc.saturation,
         "parameters": {
             ch: {
                 "beta": summarize(rc.beta[:, j]),
                 "half": summarize(rc.half[:, j]),
-                "shape": summarize(rc.shape[:, j]),
+                **({"shape": summarize(rc.shape[:, j])} if hill else {}),
                 "decay": summarize(fm.draws["decay"][:, j]),
             }
             for j, ch in enumerate(fm.channels)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.curves import hill_np
+from models.curves import saturation_np
 from models.data import MMMData
 
 
@@ -27,6 +27,7 @@ class Truth:
     mroas: np.ndarray  # over the table, x1.01 definition
     contribution: np.ndarray  # [C] summed over the table
     media: np.ndarray  # [T, C]
+    saturation: str = "hill"
 
 
 def geometric_adstock_np(x: np.ndarray, decay: np.ndarray) -> np.ndarray:
@@ -39,9 +40,14 @@ def geometric_adstock_np(x: np.ndarray, decay: np.ndarray) -> np.ndarray:
 
 
 def media_np(
-    spend: np.ndarray, decay: np.ndarray, half: np.ndarray, shape: np.ndarray, scale: np.ndarray
+    spend: np.ndarray,
+    decay: np.ndarray,
+    half: np.ndarray,
+    shape: np.ndarray,
+    scale: np.ndarray,
+    saturation: str = "hill",
 ) -> np.ndarray:
-    return scale * hill_np(geometric_adstock_np(spend, decay), half, shape)
+    return scale * saturation_np(saturation, geometric_adstock_np(spend, decay), half, shape)
 
 
 def _spend_history(
@@ -96,8 +102,11 @@ def simulate(
     half_ratio: np.ndarray | None = None,
     shape: np.ndarray | None = None,
     roi_at_budget: np.ndarray | None = None,
+    saturation: str = "hill",
 ) -> tuple[MMMData, Truth]:
-    """A table and its truth. Budgets drift, push, fly and pause as the sandbox market's history does."""
+    """A table and its truth. Budgets drift, push, fly and pause as the sandbox market's history does.
+
+    ``saturation="logistic"`` uses the logistic curve instead of Hill (``shape`` is then unused)."""
     rng = np.random.default_rng(seed)
     c = channels
     step = 7 if frequency == "week" else 1
@@ -110,8 +119,8 @@ def simulate(
     budget = media_share * revenue_per_period * share / roi_at_budget  # per period
     spend = np.round(_spend_history(rng, budget / step, periods, step, variation), 2)
     half = half_ratio * budget
-    scale = roi_at_budget * budget / hill_np(budget, half, shape)
-    media = media_np(spend, decay, half, shape, scale)
+    scale = roi_at_budget * budget / saturation_np(saturation, budget, half, shape)
+    media = media_np(spend, decay, half, shape, scale, saturation)
     days = np.arange(periods) * step
     baseline = (
         revenue_per_period
@@ -127,7 +136,7 @@ def simulate(
     # daily draws summed over a week leave noise / sqrt(7) on the week
     y = mean * (1 + noise / np.sqrt(step) * rng.standard_normal(periods))
     contrib = media.sum(0)
-    bumped = media_np(spend * 1.01, decay, half, shape, scale).sum(0)
+    bumped = media_np(spend * 1.01, decay, half, shape, scale, saturation).sum(0)
     truth = Truth(
         decay=decay,
         half=half,
@@ -137,6 +146,7 @@ def simulate(
         mroas=(bumped - contrib) / (0.01 * spend.sum(0)),
         contribution=contrib,
         media=media,
+        saturation=saturation,
     )
     data = MMMData(
         dates=dates,

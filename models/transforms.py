@@ -1,4 +1,5 @@
-"""Media transforms: normalised geometric adstock, delayed (Weibull-like) adstock and Hill saturation.
+"""Media transforms: normalised geometric adstock, delayed (Weibull-like) adstock, and the two saturation
+curves (Hill, logistic).
 
 All functions are pure ``jnp`` code with their shape and sign checks up front (checks run at trace time
 on shapes, and on values only when the inputs are concrete NumPy arrays).
@@ -121,3 +122,32 @@ def hill(x: Array, half: Array, shape: Array) -> Array:
     # 1 / (1 + (half/x)^shape), written through exp/log for a stable gradient in every parameter
     val = jax.nn.sigmoid(shape * (jnp.log(safe) - jnp.log(half)))
     return jnp.where(x > 0, val, 0.0)
+
+
+#: ``atanh(1/2)``: a logistic curve ``tanh(LOGISTIC_K x / half)`` reaches half of its ceiling at ``half``
+LOGISTIC_K = float(np.arctanh(0.5))
+SATURATIONS = ("hill", "logistic")
+
+
+def logistic(x: Array, half: Array) -> Array:
+    """Logistic saturation ``(1 - e^(-lam x)) / (1 + e^(-lam x)) = tanh(lam x / 2)`` with
+    ``lam = ln(3) / half``: 0 at x = 0, concave, half of its ceiling 1 at ``x = half``.
+
+    This is the curve of PyMC-Marketing's ``LogisticSaturation`` (and LightweightMMM's), written with
+    the half-saturation point as its parameter so it shares Hill's ``half`` and its priors; unlike
+    Hill it has no shape: it is always steepest at zero spend.
+    """
+    if isinstance(half, np.ndarray | float | int) and np.any(np.asarray(half) <= 0):
+        raise ValueError(f"`half` must be > 0, got {half}")
+    return jnp.tanh(LOGISTIC_K * jnp.asarray(x) / half)  # x >= 0: spend (and its adstock)
+
+
+def saturate(kind: str, x: Array, half: Array, shape: Array | None) -> Array:
+    """The saturation curve ``kind`` (one of :data:`SATURATIONS`); ``shape`` is Hill's only."""
+    if kind == "hill":
+        if shape is None:
+            raise ValueError("Hill saturation needs `shape`")
+        return hill(x, half, shape)
+    if kind == "logistic":
+        return logistic(x, half)
+    raise ValueError(f"`saturation` must be one of {SATURATIONS}, got {kind!r}")

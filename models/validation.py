@@ -159,7 +159,7 @@ def lift_tests_for(
     rng = np.random.default_rng(seed + 7919)
     n = periods or (4 if data.frequency == "week" else 28)
     t_len = data.periods
-    args = (truth.decay, truth.half, truth.shape, truth.scale)
+    args = (truth.decay, truth.half, truth.shape, truth.scale, truth.saturation)
     base = media_np(data.spend, *args)
     tests = []
     for j, name in enumerate(data.channels):

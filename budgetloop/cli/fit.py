@@ -50,6 +50,11 @@ def fit_command(
         help="how trend, seasonality and controls combine: multiplicative (relative effects) or additive",
     ),
     adstock: str = typer.Option("geometric", "--adstock", help="geometric or delayed (peak after a lag)"),
+    saturation: str = typer.Option(
+        "hill",
+        "--saturation",
+        help="response curve: hill (S-shaped or concave, fitted) or logistic (concave, as PyMC-Marketing)",
+    ),
     holdout: int | None = typer.Option(
         None, "--holdout", help="periods held out for the holdout MAPE (default 13 weeks / 28 days; 0: none)"
     ),
@@ -87,7 +92,7 @@ def fit_command(
     say(
         f"fitting {table.periods} {table.frequency}s x {len(table.channels)} channels"
         f"{f' with {len(tests)} lift test(s)' if tests else ''}: {method}, {chains} chain(s) x "
-        f"{warmup}+{samples}, {baseline} baseline, {adstock} adstock, seed {seed}{f', holdout {holdout}' if holdout else ''}"
+        f"{warmup}+{samples}, {baseline} baseline, {adstock} adstock, {saturation} saturation, seed {seed}{f', holdout {holdout}' if holdout else ''}"
     )
     fm = fit(
         table,
@@ -95,6 +100,7 @@ def fit_command(
         method=method,
         baseline=baseline,
         adstock=adstock,
+        saturation=saturation,
         chains=chains,
         warmup=warmup,
         samples=samples,

@@ -124,3 +124,24 @@ def test_fit_writes_fit_json_and_plots(tmp_path: Path, capsys: pytest.CaptureFix
     for name in ("curves", "decomposition", "fit"):
         assert Path(doc["plots"][name]).stat().st_size > 1000
     assert "ROI" in err
+
+
+def test_saturation_flag_chooses_the_curve_and_a_wrong_one_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = _write_table(tmp_path / "data.csv")
+    out = tmp_path / "FIT.json"
+    quick = ["--chains", "1", "--warmup", "100", "--samples", "50", "--holdout", "0", "--allow-unhealthy"]
+    code, err = _run(
+        ["fit", str(table), *BASE, "--out", str(out), "--saturation", "logistic", *quick], capsys
+    )
+    assert code == 0, err
+    assert "logistic saturation" in err
+    doc = json.loads(out.read_text())
+    assert doc["curves"]["saturation"] == "logistic" and doc["model"]["spec"]["saturation"] == "logistic"
+    out.unlink()
+    code, err = _run(
+        ["fit", str(table), *BASE, "--out", str(out), "--saturation", "s-curve", "--quiet"], capsys
+    )
+    assert code == 2 and "`--saturation`" in err and "hill" in err and "logistic" in err, err
+    assert "Traceback" not in err and not out.exists()

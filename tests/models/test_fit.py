@@ -67,12 +67,12 @@ def test_fit_json_has_every_contract_field(small_fit: FittedModel) -> None:
 
 def test_roi_definition_matches_zeroing_the_channel(small_fit: FittedModel) -> None:
     """ROI = (expected revenue - expected revenue with the channel's spend zeroed) / spend, per draw."""
-    from models.fitted import _media_jit
+    from models.fitted import media_jit
 
     j = 1
     zeroed = small_fit.data.spend.copy()
     zeroed[:, j] = 0.0
-    media0, _ = _media_jit(small_fit.spec, small_fit._x(zeroed), small_fit._jdraws(), 1.0)
+    media0, _ = media_jit(small_fit.spec, small_fit._x(zeroed), small_fit._jdraws(), 1.0)
     full = small_fit.expected().sum(1)
     without = small_fit.baseline().sum(1) + np.asarray(media0).sum((1, 2)) * small_fit.data.y_scale
     roi = (full - without) / small_fit.data.spend[:, j].sum()
@@ -154,3 +154,55 @@ def test_a_divergent_run_is_retried_once_with_smaller_steps(
 def test_a_healthy_run_is_not_retried(small_fit: FittedModel) -> None:
     assert small_fit.settings["divergence_retry"] is None
     assert small_fit.settings["target_accept"] == 0.85
+
+
+def test_logistic_saturation_recovers_a_logistic_market_end_to_end(tmp_path: Path, jax_cache: Path) -> None:
+    """A table whose media follow logistic curves, fitted with ``saturation="logistic"``: ROI and mROAS
+    recovered, no Hill shape sampled, FIT.json and the curves say which curve they are, the model
+    document round-trips, and the optimizer plans on the fitted curves."""
+    from models.optimize import optimize
+    from models.simulate import simulate
+
+    data, truth = simulate(
+        periods=104, channels=3, seed=11, noise=0.02, variation=0.6, media_share=0.35, saturation="logistic"
+    )
+    fm = fit(data, chains=2, warmup=250, samples=250, seed=1, saturation="logistic")
+    assert "shape" not in fm.draws and fm.spec.saturation == "logistic" and fm.healthy, fm.diagnostics.reasons
+    m = fm.channel_metrics()
+    assert np.median(np.abs(np.median(m.roi, 0) / truth.roi - 1)) < 0.25, (np.median(m.roi, 0), truth.roi)
+    assert np.median(np.abs(np.median(m.mroas, 0) / truth.mroas - 1)) < 0.25, (
+        np.median(m.mroas, 0),
+        truth.mroas,
+    )
+    rc = fm.response_curves()
+    assert rc.saturation == "logistic" and np.all(rc.shape == 1.0)
+    # the curves reproduce the fitted media at steady state: a constant spend b gives beta x sat(b)
+    level = data.spend.mean(0)
+    dates = np.datetime64("2030-01-07") + np.arange(40) * np.timedelta64(7, "D")
+    media = fm.predict(np.tile(level, (40, 1)), None, dates, noise=False) - fm.baseline(
+        dates, np.zeros((40, 0))
+    )
+    np.testing.assert_allclose(media[:, -1], rc.total_revenue(level), rtol=1e-3)
+    doc = json.loads(json.dumps(fit_json(fm)))
+    assert doc["curves"]["saturation"] == "logistic" and doc["response_curves"]["saturation"] == "logistic"
+    assert "shape" not in doc["curves"]["parameters"]["ch0"]
+    path = tmp_path / "model.json"
+    save(fm, path)
+    back = load(path)
+    assert back.spec.saturation == "logistic" and dumps(back) == dumps(fm)
+    plan = optimize(rc, float(data.spend.mean(0).sum()), current=data.spend.mean(0))
+    assert plan.expected_gain >= 0 and sum(plan.allocation.values()) == pytest.approx(plan.budget)
+
+
+def test_a_shape_prior_with_a_curve_that_has_no_shape_is_refused(easy_case: tuple[object, Truth]) -> None:
+    from budgetloop.errors import InputError
+    from models.priors import LogNormalPrior, Priors
+
+    data, _ = easy_case
+    priors = Priors().with_channel("ch1", shape=LogNormalPrior(1.0, 0.2))
+    with pytest.raises(
+        InputError, match=r"shape prior is given for \['ch1'\].*logistic saturation has no shape"
+    ):
+        fit(data, priors=priors, saturation="logistic")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="unknown saturation"):
+        fit(data, saturation="michaelis")  # type: ignore[arg-type]

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from numpyro.handlers import substitute, trace
+from numpyro.handlers import seed, substitute, trace
+from numpyro.infer import Predictive
 from numpyro.infer.util import log_density
 
-from models.fit import _scalar_sds, model_inputs
+from models.fit import _prior_revenue, _scalar_sds, model_inputs
 from models.lift import LiftTest
-from models.model import BoundModel, ModelSpec
+from models.model import BoundModel, ModelSpec, site_priors
 from models.priors import Priors
 from models.simulate import simulate
 
@@ -19,11 +21,14 @@ from models.simulate import simulate
     ("adstock", "baseline"),
     [("geometric", "multiplicative"), ("delayed", "multiplicative"), ("geometric", "additive")],
 )
-def test_sampler_coordinates_have_the_generative_density(adstock: str, baseline: str) -> None:
+@pytest.mark.parametrize("saturation", ["hill", "logistic"])
+def test_sampler_coordinates_have_the_generative_density(
+    adstock: str, baseline: str, saturation: str
+) -> None:
     """At any point, log p_sampler(base_offset, rest) = log p_generative(intercept, rest), where the
     intercept is the one the sampler's coordinates derive: the map is a shift (unit Jacobian)."""
     data, _ = simulate(periods=60, channels=3, seed=4)
-    spec = ModelSpec.for_data(data, adstock=adstock, baseline=baseline)
+    spec = ModelSpec.for_data(data, adstock=adstock, baseline=baseline, saturation=saturation)
     priors = Priors()
     test = LiftTest(
         "ch1", data.dates[30], data.dates[33], -0.5 * float(data.spend[30:34, 1].sum()), 900.0, 200.0
@@ -45,6 +50,8 @@ def test_sampler_coordinates_have_the_generative_density(adstock: str, baseline:
         }
         if spec.adstock == "delayed":
             point["delay"] = rng.uniform(0.0, 2.0, 3)
+        if spec.saturation != "hill":
+            del point["shape"]
         if spec.n_yearly:
             point["season"] = rng.normal(0.0, 0.02, 2 * spec.n_yearly)
         point = {k: jnp.asarray(v, dtype=jnp.float32) for k, v in point.items()}
@@ -62,3 +69,68 @@ def test_sampler_coordinates_have_the_generative_density(adstock: str, baseline:
         # and the sampler's derived beta reproduces the generative model's
         gen_trace = trace(substitute(generative, other)).get_trace(inputs)
         np.testing.assert_allclose(tr["beta"]["value"], gen_trace["beta"]["value"], rtol=1e-5)
+
+
+def _structures() -> list[ModelSpec]:
+    data, _ = simulate(periods=60, channels=3, seed=4)
+    return [
+        ModelSpec.for_data(data),
+        ModelSpec.for_data(data, adstock="delayed", baseline="additive", saturation="logistic"),
+    ]
+
+
+@pytest.mark.parametrize("spec", _structures(), ids=["hill-geometric", "logistic-delayed"])
+def test_the_numpy_prior_draws_follow_the_models_own_distributions(spec: ModelSpec) -> None:
+    """Every site's NumPy sampler (the prior predictive check's) and the NumPyro distribution the model
+    samples from are one prior: same shapes, and the NumPy draws' mean, sd and quartiles match the
+    distribution's within Monte Carlo error."""
+    data, _ = simulate(periods=60, channels=3, seed=4, frequency="week")
+    priors = Priors()
+    inputs = model_inputs(data, spec, priors)
+    sites = site_priors(inputs, spec, _scalar_sds(priors))
+    trace_sites = {
+        k: v
+        for k, v in trace(seed(BoundModel(spec, tuple(sorted(_scalar_sds(priors).items())), True), 0))
+        .get_trace(inputs)
+        .items()
+        if v["type"] == "sample" and not v["is_observed"]
+    }
+    assert list(sites) == list(trace_sites)  # the model samples exactly these sites, in this order
+    rng = np.random.default_rng(1)
+    n = 40_000
+    for name, prior in sites.items():
+        ours = prior.sample(rng, n)
+        theirs = np.asarray(prior.distribution().sample(jax.random.PRNGKey(2), (n,)), dtype=float)
+        assert ours.shape == theirs.shape == (n, *np.shape(trace_sites[name]["value"])), name
+        sd = theirs.std(axis=0)
+        np.testing.assert_allclose(ours.mean(0), theirs.mean(0), atol=float(np.max(5 * sd / np.sqrt(n))))
+        np.testing.assert_allclose(ours.std(0), sd, rtol=0.03)
+        for q in (0.25, 0.5, 0.75):
+            np.testing.assert_allclose(
+                np.quantile(ours, q, 0), np.quantile(theirs, q, 0), atol=float(np.max(0.03 * sd)) + 1e-9
+            )
+
+
+def test_the_prior_predictive_check_matches_numpyros_predictive_of_the_generative_model() -> None:
+    """The fit's prior predictive coverage (NumPy draws through the compiled media function) and a
+    NumPyro ``Predictive`` of the generative model produce the same distribution of revenue: per
+    period, their 5%, 50% and 95% quantiles agree within Monte Carlo error."""
+    data, _ = simulate(periods=60, channels=3, seed=4)
+    spec = ModelSpec.for_data(data)
+    priors = Priors()
+    sds = _scalar_sds(priors)
+    inputs = model_inputs(data, spec, priors)
+    n = 4000
+    rng = np.random.default_rng(0)
+    draws = {name: sp.sample(rng, n) for name, sp in site_priors(inputs, spec, sds).items()}
+    ours = _prior_revenue(inputs, spec, draws, rng)
+    gen = BoundModel(spec, tuple(sorted(sds.items())), generative=True)
+    theirs = np.asarray(
+        Predictive(gen, num_samples=n, return_sites=["obs"])(jax.random.PRNGKey(3), dict(inputs, y=None))[
+            "obs"
+        ]
+    )
+    for q in (0.05, 0.5, 0.95):
+        a, b = np.quantile(ours, q, axis=0), np.quantile(theirs, q, axis=0)
+        spread = np.quantile(theirs, 0.95, axis=0) - np.quantile(theirs, 0.05, axis=0)
+        assert np.max(np.abs(a - b) / spread) < 0.06, (q, np.max(np.abs(a - b) / spread))

@@ -198,3 +198,26 @@ def _timed(curves: ResponseCurves) -> float:
     t0 = time.process_time()
     optimize(curves, 15_000.0, objective="profit", margin=0.6)
     return time.process_time() - t0
+
+
+def test_logistic_curves_are_optimised_by_their_own_formula() -> None:
+    """The optimizer reads the curves' saturation: on logistic curves its plan matches an exhaustive
+    search through ResponseCurves' own revenue, and funded channels share one marginal return."""
+    rng = np.random.default_rng(5)
+    beta = rng.uniform(800, 3000, (1, 3)) * rng.lognormal(0, 0.1, (50, 3))
+    half = rng.uniform(300, 1500, (1, 3)) * rng.lognormal(0, 0.1, (50, 3))
+    curves = ResponseCurves(("a", "b", "c"), beta, half, np.ones_like(beta), "week", saturation="logistic")
+    budget = 3000.0
+    x = _alloc(optimize(curves, budget), curves)
+    step = budget / 300
+    a = np.arange(0, 301) * step
+    grid = np.array([(i, j, budget - i - j) for i, j in itertools.product(a, a) if i + j <= budget + 1e-9])
+    best = _mean_revenue(curves, grid).max()
+    assert float(_mean_revenue(curves, x[None, :])[0]) >= best * (1 - 1e-6)
+    m = curves.mroas(x).mean(axis=0)
+    funded = x > 1.0
+    np.testing.assert_allclose(m[funded], np.median(m[funded]), rtol=2e-3)
+    # the same parameters read as Hill curves (shape 1) give another plan: the kind is not ignored
+    as_hill = ResponseCurves(("a", "b", "c"), beta, half, np.ones_like(beta), "week")
+    assert not np.allclose(_alloc(optimize(as_hill, budget), as_hill), x, rtol=1e-3)
+    assert evaluate(curves, x).mean() == pytest.approx(float(_mean_revenue(curves, x[None, :])[0]))

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from models.transforms import delayed_adstock, geometric_adstock, hill
+from models.transforms import delayed_adstock, geometric_adstock, hill, logistic, saturate
 
 
 def test_geometric_adstock_matches_the_recursion_by_hand() -> None:
@@ -98,3 +98,23 @@ def test_blocked_adstock_has_finite_gradients_at_extreme_decays() -> None:
     for d in (1e-7, 0.5, 0.999):
         g = jax.grad(lambda d: jnp.sum(geometric_adstock(x, d) ** 2))(jnp.float32(d))
         assert np.isfinite(float(g))
+
+
+def test_logistic_is_pymc_marketings_curve_with_its_half_saturation_point() -> None:
+    """``tanh(atanh(1/2) x / half)`` is ``(1 - e^(-lam x)) / (1 + e^(-lam x))`` with ``lam = ln 3 / half``,
+    half of its ceiling at ``half``, concave, 0 at zero spend; ``saturate`` dispatches on the kind."""
+    x = np.array([0.0, 0.3, 1.0, 2.0, 7.5])
+    half = 2.0
+    lam = np.log(3.0) / half
+    np.testing.assert_allclose(logistic(x, half), (1 - np.exp(-lam * x)) / (1 + np.exp(-lam * x)), rtol=1e-6)
+    assert float(logistic(np.array([half]), half)[0]) == pytest.approx(0.5, rel=1e-6)
+    grad = jax.vmap(jax.grad(lambda v: logistic(v, half)))(jnp.asarray(x))
+    assert np.all(np.diff(np.asarray(grad)) < 0)  # concave: steepest at zero
+    np.testing.assert_allclose(saturate("logistic", x, half, None), logistic(x, half))
+    np.testing.assert_allclose(saturate("hill", x, half, 1.5), hill(x, half, 1.5))
+    with pytest.raises(ValueError, match="`saturation` must be one of"):
+        saturate("gompertz", x, half, None)
+    with pytest.raises(ValueError, match="Hill saturation needs `shape`"):
+        saturate("hill", x, half, None)
+    with pytest.raises(ValueError, match="`half` must be > 0"):
+        logistic(x, 0.0)
