@@ -72,6 +72,14 @@ def worker(spec_path: Path, out_path: Path) -> None:
         progressbar=False,
     )
     fit_s = time.perf_counter() - t0
+    plan: dict[str, Any] = {}
+    if spec.get("regret_budget"):  # its own optimizer: the budget per period, held for 8 periods
+        t1 = time.perf_counter()
+        alloc, _ = mmm.optimize_budget(budget=spec["regret_budget"], num_periods=spec["regret_weeks"])
+        plan = {
+            "regret_allocation": [float(alloc.sel(channel=c)) for c in channels],
+            "optimize_seconds": time.perf_counter() - t1,
+        }
     idata = mmm.idata
     spend = df[channels].to_numpy(dtype=float)
     base = mmm.channel_contribution_forward_pass(spend)  # [chain, draw, T, C] original scale
@@ -88,6 +96,7 @@ def worker(spec_path: Path, out_path: Path) -> None:
         "contribution": base.tolist(),
         "roi": (base / totals).tolist(),
         "mroas": ((bumped - base) / (0.01 * totals)).tolist(),
+        **plan,
     }
     out_path.write_text(json.dumps(out))
 
@@ -124,6 +133,8 @@ def _prepare(case: str, tmp: Path) -> tuple[dict[str, Any], Any, dict[str, Any]]
         true_contrib = pymc_true_media(data.spend).sum(axis=0)
         spec = {"csv": str(csv), "date": "date_week", "target": "y", "channels": ["x1", "x2"]}
         spec["controls"] = ["event_1", "event_2", "t"]
+        spec["regret_budget"] = float(data.spend.sum(axis=1).mean())  # as models.validation.pymc_regret
+        spec["regret_weeks"] = 8
         truth = {"contribution": true_contrib.tolist(), "roi": (true_contrib / data.spend.sum(0)).tolist()}
         return spec, (data, None), truth
     data, tr = simulate(periods=104, channels=4, frequency="week", seed=0)
@@ -189,27 +200,41 @@ def _score(contrib: Any, roi: Any, mroas: Any, truth: dict[str, Any], channels: 
     return out
 
 
-def run_case(case: str, py: Path, tmp: Path, chains: int, warmup: int, samples: int) -> dict[str, Any]:
+#: our model in the structure of PyMC-Marketing's documented setup for its example (logistic
+#: saturation, trend and seasonality added to the baseline), fitted beside our defaults on that table
+PYMC_STRUCTURE = {"saturation": "logistic", "baseline": "additive"}
+
+
+def _ours(case: str, data: Any, tests: Any, truth: dict[str, Any], **kw: Any) -> dict[str, Any]:
     from models.fit import fit
 
-    spec, (data, tests), truth = _prepare(case, tmp)
-    spec.update({"chains": chains, "warmup": warmup, "samples": samples, "seed": 0})
     t0 = time.perf_counter()
-    fm = fit(data, lift_tests=tests, chains=chains, warmup=warmup, samples=samples, seed=0)
-    ours_wall = time.perf_counter() - t0
+    fm = fit(data, lift_tests=tests, seed=0, **kw)
+    wall = time.perf_counter() - t0
     m = fm.channel_metrics()
     ours = _score(m.contribution, m.roi, m.mroas, truth, list(data.channels))
     ours.update(
         {
-            "fit_seconds": ours_wall,
+            "fit_seconds": wall,
             "r_hat_max": fm.diagnostics.r_hat_max,
             "divergences": fm.diagnostics.divergences,
+            "structure": {k: fm.settings[k] for k in ("saturation", "baseline", "adstock")},
         }
     )
     if case == "mmm_example":
         from models.validation import pymc_regret
 
         ours["regret"] = pymc_regret(fm)
+    return ours
+
+
+def run_case(case: str, py: Path, tmp: Path, chains: int, warmup: int, samples: int) -> dict[str, Any]:
+    spec, (data, tests), truth = _prepare(case, tmp)
+    spec.update({"chains": chains, "warmup": warmup, "samples": samples, "seed": 0})
+    settings = {"chains": chains, "warmup": warmup, "samples": samples}
+    ours = _ours(case, data, tests, truth, **settings)
+    # each structure compiles its own program: timed from nothing like the default one
+    same = _ours(case, data, tests, truth, **settings, **PYMC_STRUCTURE) if case == "mmm_example" else None
     spec_path, out_path = tmp / f"{case}.spec.json", tmp / f"{case}.pymc.json"
     spec_path.write_text(json.dumps(spec))
     proc = subprocess.run(
@@ -219,17 +244,30 @@ def run_case(case: str, py: Path, tmp: Path, chains: int, warmup: int, samples: 
         check=False,
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )
+    extra = {} if same is None else {"ours_pymc_structure": same}
     if proc.returncode != 0:
-        return {"ours": ours, "pymc": {"error": proc.stderr[-3000:]}}
+        return {"ours": ours, **extra, "pymc": {"error": proc.stderr[-3000:]}}
     raw = json.loads(out_path.read_text())
     theirs = _score(raw["contribution"], raw["roi"], raw["mroas"], truth, list(data.channels))
     theirs.update({k: raw[k] for k in ("fit_seconds", "r_hat_max", "divergences")})
+    if "regret_allocation" in raw:
+        from models.validation import pymc_regret_of
+
+        theirs["regret"] = pymc_regret_of(data.spend, raw["regret_allocation"])
+        theirs["optimize_seconds"] = raw["optimize_seconds"]
+    out: dict[str, Any] = {"ours": ours, **extra, "pymc": theirs, "ratios": _ratios(theirs, ours)}
+    if same is not None:
+        out["ratios_pymc_structure"] = _ratios(theirs, same)
+    return out
+
+
+def _ratios(theirs: dict[str, Any], ours: dict[str, Any]) -> dict[str, float]:
     ratios = {"time_pymc_over_ours": theirs["fit_seconds"] / ours["fit_seconds"]}
     if ours["median_roi_error"] > 0:
         ratios["roi_error_pymc_over_ours"] = theirs["median_roi_error"] / ours["median_roi_error"]
     if ours.get("median_mroas_error"):
         ratios["mroas_error_pymc_over_ours"] = theirs["median_mroas_error"] / ours["median_mroas_error"]
-    return {"ours": ours, "pymc": theirs, "ratios": ratios}
+    return ratios
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,10 @@ Three checks, all seeded and pure (arrays and files in, numbers out):
   Hill, 4% noise) is fitted twice, plain and calibrated with one 4-week lift test per channel
   (:func:`lift_tests_for`: a full holdout whose incremental revenue is measured from the truth with
   10% noise). Each fit is scored per channel (:func:`score_fit`): relative error of the posterior
-  mean ROI and mROAS, and whether the true ROI lies inside the 90% interval.
+  mean ROI and mROAS, and whether the true ROI lies inside the 90% interval. With ``oracle=True``
+  every curve's decay, half-saturation and shape are pinned at the truth (:func:`oracle_priors`):
+  what is left is the error of estimating each channel's size and the baseline from that table, a
+  bound on what any model of the family can reach on it.
 * **PyMC-Marketing's example** (:func:`pymc_example`): ``data/pymc-marketing/mmm_example.csv``, whose
   data-generating process is documented in ``data/README.md`` (adstock over 8 weeks, *logistic*
   saturation, so our Hill family is slightly misspecified). Scored on total contribution per channel,
@@ -37,6 +40,7 @@ from models.fit import fit
 from models.fitted import FittedModel
 from models.lift import LiftTest
 from models.optimize import optimize
+from models.priors import BetaPrior, LogNormalPrior, Priors
 from models.simulate import Truth, media_np, simulate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,6 +87,7 @@ class FitScore:
     divergences: int
     fit_seconds: float
     healthy: bool
+    oracle: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -93,7 +98,9 @@ class FitScore:
         return d
 
 
-def score_fit(fm: FittedModel, truth: Truth, *, seed: int, calibrated: bool) -> FitScore:
+def score_fit(
+    fm: FittedModel, truth: Truth, *, seed: int, calibrated: bool, oracle: bool = False
+) -> FitScore:
     """Per-channel errors of the posterior mean ROI / mROAS and 90% coverage of the true ROI."""
     m = fm.channel_metrics()
     p05, p95 = np.quantile(m.roi, [0.05, 0.95], axis=0)
@@ -120,6 +127,7 @@ def score_fit(fm: FittedModel, truth: Truth, *, seed: int, calibrated: bool) -> 
         divergences=d.divergences,
         fit_seconds=d.fit_seconds,
         healthy=d.healthy,
+        oracle=oracle,
     )
 
 
@@ -185,6 +193,22 @@ def lift_tests_for(
     return tests
 
 
+def oracle_priors(data: MMMData, truth: Truth) -> Priors:
+    """Priors that pin each channel's adstock decay, half-saturation and Hill shape at the truth (Beta
+    with concentration 2000, LogNormal with sigma 0.005): only the ROIs (the curves' sizes), the
+    baseline and the noise are left to estimate."""
+    priors = Priors()
+    for j, ch in enumerate(data.channels):
+        d = float(truth.decay[j])
+        priors = priors.with_channel(
+            ch,
+            decay=BetaPrior(2000.0 * d, 2000.0 * (1.0 - d)),
+            half=LogNormalPrior(float(truth.half[j]), 0.005),
+            shape=LogNormalPrior(float(truth.shape[j]), 0.005) if truth.saturation == "hill" else None,
+        )
+    return priors
+
+
 def simulated_case(seed: int, frequency: str = "week") -> tuple[MMMData, Truth]:
     """The study's table for ``seed``: 2.5 years, 5 channels, 4% noise; everything else from the seed.
 
@@ -205,8 +229,11 @@ def recovery_study(
     calibrated: Sequence[bool] = (False, True),
     log: Any = None,
     jsonl: Path | None = None,
+    oracle: bool = False,
 ) -> dict[str, Any]:
     """Fit each seed's table plain and/or calibrated; return every score and the summaries.
+
+    ``oracle=True`` fits with :func:`oracle_priors` (the true curve shapes known).
 
     With ``jsonl``, each fit's score is appended to that file as soon as it is known, so a long
     study that is stopped early still leaves its results (see :func:`summarize_jsonl`).
@@ -216,8 +243,17 @@ def recovery_study(
         data, truth = simulated_case(seed, frequency)
         for cal in calibrated:
             tests = lift_tests_for(data, truth, seed=seed) if cal else None
-            fm = fit(data, lift_tests=tests, chains=chains, warmup=warmup, samples=samples, seed=seed)
-            sc = score_fit(fm, truth, seed=seed, calibrated=cal)
+            priors = oracle_priors(data, truth) if oracle else None
+            fm = fit(
+                data,
+                priors=priors,
+                lift_tests=tests,
+                chains=chains,
+                warmup=warmup,
+                samples=samples,
+                seed=seed,
+            )
+            sc = score_fit(fm, truth, seed=seed, calibrated=cal, oracle=oracle)
             scores[cal].append(sc)
             if jsonl is not None:
                 with jsonl.open("a") as fh:
@@ -225,14 +261,20 @@ def recovery_study(
             if log is not None:
                 s = summarize([sc])
                 log(
-                    f"seed {seed} {'calibrated' if cal else 'plain':10s} "
+                    f"seed {seed} {'calibrated' if cal else 'plain':10s}{' oracle' if oracle else ''} "
                     f"T={data.periods} C={len(data.channels)} "
                     f"roi {s['median_roi_error']:.3f} mroas {s['median_mroas_error']:.3f} "
                     f"covered {s['covered']}/{s['channels']} r_hat {sc.r_hat_max} div {sc.divergences} "
                     f"{sc.fit_seconds:.1f}s"
                 )
     return {
-        "settings": {"frequency": frequency, "chains": chains, "warmup": warmup, "samples": samples},
+        "settings": {
+            "frequency": frequency,
+            "chains": chains,
+            "warmup": warmup,
+            "samples": samples,
+            "oracle": oracle,
+        },
         "seeds": list(seeds),
         "summary": {("calibrated" if c else "plain"): summarize(v) for c, v in scores.items()},
         "fits": [s.to_dict() for v in scores.values() for s in v],
@@ -289,14 +331,16 @@ def load_pymc_example(path: Path = PYMC_CSV) -> MMMData:
     )
 
 
-def pymc_regret(fm: FittedModel, *, weeks: int = 8, budget: float | None = None) -> dict[str, Any]:
-    """Regret of our plan for the next ``weeks`` against the true optimum of the true process.
+def pymc_regret_of(
+    x_hist: np.ndarray, allocation: Sequence[float], *, weeks: int = 8, budget: float | None = None
+) -> dict[str, Any]:
+    """Regret of ``allocation`` (spend per week of x1, x2) held for the next ``weeks`` against the true
+    optimum of the true process, for any optimizer's plan.
 
     The budget per week (default: the table's mean weekly x1 + x2) is held constant over the weeks; the
     true outcome of a split is the true media revenue of those weeks, carry-over from the history
     included. The true optimum is found by scanning the split on a 0.1% grid.
     """
-    x_hist = fm.data.spend
     b = float(x_hist.sum(axis=1).mean()) if budget is None else float(budget)
 
     def true_revenue(split: np.ndarray) -> np.ndarray:  # split [S, 2] per week -> [S]
@@ -311,21 +355,29 @@ def pymc_regret(fm: FittedModel, *, weeks: int = 8, budget: float | None = None)
     rev = true_revenue(grid)
     best = float(rev.max())
     current = x_hist.mean(axis=0) / x_hist.sum(axis=1).mean() * b
-    plan = optimize(fm.response_curves(), b, current=current)
-    ours = np.array([[plan.allocation["x1"], plan.allocation["x2"]]])
-    got = float(true_revenue(ours)[0])
+    plan = np.asarray(allocation, dtype=float)[None, :]
+    got = float(true_revenue(plan)[0])
     cur = float(true_revenue(current[None, :])[0])
     return {
         "weeks": weeks,
         "budget_per_week": b,
         "true_optimum": {"x1": float(grid[rev.argmax(), 0]), "x2": float(grid[rev.argmax(), 1])},
-        "plan": {"x1": float(ours[0, 0]), "x2": float(ours[0, 1])},
+        "plan": {"x1": float(plan[0, 0]), "x2": float(plan[0, 1])},
         "true_media_revenue_optimum": best,
         "true_media_revenue_plan": got,
         "true_media_revenue_current_mix": cur,
         "regret": (best - got) / best,
         "regret_current_mix": (best - cur) / best,
     }
+
+
+def pymc_regret(fm: FittedModel, *, weeks: int = 8, budget: float | None = None) -> dict[str, Any]:
+    """Regret of our optimizer's plan for the example (:func:`pymc_regret_of`)."""
+    x_hist = fm.data.spend
+    b = float(x_hist.sum(axis=1).mean()) if budget is None else float(budget)
+    current = x_hist.mean(axis=0) / x_hist.sum(axis=1).mean() * b
+    plan = optimize(fm.response_curves(), b, current=current)
+    return pymc_regret_of(x_hist, [plan.allocation["x1"], plan.allocation["x2"]], weeks=weeks, budget=b)
 
 
 def pymc_example(
@@ -336,11 +388,20 @@ def pymc_example(
     seed: int = 0,
     path: Path = PYMC_CSV,
     baseline: str = "multiplicative",
+    saturation: str = "hill",
 ) -> dict[str, Any]:
     """Fit the example and score contributions, intervals, diagnostics and the optimizer's regret."""
     data = load_pymc_example(path)
     t0 = time.perf_counter()
-    fm = fit(data, chains=chains, warmup=warmup, samples=samples, seed=seed, baseline=baseline)
+    fm = fit(
+        data,
+        chains=chains,
+        warmup=warmup,
+        samples=samples,
+        seed=seed,
+        baseline=baseline,
+        saturation=saturation,
+    )
     wall = time.perf_counter() - t0
     true = pymc_true_media(data.spend).sum(axis=0)
     contrib = fm.channel_metrics().contribution  # [N, 2], summed over rows
@@ -421,9 +482,14 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--first-seed", type=int, default=0)
     st.add_argument("--frequency", choices=["week", "day"], default="week")
     st.add_argument("--jsonl", type=Path, default=None, help="append each fit's score here as it lands")
+    st.add_argument("--oracle", action="store_true", help="pin the true curve shapes (an accuracy bound)")
+    st.add_argument("--plain-only", action="store_true", help="skip the calibrated fits")
     sm = sub.add_parser("summary", help="summaries of the fits in JSON-lines files")
     sm.add_argument("files", type=Path, nargs="+")
-    for p in (st, sub.add_parser("pymc"), sub.add_parser("smoke")):
+    py = sub.add_parser("pymc", help="PyMC-Marketing's example: contributions, intervals, regret")
+    py.add_argument("--baseline", choices=["multiplicative", "additive"], default="multiplicative")
+    py.add_argument("--saturation", choices=["hill", "logistic"], default="hill")
+    for p in (st, py, sub.add_parser("smoke")):
         p.add_argument("--chains", type=int, default=2)
         p.add_argument("--warmup", type=int, default=1000)
         p.add_argument("--samples", type=int, default=1000)
@@ -437,10 +503,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.what == "study":
         seeds = list(range(args.first_seed, args.first_seed + args.seeds))
         result = recovery_study(
-            seeds, frequency=args.frequency, log=lambda s: print(s, flush=True), jsonl=args.jsonl, **kw
+            seeds,
+            frequency=args.frequency,
+            log=lambda s: print(s, flush=True),
+            jsonl=args.jsonl,
+            oracle=args.oracle,
+            calibrated=(False,) if args.plain_only else (False, True),
+            **kw,
         )
     elif args.what == "pymc":
-        result = pymc_example(**kw)
+        result = pymc_example(baseline=args.baseline, saturation=args.saturation, **kw)
     else:
         result = {name: smoke_fit(name, **kw) for name in SMOKE_CASES}
     text = json.dumps(result, indent=2, default=float)

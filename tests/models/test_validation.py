@@ -94,3 +94,25 @@ def test_summary_takes_medians_over_all_channels_and_counts_coverage() -> None:
     assert s["covered"] == 2 and s["coverage_90"] == pytest.approx(2 / 3)
     with pytest.raises(ValueError, match="nothing to summarize"):
         summarize([])
+
+
+def test_oracle_priors_pin_every_curve_at_the_truth() -> None:
+    from models.priors import resolve
+    from models.validation import oracle_priors
+
+    data, truth = simulated_case(3)
+    r = resolve(
+        oracle_priors(data, truth),
+        channels=data.channels,
+        frequency=data.frequency,
+        y_total=float(data.y.sum()),
+        spend_total=data.spend.sum(0),
+        spend_scale=data.spend_scale,
+    )
+    np.testing.assert_allclose(r.decay_a / (r.decay_a + r.decay_b), truth.decay, rtol=1e-9)
+    np.testing.assert_allclose(np.exp(r.half_loc) * data.spend_scale, truth.half, rtol=1e-9)
+    np.testing.assert_allclose(np.exp(r.shape_loc), truth.shape, rtol=1e-9)
+    assert np.all(r.half_scale <= 0.005) and np.all(r.shape_scale <= 0.005)
+    np.testing.assert_allclose(r.decay_a + r.decay_b, 2000.0)
+    # the sizes are not pinned: the ROI prior stays the default one
+    np.testing.assert_allclose(r.roi_scale, 0.8)
