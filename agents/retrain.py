@@ -174,6 +174,8 @@ def retrain(
             warmup=options.warmup,
             samples=options.samples,
             seed=options.seed,
+            baseline=options.baseline,
+            saturation=options.saturation,
             holdout_periods=holdout,
             lift_source="calibration_points",
         )

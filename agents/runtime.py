@@ -40,6 +40,8 @@ class FitOptions:
     chains: int = 2
     warmup: int = 500
     samples: int = 500
+    baseline: str = "multiplicative"  # models.model.BASELINES
+    saturation: str = "hill"  # models.transforms.SATURATIONS
     window_days: int = 364  # the latest four quarters
     holdout_days: int = 28
     seed: int = 0

@@ -12,7 +12,12 @@ simulated by :func:`models.simulate.simulate` (seed 0: 104 weeks x 4 channels), 
 4-week lift test per channel (PyMC-Marketing's ``add_lift_test_measurements``, fed the same test as
 a per-period spend level, spend change and revenue change).
 
+With ``--study-seeds N`` both models also fit the recovery study's tables (docs/validation.md
+section 1: 130 weeks x 5 channels) of seeds 0..N-1, plain and with the study's lift tests, and the
+run ends with medians over all of them (``study`` in the results).
+
     .venv/bin/python -m bench.pymc_compare [--chains 2 --warmup 1000 --samples 1000] [--cases a,b]
+        [--study-seeds N]
 """
 
 from __future__ import annotations
@@ -123,7 +128,13 @@ def _prepare(case: str, tmp: Path) -> tuple[dict[str, Any], Any, dict[str, Any]]
     import pandas as pd
 
     from models.simulate import simulate
-    from models.validation import PYMC_CSV, lift_tests_for, load_pymc_example, pymc_true_media
+    from models.validation import (
+        PYMC_CSV,
+        lift_tests_for,
+        load_pymc_example,
+        pymc_true_media,
+        simulated_case,
+    )
 
     if case == "mmm_example":
         data = load_pymc_example()
@@ -137,12 +148,17 @@ def _prepare(case: str, tmp: Path) -> tuple[dict[str, Any], Any, dict[str, Any]]
         spec["regret_weeks"] = 8
         truth = {"contribution": true_contrib.tolist(), "roi": (true_contrib / data.spend.sum(0)).tolist()}
         return spec, (data, None), truth
-    data, tr = simulate(periods=104, channels=4, frequency="week", seed=0)
+    kind, _, seed_text = case.partition(":")
+    seed = int(seed_text or 0)
+    if kind.startswith("study"):  # the recovery study's table for this seed (docs/validation.md 1)
+        data, tr = simulated_case(seed)
+    else:
+        data, tr = simulate(periods=104, channels=4, frequency="week", seed=0)
     frame = pd.DataFrame(data.spend, columns=list(data.channels))
     frame.insert(0, "date", pd.to_datetime(data.dates))
     frame.insert(1, "y", data.y)
     frame["t"] = np.arange(data.periods, dtype=float)
-    csv = tmp / "simulated.csv"
+    csv = tmp / f"{kind}-{seed}.csv"
     frame.to_csv(csv, index=False)
     spec = {
         "csv": str(csv),
@@ -151,7 +167,7 @@ def _prepare(case: str, tmp: Path) -> tuple[dict[str, Any], Any, dict[str, Any]]
         "channels": list(data.channels),
         "controls": ["t"],
     }
-    tests = lift_tests_for(data, tr, seed=0) if case == "simulated_calibrated" else None
+    tests = lift_tests_for(data, tr, seed=seed) if kind.endswith("calibrated") else None
     if tests:
         rows = []
         for t in tests:
@@ -235,7 +251,8 @@ def run_case(case: str, py: Path, tmp: Path, chains: int, warmup: int, samples: 
     ours = _ours(case, data, tests, truth, **settings)
     # each structure compiles its own program: timed from nothing like the default one
     same = _ours(case, data, tests, truth, **settings, **PYMC_STRUCTURE) if case == "mmm_example" else None
-    spec_path, out_path = tmp / f"{case}.spec.json", tmp / f"{case}.pymc.json"
+    name = case.replace(":", "-")
+    spec_path, out_path = tmp / f"{name}.spec.json", tmp / f"{name}.pymc.json"
     spec_path.write_text(json.dumps(spec))
     proc = subprocess.run(
         [str(py), str(Path(__file__).resolve()), "--worker", str(spec_path), str(out_path)],
@@ -270,6 +287,39 @@ def _ratios(theirs: dict[str, Any], ours: dict[str, Any]) -> dict[str, float]:
     return ratios
 
 
+def study_summary(cases: dict[str, Any]) -> dict[str, Any]:
+    """Per model, plain and calibrated: medians over every channel of every seed's table, coverage
+    of the true ROI by the 90% interval, median fit time; and PyMC-Marketing / ours ratios."""
+    import numpy as np
+
+    out: dict[str, Any] = {}
+    for kind in ("study", "study_calibrated"):
+        runs = [
+            v
+            for k, v in cases.items()
+            if k.split(":")[0] == kind and "pymc" in v and "error" not in v["pymc"]
+        ]
+        if not runs:
+            continue
+        line: dict[str, Any] = {"tables": len(runs)}
+        for model in ("ours", "pymc"):
+            chans = [c for r in runs for c in r[model]["channels"].values()]
+            line[model] = {
+                "median_roi_error": float(np.median([c["roi_error"] for c in chans])),
+                "median_mroas_error": float(np.median([c["mroas_error"] for c in chans])),
+                "covered": f"{sum(c['covered'] for c in chans)}/{len(chans)}",
+                "median_fit_seconds": float(np.median([r[model]["fit_seconds"] for r in runs])),
+                "max_r_hat": max(float(r[model]["r_hat_max"] or 0.0) for r in runs),
+                "divergences": int(sum(r[model]["divergences"] for r in runs)),
+            }
+        line["ratios"] = {
+            f"{k}_pymc_over_ours": line["pymc"][k] / line["ours"][k]
+            for k in ("median_roi_error", "median_mroas_error", "median_fit_seconds")
+        }
+        out["calibrated" if kind.endswith("calibrated") else "plain"] = line
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.pymc_compare")
     parser.add_argument("--worker", nargs=2, type=Path, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
@@ -277,6 +327,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=1000)
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument(
+        "--study-seeds",
+        type=int,
+        default=0,
+        help="also fit both models to the recovery study's tables of seeds 0..N-1, plain and calibrated",
+    )
     args = parser.parse_args(argv)
     if args.worker:
         worker(*args.worker)
@@ -287,14 +343,19 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": os.cpu_count(),
         "cases": {},
     }
+    cases = [c for c in args.cases.split(",") if c]
+    cases += [f"{k}:{s}" for s in range(args.study_seeds) for k in ("study", "study_calibrated")]
     with tempfile.TemporaryDirectory(prefix="pymc-compare-") as tmp:
-        for case in args.cases.split(","):
+        for case in cases:
             print(f"== {case}", flush=True)
             try:
                 result["cases"][case] = run_case(case, py, Path(tmp), args.chains, args.warmup, args.samples)
             except Exception as exc:  # one broken case is reported; the others still run
                 result["cases"][case] = {"error": f"{type(exc).__name__}: {exc}"}
             print(json.dumps(result["cases"][case], indent=1, default=float), flush=True)
+    if args.study_seeds:
+        result["study"] = study_summary(result["cases"])
+        print(json.dumps(result["study"], indent=1, default=float), flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "pymc_compare.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
     return 0

@@ -7,6 +7,7 @@ Nothing reads ``os.environ`` below the process edges: ``serve``, ``worker`` and 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -40,6 +41,8 @@ class Settings(BaseSettings):
     fit_chains: int = Field(default=2, ge=1)
     fit_warmup: int = Field(default=500, ge=10)
     fit_samples: int = Field(default=500, ge=10)
+    fit_baseline: Literal["multiplicative", "additive"] = "multiplicative"
+    fit_saturation: Literal["hill", "logistic"] = "hill"
 
     @model_validator(mode="after")
     def _refuse_dev_secrets_outside_local(self) -> Settings:

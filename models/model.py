@@ -11,9 +11,10 @@
   level's strong correlation with the ROIs out of the sampler's way;
 * media: positive and increasing by construction (beta >= 0, saturation increasing, adstock a convex
   combination of past spend). ``sat`` is Hill's curve (the default; S-shaped when its shape
-  exceeds 1) or the logistic curve (concave, no shape), see :data:`SATURATIONS`. ``beta_c`` is not sampled directly: each channel samples its ROI over
-  the table (contribution / spend) and ``beta_c = roi_c * spend_c / sum_t sat_c(t)``, so the ROI prior
-  is exactly a prior on the reported ROI;
+  exceeds 1) or the logistic curve (concave, no shape), see :data:`SATURATIONS`. ``beta_c`` is not
+  sampled directly: each channel samples its ROI over the table (contribution / spend) and
+  ``beta_c = roi_c * spend_c / sum_t sat_c(t)``, so the ROI prior is exactly a prior on the
+  reported ROI;
 * lift tests: ``Normal(observed | sum over the window of media(table) - media(changed spend), se)``.
 
 All quantities are in scaled units (revenue / its mean, spend / its channel's mean non-zero spend).

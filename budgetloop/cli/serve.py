@@ -148,6 +148,8 @@ def build_runtime(settings: Settings, engine: Any, clock: Any) -> Any:
         chains=settings.fit_chains,
         warmup=settings.fit_warmup,
         samples=settings.fit_samples,
+        baseline=settings.fit_baseline,
+        saturation=settings.fit_saturation,
     )
     return Runtime(
         engine=engine,

@@ -40,7 +40,8 @@ def test_twenty_seeds_weekly_plain_and_calibrated() -> None:
     # the settings and the figures of docs/validation.md section 1, with a margin for seed noise
     study = recovery_study(range(20), frequency="week", warmup=500, samples=500)
     plain, cal = study["summary"]["plain"], study["summary"]["calibrated"]
-    # measured: plain ROI 25.5%, mROAS 12.1%, coverage 96%; calibrated ROI 18.2%, mROAS 11.5%, 96%
+    # measured (1000/1000): plain ROI 24.5%, mROAS 12.4%, coverage 97%; calibrated ROI 17.3%,
+    # mROAS 11.3%, 96%
     assert plain["median_mroas_error"] < 0.15, plain
     assert cal["median_mroas_error"] < 0.15, cal
     assert cal["median_roi_error"] < 0.22, cal
@@ -58,10 +59,10 @@ def test_pymc_marketing_example_contributions_and_regret() -> None:
         assert abs(line["error"]) < 0.20, (
             ch,
             line,
-        )  # measured: x1 -19.6%, x2 +5.3% (docs/validation.md section 2)
+        )  # measured: x1 -19.2%, x2 +5.4% (docs/validation.md section 2)
         assert line["covered"], (ch, line)
     assert r["healthy"], r["reasons"]
-    assert r["regret"]["regret"] < 0.01, r["regret"]  # measured: 0.38%
+    assert r["regret"]["regret"] < 0.01, r["regret"]  # measured: 0.39%
 
 
 @pytest.mark.slow
@@ -75,3 +76,16 @@ def test_pymc_marketing_example_in_pymc_marketings_own_structure() -> None:
     assert all(r["channels"][ch]["covered"] for ch in ("x1", "x2")), r["channels"]
     assert r["healthy"], r["reasons"]
     assert r["regret"]["regret"] < 0.003, r["regret"]
+
+
+@pytest.mark.slow
+def test_the_plain_fit_reaches_the_oracle_floor_on_mroas() -> None:
+    """docs/validation.md section 1: handed the true curve shapes, a fit of the study's tables misses
+    the mROAS by about as much as ours does (12.6% and 12.4% measured): the error is the data's.
+    Plain fits only, 10 seeds, 500 + 500 draws."""
+    kw = {"calibrated": (False,), "warmup": 500, "samples": 500}
+    ours = recovery_study(range(10), **kw)["summary"]["plain"]
+    oracle = recovery_study(range(10), oracle=True, **kw)["summary"]["plain"]
+    assert ours["median_mroas_error"] <= 1.15 * oracle["median_mroas_error"] + 0.01, (ours, oracle)
+    # the oracle knows more, so its ROI (which needs the curve down to zero spend) is far closer
+    assert oracle["median_roi_error"] < ours["median_roi_error"], (ours, oracle)
