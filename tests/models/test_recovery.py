@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from models.fit import fit
+from models.simulate import simulate
 from models.validation import (
     lift_tests_for,
     pymc_example,
@@ -89,3 +90,20 @@ def test_the_plain_fit_reaches_the_oracle_floor_on_mroas() -> None:
     assert ours["median_mroas_error"] <= 1.15 * oracle["median_mroas_error"] + 0.01, (ours, oracle)
     # the oracle knows more, so its ROI (which needs the curve down to zero spend) is far closer
     assert oracle["median_roi_error"] < ours["median_roi_error"], (ours, oracle)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("periods", "channels", "frequency"),
+    [(260, 20, "week"), (52, 2, "week"), (365, 2, "day"), (1826, 3, "day")],
+    ids=["5y-weekly-20ch", "1y-weekly-2ch", "1y-daily-2ch", "5y-daily-3ch"],
+)
+def test_the_envelope_of_tables_the_model_is_for(periods: int, channels: int, frequency: str) -> None:
+    """The corners of what the model promises (weekly and daily, 2-20 channels, 1-5 years): each fits
+    healthy and still finds the channels' marginal returns."""
+    data, truth = simulate(periods=periods, channels=channels, frequency=frequency, seed=7)
+    fm = fit(data, chains=2, warmup=500, samples=500, seed=7)
+    assert fm.healthy, fm.diagnostics.reasons
+    score = summarize([score_fit(fm, truth, seed=7, calibrated=False)])
+    assert score["median_mroas_error"] < 0.35, score
+    assert score["coverage_90"] >= 0.6, score
