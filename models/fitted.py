@@ -27,6 +27,31 @@ from models.model import ModelSpec, baseline_value, media_per_draw
 from models.priors import Priors
 
 MROAS_STEP = 0.01
+#: a period spends "low" below this share of the channel's mean spend; a channel with fewer than
+#: LOW_SPEND_MIN_SHARE of its periods low never showed the curve near zero spend (see
+#: :meth:`FittedModel.spend_support`)
+LOW_SPEND = 0.25
+LOW_SPEND_MIN_SHARE = 0.05
+
+
+@dataclass(frozen=True)
+class SpendSupport:
+    """How much of a channel's curve the table shows, from zero spend up."""
+
+    channel: str
+    low_spend_share: float  # share of periods spending under LOW_SPEND x the channel's mean
+    lift_tests: int  # lift tests of this channel in the fit
+    roi_extrapolated: bool  # too few such periods and no lift test: the ROI rests on the curve's shape
+
+    def warning(self) -> str | None:
+        if not self.roi_extrapolated:
+            return None
+        return (
+            f"{self.channel}: spend fell below {LOW_SPEND:.0%} of its mean in "
+            f"{self.low_spend_share:.1%} of the periods, so its ROI extrapolates the response curve "
+            "down to zero spend (its interval reflects the curve family, not the data); its mROAS is "
+            "measured. A holdout test (--lift-tests) or a period of much lower spend would pin the ROI."
+        )
 
 
 @dataclass(frozen=True)
@@ -145,6 +170,21 @@ class FittedModel:
         rng = np.random.default_rng(seed)
         sigma = self.draws["sigma"][:, None] * self.data.y_scale
         return self.expected() + rng.standard_normal((self.n_draws, self.data.periods)) * sigma
+
+    def spend_support(self) -> tuple[SpendSupport, ...]:
+        """Per channel: does the table show its curve near zero spend? The ROI (contribution over
+        spend) needs the curve from zero up; a channel whose spend rarely falls far below its mean
+        leaves that part to the curve family and its priors, however well its marginal return, the
+        slope at the spend it runs at, is measured (``docs/validation.md``, the envelope). A lift
+        test of the channel measures a stretch of that curve, so the channel is not flagged."""
+        spend = self.data.spend
+        mean = spend.mean(axis=0)
+        out = []
+        for j, ch in enumerate(self.channels):
+            share = float(np.mean(spend[:, j] < LOW_SPEND * mean[j])) if mean[j] > 0 else 1.0
+            tests = sum(t.channel == ch for t in self.lift_tests)
+            out.append(SpendSupport(ch, share, tests, share < LOW_SPEND_MIN_SHARE and tests == 0))
+        return tuple(out)
 
     # ------------------------------------------------------------------ decisions
     def channel_metrics(self) -> ChannelMetrics:

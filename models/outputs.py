@@ -70,6 +70,7 @@ def fit_json(fm: FittedModel, *, extras: bool = True, plots: dict[str, str] | No
     """FIT.json: section 3's fields exactly, plus curves, decomposition, priors and provenance."""
     m = fm.channel_metrics()
     spend = fm.data.spend.sum(axis=0)
+    support = fm.spend_support()
     channels: dict[str, Any] = {}
     for j, ch in enumerate(fm.channels):
         channels[ch] = {
@@ -78,6 +79,8 @@ def fit_json(fm: FittedModel, *, extras: bool = True, plots: dict[str, str] | No
             "mroas": summarize(m.mroas[:, j]),
             "contribution_share": summarize(m.contribution_share[:, j], median=False),
             "contribution": summarize(m.contribution[:, j]),
+            "low_spend_share": support[j].low_spend_share,
+            "roi_extrapolated": support[j].roi_extrapolated,
         }
     d = fm.diagnostics
     out: dict[str, Any] = {
@@ -98,6 +101,8 @@ def fit_json(fm: FittedModel, *, extras: bool = True, plots: dict[str, str] | No
             if fm.holdout
             else None
         ),
+        # what an analyst should know before reading the numbers (the fit may still be healthy)
+        "warnings": [w for w in (s.warning() for s in support) if w],
     }
     if not extras:
         return out

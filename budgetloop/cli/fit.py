@@ -128,6 +128,8 @@ def fit_command(
             f"  {ch:>24}: ROI {v['roi']['median']:.3g} [{v['roi']['p05']:.3g}, {v['roi']['p95']:.3g}]  "
             f"mROAS {v['mroas']['median']:.3g} [{v['mroas']['p05']:.3g}, {v['mroas']['p95']:.3g}]"
         )
+    for w in doc["warnings"]:
+        say(f"note: {w}")
     if not fm.healthy:
         typer.echo("warning: the fit is NOT healthy; do not use it for decisions:", err=True)
         for r in d.reasons:

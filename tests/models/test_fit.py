@@ -11,6 +11,7 @@ import pytest
 from models.curves import ResponseCurves
 from models.fit import fit
 from models.fitted import FittedModel
+from models.lift import LiftTest
 from models.outputs import fit_json
 from models.serialize import dumps, load, save
 from models.simulate import Truth
@@ -206,3 +207,31 @@ def test_a_shape_prior_with_a_curve_that_has_no_shape_is_refused(easy_case: tupl
         fit(data, priors=priors, saturation="logistic")  # type: ignore[arg-type]
     with pytest.raises(InputError, match="unknown saturation"):
         fit(data, saturation="michaelis")  # type: ignore[arg-type]
+
+
+def test_a_channel_never_seen_near_zero_spend_is_flagged_as_an_roi_extrapolation(
+    small_fit: FittedModel,
+) -> None:
+    """FIT.json says, per channel, whether the table shows the curve near zero spend; a channel whose
+    spend never falls below a quarter of its mean gets a warning that names it."""
+    from dataclasses import replace
+
+    from models.fitted import LOW_SPEND, LOW_SPEND_MIN_SHARE
+
+    spend = small_fit.data.spend.copy()
+    mean = spend.mean(axis=0)
+    spend[:, 0] = np.maximum(spend[:, 0], 0.6 * mean[0])  # ch0 never low
+    spend[: max(2, int(0.1 * len(spend))), 1] = 0.0  # ch1 paused for a tenth of the table
+    fm = replace(small_fit, data=replace(small_fit.data, spend=spend), _cache={})
+    support = {s.channel: s for s in fm.spend_support()}
+    assert support["ch0"].low_spend_share == 0.0 and support["ch0"].roi_extrapolated
+    assert support["ch1"].low_spend_share >= 0.1 > LOW_SPEND_MIN_SHARE and not support["ch1"].roi_extrapolated
+    doc = fit_json(fm)
+    assert doc["channels"]["ch0"]["roi_extrapolated"] is True
+    assert doc["channels"]["ch1"]["roi_extrapolated"] is False
+    assert any(w.startswith("ch0:") and f"{LOW_SPEND:.0%}" in w for w in doc["warnings"])
+    assert not any(w.startswith("ch1:") for w in doc["warnings"])
+    # a lift test of ch0 measures a stretch of its curve: no longer flagged
+    test = LiftTest("ch0", fm.data.dates[20], fm.data.dates[23], -1000.0, 2000.0, 300.0)
+    tested = replace(fm, lift_tests=(test,), _cache={})
+    assert not {s.channel: s for s in tested.spend_support()}["ch0"].roi_extrapolated
