@@ -12,12 +12,22 @@ simulated by :func:`models.simulate.simulate` (seed 0: 104 weeks x 4 channels), 
 4-week lift test per channel (PyMC-Marketing's ``add_lift_test_measurements``, fed the same test as
 a per-period spend level, spend change and revenue change).
 
+Compilation caches: both tools keep compiled code on disk between processes (PyMC-Marketing through
+PyTensor's compile directory, budgetloop through XLA's persistent cache, which ``budgetloop fit``
+enables). For each of the cases above every fit is timed twice: **from nothing** (our first fit of
+that program in this process with an empty cache; PyMC-Marketing in an empty PyTensor directory) and
+**cache warm** (a new process whose cache already holds the program: ours a subprocess over the cache
+the first fit filled; PyMC-Marketing again over the directory its first run filled). Each tool's
+accuracy comes from its first fit (the second, seeded alike, only gives a time).
+
 With ``--study-seeds N`` both models also fit the recovery study's tables (docs/validation.md
 section 1: 130 weeks x 5 channels) of seeds 0..N-1, plain and with the study's lift tests, and the
 run ends with medians over all of them (``study`` in the results).
 
     .venv/bin/python -m bench.pymc_compare [--chains 2 --warmup 1000 --samples 1000] [--cases a,b]
         [--study-seeds N]
+
+(The study's tables are timed once each, PyMC-Marketing over its default compile directory.)
 """
 
 from __future__ import annotations
@@ -142,7 +152,7 @@ def _prepare(case: str, tmp: Path) -> tuple[dict[str, Any], Any, dict[str, Any]]
         csv = tmp / "mmm_example.csv"
         df.to_csv(csv, index=False)
         true_contrib = pymc_true_media(data.spend).sum(axis=0)
-        spec = {"csv": str(csv), "date": "date_week", "target": "y", "channels": ["x1", "x2"]}
+        spec: dict[str, Any] = {"csv": str(csv), "date": "date_week", "target": "y", "channels": ["x1", "x2"]}
         spec["controls"] = ["event_1", "event_2", "t"]
         spec["regret_budget"] = float(data.spend.sum(axis=1).mean())  # as models.validation.pymc_regret
         spec["regret_weeks"] = 8
@@ -221,6 +231,37 @@ def _score(contrib: Any, roi: Any, mroas: Any, truth: dict[str, Any], channels: 
 PYMC_STRUCTURE = {"saturation": "logistic", "baseline": "additive"}
 
 
+def ours_worker(case: str, cache: Path, settings_json: str, out_path: Path) -> None:
+    """Our fit of ``case`` in a fresh process over the persistent compilation cache ``cache``."""
+    from models.fit import enable_compilation_cache, fit
+
+    enable_compilation_cache(cache)
+    with tempfile.TemporaryDirectory(prefix="pymc-compare-ours-") as tmp:
+        _, (data, tests), _ = _prepare(case, Path(tmp))
+        t0 = time.perf_counter()
+        fit(data, lift_tests=tests, seed=0, **json.loads(settings_json))
+        out_path.write_text(json.dumps({"fit_seconds": time.perf_counter() - t0}))
+
+
+def _ours_cache_warm(case: str, cache: Path, settings: dict[str, Any], tmp: Path) -> float:
+    out = tmp / "ours-warm.json"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.pymc_compare",
+            "--ours-worker",
+            case,
+            str(cache),
+            json.dumps(settings),
+            str(out),
+        ],
+        check=True,
+        cwd=REPO,
+    )
+    return float(json.loads(out.read_text())["fit_seconds"])
+
+
 def _ours(case: str, data: Any, tests: Any, truth: dict[str, Any], **kw: Any) -> dict[str, Any]:
     from models.fit import fit
 
@@ -244,29 +285,64 @@ def _ours(case: str, data: Any, tests: Any, truth: dict[str, Any], **kw: Any) ->
     return ours
 
 
-def run_case(case: str, py: Path, tmp: Path, chains: int, warmup: int, samples: int) -> dict[str, Any]:
-    spec, (data, tests), truth = _prepare(case, tmp)
-    spec.update({"chains": chains, "warmup": warmup, "samples": samples, "seed": 0})
-    settings = {"chains": chains, "warmup": warmup, "samples": samples}
-    ours = _ours(case, data, tests, truth, **settings)
-    # each structure compiles its own program: timed from nothing like the default one
-    same = _ours(case, data, tests, truth, **settings, **PYMC_STRUCTURE) if case == "mmm_example" else None
-    name = case.replace(":", "-")
-    spec_path, out_path = tmp / f"{name}.spec.json", tmp / f"{name}.pymc.json"
-    spec_path.write_text(json.dumps(spec))
-    proc = subprocess.run(
+def _pymc_run(
+    py: Path, spec_path: Path, out_path: Path, compiledir: Path | None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    if compiledir is not None:
+        env["PYTENSOR_FLAGS"] = f"base_compiledir={compiledir}"
+    return subprocess.run(
         [str(py), str(Path(__file__).resolve()), "--worker", str(spec_path), str(out_path)],
         capture_output=True,
         text=True,
         check=False,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        env=env,
     )
+
+
+def run_case(
+    case: str, py: Path, tmp: Path, chains: int, warmup: int, samples: int, *, caches: bool = False
+) -> dict[str, Any]:
+    """Both models on one case. With ``caches`` every fit is timed from nothing and cache warm (module
+    docstring); without, once: ours compiled in this process, PyMC-Marketing over its default
+    compile directory."""
+    spec, (data, tests), truth = _prepare(case, tmp)
+    spec.update({"chains": chains, "warmup": warmup, "samples": samples, "seed": 0})
+    settings: dict[str, Any] = {"chains": chains, "warmup": warmup, "samples": samples}
+    name = case.replace(":", "-")
+    # one cache for the whole run: XLA's persistent cache is set up once per process, and the cases'
+    # programs differ (structure, shapes), so a case's first fit still compiles from nothing
+    jax_cache = tmp / "jax-cache"
+    if caches:
+        from models.fit import enable_compilation_cache
+
+        enable_compilation_cache(jax_cache)  # the first fits below fill it
+    ours = _ours(case, data, tests, truth, **settings)
+    # each structure compiles its own program: timed from nothing like the default one
+    same = _ours(case, data, tests, truth, **settings, **PYMC_STRUCTURE) if case == "mmm_example" else None
+    if caches:
+        ours["fit_seconds_cache_warm"] = _ours_cache_warm(case, jax_cache, settings, tmp)
+        if same is not None:
+            same["fit_seconds_cache_warm"] = _ours_cache_warm(
+                case, jax_cache, {**settings, **PYMC_STRUCTURE}, tmp
+            )
+    spec_path, out_path = tmp / f"{name}.spec.json", tmp / f"{name}.pymc.json"
+    spec_path.write_text(json.dumps(spec))
+    compiledir = tmp / f"{name}.pytensor" if caches else None
+    proc = _pymc_run(py, spec_path, out_path, compiledir)
     extra = {} if same is None else {"ours_pymc_structure": same}
     if proc.returncode != 0:
         return {"ours": ours, **extra, "pymc": {"error": proc.stderr[-3000:]}}
     raw = json.loads(out_path.read_text())
+    if caches:
+        warm_path = tmp / f"{name}.pymc-warm.json"
+        again = _pymc_run(py, spec_path, warm_path, compiledir)
+        if again.returncode == 0:
+            raw["fit_seconds_cache_warm"] = json.loads(warm_path.read_text())["fit_seconds"]
     theirs = _score(raw["contribution"], raw["roi"], raw["mroas"], truth, list(data.channels))
-    theirs.update({k: raw[k] for k in ("fit_seconds", "r_hat_max", "divergences")})
+    theirs.update(
+        {k: raw[k] for k in ("fit_seconds", "fit_seconds_cache_warm", "r_hat_max", "divergences") if k in raw}
+    )
     if "regret_allocation" in raw:
         from models.validation import pymc_regret_of
 
@@ -280,6 +356,14 @@ def run_case(case: str, py: Path, tmp: Path, chains: int, warmup: int, samples: 
 
 def _ratios(theirs: dict[str, Any], ours: dict[str, Any]) -> dict[str, float]:
     ratios = {"time_pymc_over_ours": theirs["fit_seconds"] / ours["fit_seconds"]}
+    if "fit_seconds_cache_warm" in theirs and "fit_seconds_cache_warm" in ours:
+        ratios["time_pymc_over_ours_cache_warm"] = (
+            theirs["fit_seconds_cache_warm"] / ours["fit_seconds_cache_warm"]
+        )
+        # the comparison least kind to us: ours compiling from nothing, PyMC-Marketing's cache warm
+        ratios["time_pymc_cache_warm_over_ours_from_nothing"] = (
+            theirs["fit_seconds_cache_warm"] / ours["fit_seconds"]
+        )
     if ours["median_roi_error"] > 0:
         ratios["roi_error_pymc_over_ours"] = theirs["median_roi_error"] / ours["median_roi_error"]
     if ours.get("median_mroas_error"):
@@ -323,6 +407,9 @@ def study_summary(cases: dict[str, Any]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.pymc_compare")
     parser.add_argument("--worker", nargs=2, type=Path, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--ours-worker", nargs=4, metavar=("CASE", "CACHE", "SETTINGS", "OUT"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--chains", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=1000)
     parser.add_argument("--samples", type=int, default=1000)
@@ -337,6 +424,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         worker(*args.worker)
         return 0
+    if args.ours_worker:
+        case, cache, settings_json, out = args.ours_worker
+        ours_worker(case, Path(cache), settings_json, Path(out))
+        return 0
     py = ensure_bench_venv()
     result: dict[str, Any] = {
         "settings": {"chains": args.chains, "warmup": args.warmup, "samples": args.samples},
@@ -349,7 +440,9 @@ def main(argv: list[str] | None = None) -> int:
         for case in cases:
             print(f"== {case}", flush=True)
             try:
-                result["cases"][case] = run_case(case, py, Path(tmp), args.chains, args.warmup, args.samples)
+                result["cases"][case] = run_case(
+                    case, py, Path(tmp), args.chains, args.warmup, args.samples, caches=case in CASES
+                )
             except Exception as exc:  # one broken case is reported; the others still run
                 result["cases"][case] = {"error": f"{type(exc).__name__}: {exc}"}
             print(json.dumps(result["cases"][case], indent=1, default=float), flush=True)
