@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -113,9 +113,7 @@ def summarise(fm: FittedModel) -> dict[str, Any]:
     return out
 
 
-def shifts(
-    old: Mapping[str, Any], new: Mapping[str, Any], calibrated: frozenset[str] | set[str] = frozenset()
-) -> list[str]:
+def shifts(old: Mapping[str, Any], new: Mapping[str, Any], calibrated: Set[str] = frozenset()) -> list[str]:
     """The channels of summary ``new`` (:func:`summarise`) that moved wildly from summary ``old``:
     mROAS, and ROI unless ``new`` marks it extrapolated, each more than ``MAX_SHIFT`` (relative) and
     outside ``old``'s 90% interval. Channels in ``calibrated`` (a lift test since ``old``) may move."""
