@@ -39,6 +39,7 @@ from models.model import (
     baseline_value,
     build_inputs,
     init_strategy,
+    rest_scale,
     site_priors,
 )
 from models.priors import Priors, resolve
@@ -233,6 +234,8 @@ def _prior_revenue(
     sat = np.asarray(media_jit(spec, jnp.asarray(inputs["x"]), unit, 1.0)[0], dtype=float)  # [N, T, C]
     beta = draws["roi"] * np.asarray(inputs["spend_over_y"], dtype=float) / sat.sum(axis=1)
     tpos, four, ctrl = (np.asarray(inputs[k], dtype=float) for k in ("tpos", "four", "ctrl"))
+    media_mean = draws["roi"] @ np.asarray(inputs["spend_over_y"], dtype=float) / tpos.shape[0]
+    draws = {**draws, "rest_scale": np.asarray(rest_scale(jnp.asarray(media_mean), inputs["base_loc"]))}
     mu = baseline_value(spec, draws, tpos, four, ctrl) + np.einsum("ntc,nc->nt", sat, beta)
     return mu + rng.standard_normal(mu.shape) * draws["sigma"][:, None]
 

@@ -15,7 +15,14 @@
   sampled directly: each channel samples its ROI over the table (contribution / spend) and
   ``beta_c = roi_c * spend_c / sum_t sat_c(t)``, so the ROI prior is exactly a prior on the
   reported ROI;
-* lift tests: ``Normal(observed | sum over the window of media(table) - media(changed spend), se)``.
+* lift tests: ``Normal(observed | sum over the window of media(table) - media(changed spend), se)``;
+* the trend, seasonality and control coefficients are sized in revenue, not relative to the
+  baseline: the model multiplies them by ``rest_scale`` = (the baseline level the priors expect) /
+  (the level the sampled ROIs leave), so their priors hold the size of the swings in revenue fixed
+  whatever share the media take. Relative coefficients would need to be larger, and could vary more,
+  the smaller the baseline: the posterior's volume would grow as level^-K for K such coefficients
+  and pull every fit toward large ROIs, the more so the more terms the baseline has (14 on a daily
+  table), which the data alone cannot resist when history does not show spend near zero.
 
 All quantities are in scaled units (revenue / its mean, spend / its channel's mean non-zero spend).
 The model is a pure function of an ``inputs`` dict of arrays, so fits of equal shapes reuse compiled code.
@@ -175,7 +182,7 @@ def adstock_fn(
 # that the data's mean revenue implies
 SAMPLER_INIT = {"base_offset": 0.0}
 # Sites derived from the sampler's coordinates (deterministic there), kept with every posterior draw
-DERIVED_SITES = ("intercept", "beta")
+DERIVED_SITES = ("intercept", "beta", "rest_scale")
 
 
 @dataclass(frozen=True)
@@ -327,12 +334,15 @@ def mmm_model(
         rest = rest + inputs["four"] @ numpyro.sample("season", prior["season"].distribution())
     if "gamma" in prior:
         rest = rest + inputs["ctrl"] @ numpyro.sample("gamma", prior["gamma"].distribution())
+    # the coefficients are sized in revenue at the level the priors expect (module docstring): their
+    # effect relative to the baseline grows as the level that the ROIs leave shrinks
+    media_mean = jnp.sum(roi * inputs["spend_over_y"]) / t_len
+    rest = rest * numpyro.deterministic("rest_scale", rest_scale(media_mean, inputs["base_loc"]))
     intercept_prior = prior["intercept"].distribution()
     if generative:
         intercept = numpyro.sample("intercept", intercept_prior)
     else:
         # revenue is scaled to mean 1: the baseline's mean is what the media leave of it
-        media_mean = jnp.sum(roi * inputs["spend_over_y"]) / t_len
         closing = jnp.log(_positive(1.0 - media_mean)) - log_mean_form(rest, spec.baseline)
         offset = numpyro.sample("base_offset", dist.ImproperUniform(dist.constraints.real, (), ()))
         intercept = numpyro.deterministic("intercept", closing + offset)
@@ -424,6 +434,19 @@ def _lift_full(
     return jax.vmap(one)(ch, lift["window"], lift["delta"], lift["share"])
 
 
+#: Lowest baseline level (share of mean revenue) that :func:`rest_scale` divides by: ROIs that leave
+#: the baseline less than this are beyond what any table supports, and the factor stays bounded there
+REST_LEVEL_FLOOR = 0.05
+
+
+def rest_scale(media_mean: Array, base_loc: Array) -> Array:
+    """Factor from the sampled trend, seasonality and control coefficients to their effects relative
+    to the baseline: the reference level ``exp(base_loc)`` over the level that the ROIs leave,
+    ``1 - media_mean``, floored smoothly at :data:`REST_LEVEL_FLOOR` (see :func:`mmm_model`)."""
+    level = REST_LEVEL_FLOOR + _positive(1.0 - REST_LEVEL_FLOOR - media_mean)
+    return jnp.exp(base_loc) / level
+
+
 def baseline_form(rest: Array, baseline: str) -> Array:
     """The baseline relative to its level: ``exp(rest)`` or ``1 + rest`` (see :data:`BASELINES`)."""
     return jnp.exp(rest) if baseline == "multiplicative" else 1.0 + rest
@@ -444,6 +467,8 @@ def baseline_rest(draws: dict[str, Array], tpos: Array, four: Array, ctrl: Array
         rest = rest + draws["season"] @ four.T
     if ctrl.shape[1]:
         rest = rest + draws["gamma"] @ ctrl.T
+    if "rest_scale" in draws:  # versions stored before the factor existed have none (1)
+        rest = rest * draws["rest_scale"][:, None]
     return rest
 
 

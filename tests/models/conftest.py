@@ -29,4 +29,4 @@ def easy_case() -> tuple[object, Truth]:
 @pytest.fixture(scope="session")
 def small_fit(easy_case: tuple[object, Truth], jax_cache: Path) -> FittedModel:
     data, _ = easy_case
-    return fit(data, chains=2, warmup=250, samples=250, seed=1, holdout_periods=8)  # type: ignore[arg-type]
+    return fit(data, chains=2, warmup=300, samples=300, seed=1, holdout_periods=8)  # type: ignore[arg-type]

@@ -235,3 +235,20 @@ def test_a_channel_never_seen_near_zero_spend_is_flagged_as_an_roi_extrapolation
     test = LiftTest("ch0", fm.data.dates[20], fm.data.dates[23], -1000.0, 2000.0, 300.0)
     tested = replace(fm, lift_tests=(test,), _cache={})
     assert not {s.channel: s for s in tested.spend_support()}["ch0"].roi_extrapolated
+
+
+def test_a_version_stored_before_rest_scale_reads_its_coefficients_as_relative(
+    small_fit: FittedModel, tmp_path: Path
+) -> None:
+    """Versions stored before the baseline's coefficients were sized in revenue hold relative
+    coefficients and no ``rest_scale``: they load, and read as ``rest_scale = 1``."""
+    doc = json.loads(dumps(small_fit))
+    k = np.asarray(doc["draws"].pop("rest_scale"))
+    for name in ("trend", "curvature", "season", "gamma"):
+        if name in doc["draws"]:
+            v = np.asarray(doc["draws"][name])
+            doc["draws"][name] = (v * k.reshape(-1, *([1] * (v.ndim - 1)))).tolist()
+    old = load_from_text(json.dumps(doc), tmp_path)
+    assert "rest_scale" not in old.draws
+    np.testing.assert_allclose(old.baseline(), small_fit.baseline(), rtol=1e-9)
+    np.testing.assert_allclose(old.expected(), small_fit.expected(), rtol=1e-9)
