@@ -31,6 +31,11 @@ def _finite(v: float | None) -> float | None:
     return None if v is None or not np.isfinite(v) else float(v)
 
 
+def _finite_list(a: np.ndarray) -> list[float | None]:
+    """JSON-safe values: JSON has no Infinity or NaN, so those become null."""
+    return [_finite(float(v)) for v in np.asarray(a, dtype=float)]
+
+
 def response_curve_grid(fm: FittedModel, points: int = CURVE_POINTS) -> dict[str, Any]:
     """Per channel: spend per period grid (0 .. 3x the mean spend) -> steady-state revenue bands."""
     rc = fm.response_curves()
@@ -44,10 +49,11 @@ def response_curve_grid(fm: FittedModel, points: int = CURVE_POINTS) -> dict[str
         marg = rc.mroas(budgets)[:, :, j]
         out[ch] = {
             "spend_per_period": grid.round(2).tolist(),
-            "revenue_mean": rev.mean(0).tolist(),
-            "revenue_p05": np.quantile(rev, 0.05, axis=0).tolist(),
-            "revenue_p95": np.quantile(rev, 0.95, axis=0).tolist(),
-            "mroas_mean": marg.mean(0).tolist(),
+            "revenue_mean": _finite_list(rev.mean(0)),
+            "revenue_p05": _finite_list(np.quantile(rev, 0.05, axis=0)),
+            "revenue_p95": _finite_list(np.quantile(rev, 0.95, axis=0)),
+            # a Hill curve with shape < 1 is infinitely steep at zero spend: null, not Infinity
+            "mroas_mean": _finite_list(marg.mean(0)),
             "current_spend_per_period": float(mean_spend[j]),
         }
     return out

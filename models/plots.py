@@ -32,8 +32,9 @@ def plot_curves(fm: FittedModel, path: Path) -> str:
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
     for ax, (ch, g) in zip(axes.flat, grid.items(), strict=False):
         x = np.asarray(g["spend_per_period"])
-        ax.fill_between(x, g["revenue_p05"], g["revenue_p95"], alpha=0.25, label="90% band")
-        ax.plot(x, g["revenue_mean"], label="mean")
+        band = [np.asarray(g[k], dtype=float) for k in ("revenue_p05", "revenue_p95", "revenue_mean")]
+        ax.fill_between(x, band[0], band[1], alpha=0.25, label="90% band")
+        ax.plot(x, band[2], label="mean")
         ax.axvline(g["current_spend_per_period"], color="grey", ls="--", lw=1, label="mean spend")
         ax.set_title(ch)
         ax.set_xlabel(f"spend per {fm.data.frequency}")

@@ -48,7 +48,7 @@ def test_diagnostics_are_computed_and_the_fit_is_healthy(small_fit: FittedModel)
 
 
 def test_fit_json_has_every_contract_field(small_fit: FittedModel) -> None:
-    doc = json.loads(json.dumps(fit_json(small_fit)))
+    doc = json.loads(json.dumps(fit_json(small_fit), allow_nan=False))  # strict JSON: no Infinity, no NaN
     for ch in small_fit.channels:
         c = doc["channels"][ch]
         assert c["spend"] == pytest.approx(float(small_fit.data.spend[:, small_fit.channels.index(ch)].sum()))
