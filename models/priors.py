@@ -11,6 +11,7 @@ Scaled units: spend is divided by its channel's mean non-zero spend, revenue by 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -179,3 +180,114 @@ def resolve(
         out["shape_scale"].append(shape.sigma)
     assert all(len(v) == c for v in out.values())
     return ResolvedPriors(**{k: np.asarray(v, dtype=float) for k, v in out.items()})
+
+
+# --------------------------------------------------------------------------------------------------
+# a priors file (``budgetloop fit --priors FILE``)
+
+_SCALARS = ("media_share", "roi_sigma", "trend_sd", "curvature_sd", "season_sd", "control_sd", "noise_sd")
+_LOGNORMAL = ("median", "sigma")
+_BETA = ("a", "b")
+#: per-channel keys and the fields of each (``half`` in currency per period, as ``ChannelPrior``)
+_CHANNEL_KEYS = {"roi": _LOGNORMAL, "decay": _BETA, "half": _LOGNORMAL, "shape": _LOGNORMAL}
+_MODEL_DISTS = {"decay_week": _BETA, "decay_day": _BETA, "half_scaled": _LOGNORMAL, "shape": _LOGNORMAL}
+
+
+def priors_from_document(doc: Any, *, source: str) -> Priors:
+    """Priors from a parsed YAML/JSON document: any subset of :class:`Priors`' fields (the rest keep
+    their defaults) and ``channels: {name: {roi|decay|half|shape: {...}}}``. Every problem is an
+    :class:`InputError` naming ``source`` and the key path, with the keys that are allowed there."""
+
+    def fail(path: str, message: str, fix: str) -> InputError:
+        return InputError(message, file=source, key=path, fix=fix)
+
+    def number(path: str, v: Any) -> float:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not np.isfinite(v):
+            raise fail(path, f"{v!r} is not a number", "give a finite number")
+        return float(v)
+
+    def fields(path: str, v: Any, names: tuple[str, ...]) -> dict[str, float]:
+        if not isinstance(v, dict):
+            raise fail(
+                path,
+                f"expected a mapping with keys {list(names)}, got {v!r}",
+                f"write `{path}: {{{', '.join(f'{n}: ...' for n in names)}}}`",
+            )
+        unknown = sorted(set(map(str, v)) - set(names))
+        missing = sorted(set(names) - set(map(str, v)))
+        if unknown or missing:
+            raise fail(
+                path,
+                f"unknown key(s) {unknown}" if unknown else f"missing key(s) {missing}",
+                f"give exactly {list(names)}",
+            )
+        return {n: number(f"{path}.{n}", v[n]) for n in names}
+
+    def build(path: str, kind: type[Any], kw: dict[str, float]) -> Any:
+        try:
+            return kind(**kw)
+        except ValueError as e:
+            raise fail(path, str(e), "see docs/model.md for the priors' meaning and ranges") from None
+
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise InputError(
+            "a priors file must be a mapping of keys to values", file=source, fix="see docs/model.md"
+        )
+    allowed = (*_SCALARS, *_MODEL_DISTS, "channels")
+    unknown = sorted(set(map(str, doc)) - set(allowed))
+    if unknown:
+        raise fail(unknown[0], "unknown key", f"use any of {list(allowed)}")
+    kw: dict[str, Any] = {k: number(k, doc[k]) for k in _SCALARS if k in doc}
+    for k, names in _MODEL_DISTS.items():
+        if k in doc:
+            kw[k] = build(k, BetaPrior if names == _BETA else LogNormalPrior, fields(k, doc[k], names))
+    channels: dict[str, ChannelPrior] = {}
+    raw = doc.get("channels") or {}
+    if not isinstance(raw, dict):
+        raise fail(
+            "channels", "expected a mapping of channel names", "write `channels: {search: {roi: ...}}`"
+        )
+    for name, spec in raw.items():
+        path = f"channels.{name}"
+        if not isinstance(spec, dict):
+            raise fail(path, f"expected a mapping with any of {list(_CHANNEL_KEYS)}", "see docs/model.md")
+        bad = sorted(set(map(str, spec)) - set(_CHANNEL_KEYS))
+        if bad:
+            raise fail(f"{path}.{bad[0]}", "unknown key", f"use any of {list(_CHANNEL_KEYS)}")
+        channels[str(name)] = ChannelPrior(
+            **{
+                k: build(
+                    f"{path}.{k}",
+                    BetaPrior if names == _BETA else LogNormalPrior,
+                    fields(f"{path}.{k}", spec[k], names),
+                )
+                for k, names in _CHANNEL_KEYS.items()
+                if k in spec
+            }
+        )
+    try:
+        return Priors(**kw, channels=channels)
+    except ValueError as e:
+        raise InputError(
+            str(e), file=source, fix="see docs/model.md for the priors' meaning and ranges"
+        ) from None
+
+
+def load_priors(path: str | Path) -> Priors:
+    """Read a priors file (YAML, of which JSON is a subset); see :func:`priors_from_document`."""
+    import yaml
+
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except OSError as e:
+        raise InputError(f"cannot read the priors file: {e.strerror or e}", file=str(p)) from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise InputError(f"not valid YAML{where}: {getattr(e, 'problem', e)}", file=str(p)) from None
+    return priors_from_document(doc, source=str(p))
