@@ -8,8 +8,10 @@ data rows: the header is row 1, the first data row is row 2) and the column, wit
 
 from __future__ import annotations
 
+import csv
 import hashlib
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,14 @@ import pandas as pd
 from budgetloop.errors import InputError
 
 FREQ_DAYS = {"day": 1, "week": 7}
+# the end of the fix for a cell that is not a number, by the column's kind
+TARGET_HINT = "fill in the period's revenue, 0 if there was none"
+SPEND_HINT = "use 0 for no spend"
+CONTROL_HINT = "fill in the period's value of the control"
+MIXED_OFFSETS_FIX = "give plain ISO dates (YYYY-MM-DD), or the same UTC offset on every row"
+
+#: Fewest rows a table (and a holdout's training part) may have
+MIN_PERIODS = 8
 
 
 @dataclass(frozen=True)
@@ -48,9 +58,9 @@ class MMMData:
             raise ValueError(
                 f"`controls` must have shape [{t}, {len(self.control_names)}], got {self.controls.shape}"
             )
-        if t < 8:
+        if t < MIN_PERIODS:
             raise InputError(
-                f"only {t} rows: a model needs at least 8 periods",
+                f"only {t} rows: a model needs at least {MIN_PERIODS} periods",
                 file=self.source,
                 fix="supply more history",
             )
@@ -165,7 +175,8 @@ def infer_frequency(dates: np.ndarray, *, source: str, date_col: str) -> str:
     return "day" if step == 1 else "week"
 
 
-def _numeric_column(df: pd.DataFrame, col: str, *, source: str, nonneg: bool) -> np.ndarray:
+def _numeric_column(df: pd.DataFrame, col: str, *, source: str, nonneg: bool, hint: str) -> np.ndarray:
+    """A column of finite numbers; ``hint`` ends the fix of a bad cell (it depends on the column's kind)."""
     raw = df[col]
     num = pd.to_numeric(raw, errors="coerce")
     bad = num.isna() | ~np.isfinite(num.to_numpy(dtype=float, na_value=np.nan))
@@ -176,7 +187,7 @@ def _numeric_column(df: pd.DataFrame, col: str, *, source: str, nonneg: bool) ->
             file=source,
             row=i + 2,
             key=col,
-            fix="every cell of this column must be a finite number (use 0 for no spend)",
+            fix=f"every cell of this column must be a finite number ({hint})",
         )
     arr = num.to_numpy(dtype=float)
     if nonneg and np.any(arr < 0):
@@ -185,6 +196,41 @@ def _numeric_column(df: pd.DataFrame, col: str, *, source: str, nonneg: bool) ->
             f"negative value {arr[i]:g}", file=source, row=i + 2, key=col, fix="values must be >= 0"
         )
     return arr
+
+
+def _offset_text(offset: object) -> str:
+    if not isinstance(offset, pd.Timedelta | timedelta):
+        return "no offset"
+    minutes = int(offset.total_seconds()) // 60
+    sign = "-" if minutes < 0 else "+"
+    return f"offset {sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def _mixed_offsets(values: pd.Series, *, source: str, date_col: str) -> InputError:
+    """The error for a date column whose rows carry different UTC offsets, naming the first such row."""
+    first: tuple[int, object] | None = None
+    for i, value in enumerate(values):
+        try:
+            offset = pd.Timestamp(str(value)).utcoffset()
+        except (ValueError, TypeError):
+            continue
+        if first is None:
+            first = (i, offset)
+        elif offset != first[1]:
+            seen, here = (_offset_text(x) for x in (first[1], offset))
+            return InputError(
+                f"{value!r} has {here}, but row {first[0] + 2} has {seen}: the dates mix time zones",
+                file=source,
+                row=i + 2,
+                key=date_col,
+                fix=MIXED_OFFSETS_FIX,
+            )
+    return InputError(
+        "the dates mix time zones",
+        file=source,
+        key=date_col,
+        fix=MIXED_OFFSETS_FIX,
+    )
 
 
 def from_frame(
@@ -215,7 +261,10 @@ def from_frame(
             )
     if len(df) == 0:
         raise InputError("the table has no rows", file=source, fix="supply one row per period")
-    parsed = pd.to_datetime(df[date], errors="coerce", format="ISO8601")
+    try:
+        parsed = pd.to_datetime(df[date], errors="coerce", format="ISO8601")
+    except ValueError:  # pandas refuses a column whose rows carry different UTC offsets
+        raise _mixed_offsets(df[date], source=source, date_col=date) from None
     if parsed.isna().any():
         i = int(np.flatnonzero(parsed.isna().to_numpy())[0])
         raise InputError(
@@ -227,10 +276,15 @@ def from_frame(
         )
     dates = parsed.dt.tz_localize(None).to_numpy().astype("datetime64[D]")
     frequency = infer_frequency(dates, source=source, date_col=date)
-    y = _numeric_column(df, target, source=source, nonneg=True)
-    spend = np.stack([_numeric_column(df, c, source=source, nonneg=True) for c in channels], axis=1)
+    y = _numeric_column(df, target, source=source, nonneg=True, hint=TARGET_HINT)
+    spend = np.stack(
+        [_numeric_column(df, c, source=source, nonneg=True, hint=SPEND_HINT) for c in channels], axis=1
+    )
     ctrl = (
-        np.stack([_numeric_column(df, c, source=source, nonneg=False) for c in controls], axis=1)
+        np.stack(
+            [_numeric_column(df, c, source=source, nonneg=False, hint=CONTROL_HINT) for c in controls],
+            axis=1,
+        )
         if controls
         else np.zeros((len(df), 0))
     )
@@ -270,12 +324,56 @@ def load_csv(
     source = str(path)
     if not p.is_file():
         raise InputError("file not found", file=source, fix="check the path")
+    df = read_csv_strings(p, source=source, fix="save the table as comma-separated UTF-8 with a header row")
+    return from_frame(df, target=target, date=date, channels=channels, controls=controls, source=source)
+
+
+def read_csv_strings(path: Path, *, source: str, fix: str) -> pd.DataFrame:
+    """A CSV file as a frame of strings whose columns line up with its header.
+
+    A header that names a column twice is refused (pandas would silently rename the second
+    ``name.1``), and so is a row with more fields than the header, naming its line, unless the extra
+    fields are empty: a trailing comma on the rows, as some spreadsheets write, is ignored. Without
+    this, pandas takes a table whose rows all end in a comma as having an index column, and every
+    column shifts by one. ``fix`` is the advice for a file that is no readable CSV at all.
+    """
     try:
-        df = pd.read_csv(p, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            if header is None:
+                raise InputError("the file is empty", file=source, fix=fix)
+            names = [h for h in header if h.strip()]
+            dup = sorted({h for h in names if names.count(h) > 1})
+            if dup:
+                cols = [i + 1 for i, h in enumerate(header) if h == dup[0]]
+                raise InputError(
+                    f"the header names column {dup[0]!r} more than once (columns {cols})",
+                    file=source,
+                    key=dup[0],
+                    fix="give every column its own name, or delete the copy",
+                )
+            width = len(header)
+            for record in reader:
+                if len(record) > width and any(f.strip() for f in record[width:]):
+                    raise InputError(
+                        f"the row has {len(record)} fields but the header names {width} columns",
+                        file=source,
+                        row=reader.line_num,
+                        fix="remove the extra values, or add a name for their column to the header",
+                    )
+    except (UnicodeDecodeError, csv.Error) as exc:
         raise InputError(
             f"not a readable CSV ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
             file=source,
-            fix="save the table as comma-separated UTF-8 with a header row",
+            fix=fix,
         ) from None
-    return from_frame(df, target=target, date=date, channels=channels, controls=controls, source=source)
+    try:
+        # index_col=False and usecols: never take the first column as an index, drop empty extras
+        return pd.read_csv(path, dtype=str, keep_default_na=False, index_col=False, usecols=range(width))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(
+            f"not a readable CSV ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
+            file=source,
+            fix=fix,
+        ) from None

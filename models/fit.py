@@ -25,7 +25,7 @@ from numpyro.infer.util import log_density
 from numpyro.optim import ClippedAdam
 
 from budgetloop.errors import FitError, InputError
-from models.data import MMMData
+from models.data import MIN_PERIODS, MMMData
 from models.diagnostics import DIVERGENCE_MAX, bfmi, chain_stats, coverage, judge, mape
 from models.fitted import FittedModel, Holdout, media_jit
 from models.lift import LiftTest, to_arrays
@@ -289,12 +289,18 @@ def fit(
     for name, value, low in (("chains", chains, 1), ("warmup", warmup, 1), ("samples", samples, 10)):
         if value < low:
             raise InputError(f"`{name}` must be >= {low}, got {value}", key=f"--{name}")
-    if holdout_periods is not None and not 1 <= holdout_periods <= data.periods // 3:
-        raise InputError(
-            f"holdout of {holdout_periods} periods out of {data.periods}",
-            key="holdout_periods",
-            fix=f"use between 1 and {data.periods // 3} periods",
-        )
+    if holdout_periods is not None:
+        most = min(data.periods // 3, data.periods - MIN_PERIODS)
+        if not 1 <= holdout_periods <= most:
+            raise InputError(
+                f"holdout of {holdout_periods} periods out of {data.periods}",
+                key="holdout_periods",
+                fix=(
+                    f"use between 1 and {most} periods (the refit keeps at least {MIN_PERIODS})"
+                    if most >= 1
+                    else f"fit without a holdout: {data.periods} rows leave none to spare"
+                ),
+            )
     priors = priors or Priors()
     started = time.perf_counter()
     if baseline not in BASELINES:

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from budgetloop.errors import InputError
-from models.data import MMMData
+from models.data import FREQ_DAYS, MMMData, read_csv_strings
 
 COLUMNS = ("channel", "start", "end", "spend_delta", "incremental_revenue", "incremental_revenue_se")
 
@@ -97,12 +97,7 @@ def load_lift_tests(path: str | Path) -> list[LiftTest]:
     p = Path(path)
     if not p.is_file():
         raise InputError("file not found", file=source, fix="check the --lift-tests path")
-    try:
-        df = pd.read_csv(p, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
-        raise InputError(
-            "not a readable CSV", file=source, fix=f"columns must be {','.join(COLUMNS)}"
-        ) from None
+    df = read_csv_strings(p, source=source, fix=f"columns must be {','.join(COLUMNS)}")
     for col in COLUMNS:
         if col not in df.columns:
             raise InputError(
@@ -203,6 +198,22 @@ def to_arrays(tests: list[LiftTest], data: MMMData, *, source: str = "<lift test
                 row=row,
                 key="start",
                 fix="use tests run inside the fitted period",
+            )
+        # a window reaching past either end would squeeze the whole test into the rows it overlaps;
+        # a row stands for its whole period, so the window may end inside the last row's period
+        step = np.timedelta64(FREQ_DAYS[data.frequency], "D")
+        before, after = test.start <= days[0] - step, test.end >= days[-1] + step
+        if before or after:
+            first, last = str(days[0])[:10], str(days[-1])[:10]
+            raise InputError(
+                f"the window {str(test.start)[:10]}..{str(test.end)[:10]} reaches "
+                f"{'before the first' if before else 'past the last'} row of the table ({first}..{last}), "
+                "so only part of the test would be counted",
+                file=source,
+                row=row,
+                key="start" if before else "end",
+                fix=f"start..end must lie within the table's dates, {first} to {last}: "
+                "drop the test or fit a table that covers its whole window",
             )
         per_row = test.spend_delta / n
         if test.holdout_share is None and np.any(data.spend[inside, j] + per_row < -1e-9):

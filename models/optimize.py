@@ -615,5 +615,18 @@ def curves_from_fit(doc: Mapping[str, Any]) -> tuple[Any, dict[str, float] | Non
     if raw is None:
         return curves, None
     if not isinstance(raw, Mapping):
-        raise ValueError("`response_curves.current` must map each channel to its spend per period")
-    return curves, {str(k): float(v) for k, v in raw.items()}
+        raise BadCurrent("must map each channel to its spend per period")
+    current: dict[str, float] = {}
+    for k, v in raw.items():
+        try:
+            current[str(k)] = float(v)
+        except (TypeError, ValueError):
+            raise BadCurrent(f"gives {v!r} for {str(k)!r}, not an amount per period") from None
+    return curves, current
+
+
+class BadCurrent(ValueError):
+    """FIT.json's ``response_curves.current`` (the current spend per period) is unusable."""
+
+    def __str__(self) -> str:
+        return f"`response_curves.current` {self.args[0]}"

@@ -8,14 +8,13 @@ library versions. Floats are written with ``repr`` precision, so a round trip is
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from budgetloop.errors import InputError
+from budgetloop.fileio import write_atomic as _write_atomic
 from models.data import MMMData
 from models.diagnostics import Diagnostics
 from models.fitted import FittedModel, Holdout
@@ -104,17 +103,9 @@ def from_dict(doc: dict[str, Any], *, source: str = "<model>") -> FittedModel:
 
 
 def write_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename (the file's
+    mode follows the umask, as with a plain ``open``)."""
+    _write_atomic(path, text)
 
 
 def dumps(fm: FittedModel, *, max_draws: int | None = None, seed: int = 0) -> str:

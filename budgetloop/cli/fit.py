@@ -15,13 +15,13 @@ from pathlib import Path
 import typer
 
 from budgetloop.cli import app
+from budgetloop.errors import InputError
+from budgetloop.fileio import check_output_path, write_output
 
 DEFAULT_CACHE = Path("var") / "jax-cache"
 
 
 def _split(value: str | None, flag: str) -> list[str]:
-    from budgetloop.errors import InputError
-
     if value is None:
         return []
     names = [v.strip() for v in value.split(",") if v.strip()]
@@ -39,6 +39,12 @@ def fit_command(
     out: Path = typer.Option(..., "--out", help="where to write FIT.json"),
     controls: str | None = typer.Option(None, "--controls", help="numeric control columns, comma-separated"),
     lift_tests: Path | None = typer.Option(None, "--lift-tests", help="lift-test CSV (INTERFACES section 2)"),
+    priors_file: Path | None = typer.Option(
+        None,
+        "--priors",
+        help="YAML file overriding default priors, model-wide or per channel (ROI, decay, half, shape); "
+        "see docs/model.md",
+    ),
     chains: int = typer.Option(2, "--chains", min=1),
     warmup: int = typer.Option(1000, "--warmup", min=1),
     samples: int = typer.Option(1000, "--samples", min=10),
@@ -67,16 +73,21 @@ def fit_command(
     quiet: bool = typer.Option(False, "--quiet", help="no progress on stderr"),
 ) -> None:
     import models  # noqa: F401  (asks for one XLA host device per core before JAX starts)
-    from models.data import load_csv
+    from models.data import MIN_PERIODS, load_csv
     from models.fit import enable_compilation_cache, fit
     from models.lift import load_lift_tests
     from models.outputs import fit_json
-    from models.serialize import dumps, write_atomic
+    from models.priors import load_priors
+    from models.serialize import dumps
 
     def say(msg: str) -> None:
         if not quiet:
             typer.echo(msg, err=True)
 
+    # a path no file can be written to is refused now, not after a fit of many minutes
+    check_output_path(out, flag="--out")
+    if model_out is not None:
+        check_output_path(model_out, flag="--model-out")
     table = load_csv(
         data,
         target=target,
@@ -85,9 +96,35 @@ def fit_command(
         controls=_split(controls, "--controls"),
     )
     tests = load_lift_tests(lift_tests) if lift_tests is not None else []
+    priors = None
+    if priors_file is not None:
+        priors = load_priors(priors_file)
+        unknown = sorted(set(priors.channels) - set(table.channels))
+        if unknown:
+            raise InputError(
+                f"priors for {unknown}, which --channels does not list",
+                file=str(priors_file),
+                key=f"channels.{unknown[0]}",
+                fix=f"use one of {list(table.channels)}",
+            )
+    # the holdout's refit keeps at least MIN_PERIODS rows
+    most = min(table.periods // 3, table.periods - MIN_PERIODS)
     if holdout is None:
         holdout = 13 if table.frequency == "week" else 28
-        holdout = min(holdout, table.periods // 4)
+        holdout = max(0, min(holdout, table.periods // 4, table.periods - MIN_PERIODS))
+        if not holdout:
+            say(f"no holdout: {table.periods} rows leave none to spare")
+    elif holdout != 0 and not 1 <= holdout <= most:
+        raise InputError(
+            f"{holdout} periods held out of the table's {table.periods}",
+            key="--holdout",
+            fix=(
+                f"use between 1 and {most} periods (at most a third of the table, leaving the refit at "
+                f"least {MIN_PERIODS}), or 0 for no holdout"
+                if most >= 1
+                else f"use 0: {table.periods} rows leave none to spare"
+            ),
+        )
     enable_compilation_cache(cache_dir)
     say(
         f"fitting {table.periods} {table.frequency}s x {len(table.channels)} channels"
@@ -96,6 +133,7 @@ def fit_command(
     )
     fm = fit(
         table,
+        priors=priors,
         lift_tests=tests,
         method=method,
         baseline=baseline,
@@ -116,8 +154,8 @@ def fit_command(
         plot_paths = write_plots(fm, plots)
     doc = fit_json(fm, plots=plot_paths)
     if model_out is not None:
-        write_atomic(model_out, dumps(fm))
-    write_atomic(out, json.dumps(doc, indent=1) + "\n")
+        write_output(model_out, dumps(fm), flag="--model-out")
+    write_output(out, json.dumps(doc, indent=1) + "\n", flag="--out")
     d = fm.diagnostics
     rhat = "n/a" if d.r_hat_max is None else f"{d.r_hat_max:.3f}"
     ess = "n/a" if d.ess_bulk_min is None else f"{d.ess_bulk_min:.0f}"

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,8 +19,10 @@ import typer
 
 from budgetloop.cli import app
 from budgetloop.errors import InputError
+from budgetloop.fileio import check_output_path, write_output
 
 PERIOD_DAYS = {"day": 1, "week": 7}
+CURRENT_FIX = "pass --current channel=amount,... (per period) to override it, or refit to rewrite FIT.json"
 
 
 @dataclass(frozen=True)
@@ -96,16 +96,21 @@ def _parse_current(text: str, channels: tuple[str, ...]) -> dict[str, float]:
     return out
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _check_fit_current(raw: dict[str, float], channels: tuple[str, ...], fit_json: Path) -> dict[str, float]:
+    """The current spend stored in FIT.json, refused with the file and field when it does not fit."""
+    file, key, fix = str(fit_json), "response_curves.current", CURRENT_FIX
+    unknown = sorted(set(raw) - set(channels))
+    if unknown:
+        raise InputError(
+            f"names channel(s) {unknown} that the fit does not have", file=file, key=key, fix=fix
+        )
+    missing = [c for c in channels if c not in raw]
+    if missing:
+        raise InputError(f"lacks channel(s) {missing}", file=file, key=key, fix=fix)
+    bad = {c: v for c, v in raw.items() if not math.isfinite(v) or v < 0}
+    if bad:
+        raise InputError(f"spend must be a finite amount >= 0, got {bad}", file=file, key=key, fix=fix)
+    return raw
 
 
 @app.command(
@@ -129,12 +134,17 @@ def optimize(
         help="Current spend per period, channel=amount,...; default: the fit's recent spend",
     ),
 ) -> None:
-    from models.optimize import curves_from_fit
+    from models.optimize import BadCurrent, curves_from_fit
     from models.optimize import optimize as run_optimize
 
+    check_output_path(out, flag="--out")
     doc = load_fit(fit_json)
     try:
         curves, fit_current = curves_from_fit(doc)
+    except BadCurrent as exc:
+        raise InputError(
+            exc.args[0], file=str(fit_json), key="response_curves.current", fix=CURRENT_FIX
+        ) from exc
     except ValueError as exc:
         raise InputError(
             str(exc),
@@ -169,7 +179,10 @@ def optimize(
         name: (lo * days, None if hi is None else hi * days) for name, (lo, hi, _) in limits.channels.items()
     }
     locked = [name for name, (_, _, lock) in limits.channels.items() if lock]
-    cur = _parse_current(current, channels) if current else fit_current
+    if current:
+        cur: dict[str, float] | None = _parse_current(current, channels)
+    else:
+        cur = None if fit_current is None else _check_fit_current(fit_current, channels, fit_json)
     if cur is None:
         raise InputError(
             "carries no current spend per channel",
@@ -194,9 +207,11 @@ def optimize(
             str(exc), file=str(policy) if policy else None, fix="adjust --budget, the bounds or the objective"
         ) from exc
     body = {"fit": str(fit_json), "policy": str(policy) if policy else None, **result.to_dict()}
-    _write_atomic(out, json.dumps(body, indent=2) + "\n")
+    write_output(out, json.dumps(body, indent=2) + "\n", flag="--out")
     typer.echo(
         f"{metric}: expected gain {result.expected_gain:,.2f} per {curves.period} "
         f"(90% band {result.gain_p05:,.2f} .. {result.gain_p95:,.2f}), "
         f"P(improvement) {result.probability_of_improvement:.2f}; wrote {out}"
     )
+    for note in result.notes:
+        typer.echo(f"note: {note}")

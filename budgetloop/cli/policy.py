@@ -8,7 +8,6 @@ invalid one is stored as rejected and never becomes active); ``show`` prints the
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import typer
@@ -48,7 +47,9 @@ def schema(out: Path | None = typer.Option(None, "--out", help="Write here inste
     if out is None:
         typer.echo(text, nl=False)
         return
-    _write_atomically(out, text)
+    from budgetloop.fileio import write_output
+
+    write_output(out, text)
     typer.echo(f"wrote {out}")
 
 
@@ -115,15 +116,3 @@ def _database_url(given: str | None) -> str:
     from budgetloop.config import Settings
 
     return os.environ.get("BUDGETLOOP_DATABASE_URL") or Settings().database_url
-
-
-def _write_atomically(out: Path, text: str) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -115,8 +117,13 @@ def test_fit_writes_fit_json_and_plots(tmp_path: Path, capsys: pytest.CaptureFix
         str(tmp_path / "plots"),
     ]
     argv += ["--chains", "1", "--warmup", "150", "--samples", "100", "--holdout", "0", "--allow-unhealthy"]
-    code, err = _run(argv, capsys)
+    old_umask = os.umask(0o022)
+    try:
+        code, err = _run(argv, capsys)
+    finally:
+        os.umask(old_umask)
     assert code == 0, err
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644  # as a plain open() makes it, not mkstemp's 0o600
     doc = json.loads(out.read_text())
     assert set(doc["channels"]) == {"tv", "search"}
     assert doc["channels"]["tv"]["roi"]["p05"] <= doc["channels"]["tv"]["roi"]["p95"]
@@ -145,3 +152,94 @@ def test_saturation_flag_chooses_the_curve_and_a_wrong_one_exits_2(
     )
     assert code == 2 and "`--saturation`" in err and "hill" in err and "logistic" in err, err
     assert "Traceback" not in err and not out.exists()
+
+
+@pytest.mark.parametrize("where", ["folder", "under_a_file"])
+def test_an_unwritable_out_is_refused_before_the_fit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    import models.fit
+
+    def no_fit(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the fit ran before --out was checked")
+
+    monkeypatch.setattr(models.fit, "fit", no_fit)
+    table = _write_table(tmp_path / "data.csv")
+    (tmp_path / "plain").write_text("a file")
+    out = tmp_path / "outdir" if where == "folder" else tmp_path / "plain" / "FIT.json"
+    if where == "folder":
+        out.mkdir()
+    code, err = _run(["fit", str(table), *BASE, "--out", str(out), "--quiet"], capsys)
+    assert code == 2, err
+    assert "`--out`" in err and str(out) in err and "Traceback" not in err
+    if where == "folder":
+        assert list(out.iterdir()) == []  # nothing written into it
+
+
+def test_a_bad_holdout_names_the_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    table = _write_table(tmp_path / "data.csv")  # 40 rows: at most 13 held out
+    out = tmp_path / "FIT.json"
+    for value in ("20", "-1"):
+        code, err = _run(["fit", str(table), *BASE, "--holdout", value, "--out", str(out), "--quiet"], capsys)
+        assert code == 2, err
+        assert "`--holdout`" in err and "holdout_periods" not in err and "between 1 and 13" in err
+        assert not out.exists()
+
+
+def test_a_priors_file_moves_the_fit_and_is_recorded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An analyst's ROI prior for one channel (say from a past experiment) reaches the fit: with a
+    tight prior far from what the table says, the posterior sits at the prior, and FIT.json records
+    the priors it used."""
+    table = _write_table(tmp_path / "data.csv")
+    priors = tmp_path / "priors.yaml"
+    priors.write_text("channels:\n  tv:\n    roi: {median: 0.3, sigma: 0.02}\n")
+    out = tmp_path / "FIT.json"
+    quick = ["--chains", "1", "--warmup", "150", "--samples", "100", "--holdout", "0", "--allow-unhealthy"]
+    code, err = _run(["fit", str(table), *BASE, "--priors", str(priors), "--out", str(out), *quick], capsys)
+    assert code == 0, err
+    doc = json.loads(out.read_text())
+    assert doc["channels"]["tv"]["roi"]["median"] == pytest.approx(0.3, rel=0.08)
+    assert doc["model"]["priors"]["channels"]["tv"]["roi"] == {"median": 0.3, "sigma": 0.02}
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("channels:\n  radio:\n    roi: {median: 2, sigma: 0.5}\n", "`channels.radio`"),
+        ("channels:\n  tv:\n    roi: {median: 2}\n", "`channels.tv.roi`"),
+        ("roi_sigma: -1\n", "roi_sigma"),
+    ],
+)
+def test_a_bad_priors_file_exits_2_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, named: str
+) -> None:
+    table = _write_table(tmp_path / "data.csv")
+    priors = tmp_path / "priors.yaml"
+    priors.write_text(text)
+    out = tmp_path / "FIT.json"
+    code, err = _run(
+        ["fit", str(table), *BASE, "--priors", str(priors), "--out", str(out), "--quiet"], capsys
+    )
+    assert code == 2, err
+    assert str(priors) in err and named in err and "Traceback" not in err, err
+    assert not out.exists()
+
+
+def test_a_short_table_fits_without_the_default_holdout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Eight rows: a default holdout of two would leave the refit six, under the eight a model needs,
+    so the default is no holdout (said on stderr), and an explicit one is refused before fitting."""
+    table = _write_table(tmp_path / "data.csv", periods=8)
+    out = tmp_path / "FIT.json"
+    quick = ["--chains", "1", "--warmup", "50", "--samples", "20", "--allow-unhealthy"]
+    code, err = _run(["fit", str(table), *BASE, "--out", str(out), *quick], capsys)
+    assert code == 0, err
+    assert "no holdout" in err
+    assert json.loads(out.read_text()).get("holdout") is None
+    out.unlink()
+    code, err = _run(["fit", str(table), *BASE, "--holdout", "2", "--out", str(out), "--quiet"], capsys)
+    assert code == 2 and "`--holdout`" in err and "use 0" in err, err
+    assert not out.exists()

@@ -124,3 +124,92 @@ def test_lift_tests_are_placed_on_rows_and_checked(tmp_path: Path) -> None:
     lt.write_text("channel,start,end,spend_delta,incremental_revenue\ntv,2024-01-15,2024-01-29,-150,300\n")
     with pytest.raises(InputError, match="`incremental_revenue_se`: column not found"):
         load_lift_tests(lt)
+
+
+def test_dates_with_mixed_utc_offsets_name_the_row_and_the_fix(tmp_path: Path) -> None:
+    weeks = [
+        f"{d}T00:00:00+00:00" for d in pd.date_range("2024-01-01", periods=12, freq="7D").strftime("%Y-%m-%d")
+    ]
+    weeks[5] = weeks[5].replace("+00:00", "+01:00")
+    path = _table(tmp_path / "tz.csv", week=weeks)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match=r"row 7, `week`: .*\+01:00.*mix time zones") as err:
+        _load(path)
+    assert str(path) in str(err.value) and "YYYY-MM-DD" in str(err.value)
+    same = _table(tmp_path / "same.csv", week=[w.replace("+01:00", "+00:00") for w in weeks])  # type: ignore[arg-type]
+    assert _load(same).periods == 12  # type: ignore[attr-defined]
+
+
+def test_a_repeated_header_name_is_refused_not_renamed(tmp_path: Path) -> None:
+    path = _table(tmp_path / "dup.csv")
+    lines = path.read_text().splitlines()
+    lines[0] = lines[0].replace("price", "tv")  # week,revenue,tv,search,tv
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match=r"`tv`: the header names column 'tv' more than once") as err:
+        _load(path)
+    assert str(path) in str(err.value)
+
+
+def test_a_trailing_comma_on_the_rows_is_ignored_but_an_extra_value_names_its_row(tmp_path: Path) -> None:
+    plain = _table(tmp_path / "plain.csv")
+    lines = plain.read_text().splitlines()
+    trailing = tmp_path / "trailing.csv"
+    trailing.write_text("\n".join([lines[0]] + [line + "," for line in lines[1:]]) + "\n")
+    got, want = _load(trailing), _load(plain)
+    assert got.fingerprint() == want.fingerprint()  # type: ignore[attr-defined]
+    some = tmp_path / "some.csv"  # only some rows end in a comma
+    some.write_text("\n".join([line + ("," if i % 2 else "") for i, line in enumerate(lines)]) + "\n")
+    assert _load(some).fingerprint() == want.fingerprint()  # type: ignore[attr-defined]
+    extra = tmp_path / "extra.csv"
+    extra.write_text("\n".join([*lines[:4], lines[4] + ",7", *lines[5:]]) + "\n")
+    with pytest.raises(InputError, match=r"row 5: the row has 6 fields but the header names 5") as err:
+        _load(extra)
+    assert str(extra) in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("col", "kw", "hint"),
+    [
+        ("tv", {}, "use 0 for no spend"),
+        ("revenue", {}, "fill in the period's revenue"),
+        ("price", {"controls": ["price"]}, "fill in the period's value of the control"),
+    ],
+)
+def test_the_fix_for_a_non_number_fits_the_column(
+    tmp_path: Path, col: str, kw: dict[str, object], hint: str
+) -> None:
+    path = _table(tmp_path / "t.csv", **{col: [1.0] * 3 + ["n/a"] + [1.0] * 8})
+    with pytest.raises(InputError, match=rf"row 5, `{col}`: value 'n/a' is not a number") as err:
+        _load(path, **kw)
+    assert hint in str(err.value)
+    assert ("spend" in str(err.value)) == (col == "tv")
+
+
+def test_lift_csv_header_and_rows_are_checked_like_the_table(tmp_path: Path) -> None:
+    head = "channel,start,end,spend_delta,incremental_revenue,incremental_revenue_se"
+    lt = tmp_path / "lift.csv"
+    lt.write_text(head + ",channel\ntv,2024-01-15,2024-01-29,-150,300,30,x\n")
+    with pytest.raises(InputError, match=r"`channel`: the header names column 'channel' more than once"):
+        load_lift_tests(lt)
+    lt.write_text(head + "\ntv,2024-01-15,2024-01-29,-150,300,30,extra\n")
+    with pytest.raises(InputError, match=r"lift.csv, row 2: the row has 7 fields but the header names 6"):
+        load_lift_tests(lt)
+    lt.write_text(head + "\ntv,2024-01-15,2024-01-29,-150,300,30,\n")
+    (test,) = load_lift_tests(lt)
+    assert (test.channel, test.spend_delta, test.incremental_revenue_se) == ("tv", -150.0, 30.0)
+
+
+def test_a_lift_window_reaching_past_the_table_is_refused(tmp_path: Path) -> None:
+    data = _load(_table(tmp_path / "t.csv"))  # weekly, 2024-01-01 .. 2024-03-18
+    lt = tmp_path / "lift.csv"
+    head = "channel,start,end,spend_delta,incremental_revenue,incremental_revenue_se\n"
+    for window, key in (("2023-12-04,2024-01-08", "start"), ("2024-03-11,2024-04-01", "end")):
+        lt.write_text(head + f"tv,{window},-150,300,30\n")
+        with pytest.raises(InputError) as err:
+            to_arrays(load_lift_tests(lt), data, source=str(lt))  # type: ignore[arg-type]
+        msg = str(err.value)
+        assert err.value.row == 2 and err.value.key == key and str(lt) in msg
+        assert "must lie within the table's dates, 2024-01-01 to 2024-03-18" in msg
+    # a window that ends inside the last row's week covers no missing row: accepted
+    lt.write_text(head + "tv,2024-03-11,2024-03-24,-150,300,30\n")
+    arr = to_arrays(load_lift_tests(lt), data, source=str(lt))  # type: ignore[arg-type]
+    assert arr is not None and arr.window[0].tolist() == [0] * 10 + [1, 1]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -151,3 +153,69 @@ def test_fit_without_curves_or_current(tmp_path: Path, capsys: pytest.CaptureFix
     broken.write_text("{not json")
     assert _run(["optimize", str(broken), "--budget", "10", "--out", str(out)]) == 2
     assert "not valid JSON" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("current", "needle"),
+    [
+        (
+            {"search": 4000.0, "social_prospecting": 3000.0, "retail_media": 2500.0},
+            "lacks channel(s) ['video']",
+        ),
+        (
+            {"search": 4000.0, "social_prospecting": -1.0, "retail_media": 2500.0, "video": 1.0},
+            "finite amount >= 0",
+        ),
+        ({"search": "lots", "social_prospecting": 1.0, "retail_media": 1.0, "video": 1.0}, "'lots'"),
+        ([1.0, 2.0, 3.0, 4.0], "must map each channel"),
+    ],
+)
+def test_a_bad_current_in_fit_json_names_the_file_and_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], current: object, needle: str
+) -> None:
+    fit = _fit_json(tmp_path)
+    doc = json.loads(fit.read_text())
+    doc["response_curves"]["current"] = current
+    fit.write_text(json.dumps(doc))
+    out = tmp_path / "PLAN.json"
+    assert _run(["optimize", str(fit), "--budget", "10000", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{fit}, `response_curves.current`: " in err and needle in err, err
+    assert "--current" in err and "adjust --budget" not in err
+    assert not out.exists()
+
+
+def test_out_is_checked_first_and_plan_json_follows_the_umask(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fit = _fit_json(tmp_path)
+    folder = tmp_path / "plans"
+    folder.mkdir()
+    (tmp_path / "plain").write_text("a file")
+    for out in (folder, tmp_path / "plain" / "PLAN.json"):
+        assert _run(["optimize", str(fit), "--budget", "10000", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert "`--out`" in err and str(out) in err and "Traceback" not in err
+    assert list(folder.iterdir()) == []
+    out = tmp_path / "new" / "PLAN.json"  # a folder that does not exist yet is made
+    old_umask = os.umask(0o022)
+    try:
+        assert _run(["optimize", str(fit), "--budget", "10000", "--out", str(out)]) == 0
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
+    assert [p.name for p in out.parent.iterdir()] == ["PLAN.json"]  # no temporary file left
+
+
+def test_stdout_says_when_the_maximums_cannot_absorb_the_budget(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fit = _fit_json(tmp_path)
+    policy = tmp_path / "policy.yaml"
+    # maximums 8000 + 9000 + 7000, and video locked at its current 1500: 25500 at most
+    policy.write_text(POLICY.replace("16000", "40000"))
+    out = tmp_path / "PLAN.json"
+    assert _run(["optimize", str(fit), "--budget", "35000", "--policy", str(policy), "--out", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert "note: the per-channel maximums add up to 25500.00, below the budget 35000.00" in stdout
+    assert json.loads(out.read_text())["notes"]

@@ -1,0 +1,87 @@
+"""Writing a user's output files: atomically, with normal permissions, and checked before the work.
+
+``write_atomic`` writes through a temporary file in the target's folder and a rename, so a reader
+never sees half a file. The temporary file is created like ``open(path, "w")`` would create it
+(mode 0o666 less the umask), not with ``mkstemp``'s private 0o600, so the result is as readable as
+any other file the user writes. ``check_output_path`` refuses, before any long work starts, an
+output path that is a folder or that lies where no file can be written.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import tempfile
+from pathlib import Path
+
+from budgetloop.errors import InputError
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file in the same folder and a rename."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = p.parent / f".{p.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp, flags, 0o666)  # the umask applies, as for a plain open()
+        except FileExistsError:
+            continue
+        break
+    else:  # pragma: no cover - 100 random names taken
+        raise FileExistsError(f"no free temporary name beside {p}")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, p)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def check_output_path(path: str | Path, *, flag: str = "--out") -> None:
+    """Raise :class:`InputError` naming ``flag`` and the path unless a file can be written there.
+
+    Folders that do not exist yet are fine (the writer creates them) as long as they can be created;
+    nothing is left behind by the check.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(
+            f"{p} is a folder, not a file",
+            key=flag,
+            fix=f"give a file name, e.g. {flag} {p / 'out.json'}",
+        )
+    folder = p.parent
+    missing = folder
+    while not missing.exists():
+        if missing.parent == missing:
+            break
+        missing = missing.parent
+    if missing.exists() and not missing.is_dir():
+        raise InputError(
+            f"cannot write {p}: {missing} is a file, not a folder",
+            key=flag,
+            fix="choose a path inside an existing folder",
+        )
+    try:
+        probe = tempfile.mkdtemp(prefix=f".{p.name}.", suffix=".probe", dir=missing)
+    except OSError as exc:
+        raise InputError(
+            f"cannot write {p}: no file can be created in {missing} ({exc.strerror or exc})",
+            key=flag,
+            fix="choose a folder you can write to",
+        ) from None
+    shutil.rmtree(probe, ignore_errors=True)
+
+
+def write_output(path: str | Path, text: str, *, flag: str = "--out") -> None:
+    """``write_atomic`` for a command's output: an OS error becomes an :class:`InputError` naming ``flag``."""
+    try:
+        write_atomic(path, text)
+    except OSError as exc:
+        raise InputError(
+            f"cannot write {path}: {exc.strerror or exc}", key=flag, fix="choose a path you can write to"
+        ) from None
