@@ -235,7 +235,7 @@ def _prior_revenue(
     beta = draws["roi"] * np.asarray(inputs["spend_over_y"], dtype=float) / sat.sum(axis=1)
     tpos, four, ctrl = (np.asarray(inputs[k], dtype=float) for k in ("tpos", "four", "ctrl"))
     media_mean = draws["roi"] @ np.asarray(inputs["spend_over_y"], dtype=float) / tpos.shape[0]
-    draws = {**draws, "rest_scale": np.asarray(rest_scale(jnp.asarray(media_mean), inputs["base_loc"]))}
+    draws = {**draws, "rest_scale": rest_scale(media_mean, float(inputs["base_loc"]), xp=np)}
     mu = baseline_value(spec, draws, tpos, four, ctrl) + np.einsum("ntc,nc->nt", sat, beta)
     return mu + rng.standard_normal(mu.shape) * draws["sigma"][:, None]
 

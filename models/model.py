@@ -216,9 +216,10 @@ def _init_site(site: dict[str, Any] | None = None) -> Any:
 init_strategy = partial(_init_site)
 
 
-def _positive(v: Array, floor: float = 0.01) -> Array:
-    """A smooth max(v, 0) that never reaches 0: ``floor x softplus(v / floor)``."""
-    return floor * jax.nn.softplus(v / floor)
+def _positive(v: Array, floor: float = 0.01, xp: Any = jnp) -> Array:
+    """A smooth max(v, 0) that never reaches 0: ``floor x softplus(v / floor)`` (``xp``: ``jnp``, or
+    ``np`` for NumPy callers, which then compile nothing)."""
+    return floor * xp.logaddexp(v / floor, 0.0)
 
 
 @dataclass(frozen=True)
@@ -439,12 +440,13 @@ def _lift_full(
 REST_LEVEL_FLOOR = 0.05
 
 
-def rest_scale(media_mean: Array, base_loc: Array) -> Array:
+def rest_scale(media_mean: Array, base_loc: Array, xp: Any = jnp) -> Array:
     """Factor from the sampled trend, seasonality and control coefficients to their effects relative
     to the baseline: the reference level ``exp(base_loc)`` over the level that the ROIs leave,
-    ``1 - media_mean``, floored smoothly at :data:`REST_LEVEL_FLOOR` (see :func:`mmm_model`)."""
-    level = REST_LEVEL_FLOOR + _positive(1.0 - REST_LEVEL_FLOOR - media_mean)
-    return jnp.exp(base_loc) / level
+    ``1 - media_mean``, floored smoothly at :data:`REST_LEVEL_FLOOR` (see :func:`mmm_model`).
+    ``xp``: ``jnp`` in the model, ``np`` for the NumPy prior draws."""
+    level = REST_LEVEL_FLOOR + _positive(1.0 - REST_LEVEL_FLOOR - media_mean, xp=xp)
+    return xp.exp(base_loc) / level
 
 
 def baseline_form(rest: Array, baseline: str) -> Array:
