@@ -62,15 +62,16 @@ def test_twenty_seeds_weekly_plain_and_calibrated() -> None:
 @pytest.mark.slow
 def test_pymc_marketing_example_contributions_and_regret() -> None:
     """Our default structure (Hill curves, multiplicative baseline) on a table made with logistic
-    curves and an additive baseline: x1 is rarely near zero spend, so its contribution is the Hill
-    family's guess below the spend the table shows, 22% under the truth with an interval that misses
-    it (docs/validation.md section 2); in PyMC-Marketing's structure, the next test, it is 2%."""
+    curves and an additive baseline: x1 has few periods of low spend, so the shape of its curve there
+    is the Hill family's guess, and its contribution comes out 23% under the truth with an
+    interval that misses it (docs/validation.md section 2); in PyMC-Marketing's structure, the next
+    test, it is 2%."""
     r = pymc_example()
-    assert abs(r["channels"]["x1"]["error"]) < 0.25, r["channels"]  # measured: -21.9%
-    assert abs(r["channels"]["x2"]["error"]) < 0.10, r["channels"]  # measured: +5.3%
+    assert abs(r["channels"]["x1"]["error"]) < 0.25, r["channels"]  # measured: -22.7%
+    assert abs(r["channels"]["x2"]["error"]) < 0.10, r["channels"]  # measured: +5.2%
     assert r["channels"]["x2"]["covered"], r["channels"]
     assert r["healthy"], r["reasons"]
-    assert r["regret"]["regret"] < 0.01, r["regret"]  # measured: 0.37%
+    assert r["regret"]["regret"] < 0.01, r["regret"]  # measured: 0.39%
 
 
 @pytest.mark.slow
@@ -78,7 +79,7 @@ def test_pymc_marketing_example_in_pymc_marketings_own_structure() -> None:
     """Logistic saturation and an additive baseline, the structure of PyMC-Marketing's documented
     setup for its example (and of the process that generated it)."""
     r = pymc_example(saturation="logistic", baseline="additive")
-    # measured (docs/validation.md section 2): x1 -1.9%, x2 +4.4%, regret 0.10%
+    # measured (docs/validation.md section 2): x1 -2.1%, x2 +4.4%, regret 0.09%
     assert abs(r["channels"]["x1"]["error"]) < 0.05, r["channels"]
     assert abs(r["channels"]["x2"]["error"]) < 0.08, r["channels"]
     assert all(r["channels"][ch]["covered"] for ch in ("x1", "x2")), r["channels"]
@@ -89,7 +90,8 @@ def test_pymc_marketing_example_in_pymc_marketings_own_structure() -> None:
 @pytest.mark.slow
 def test_the_plain_fit_reaches_the_oracle_floor_on_mroas() -> None:
     """docs/validation.md section 1: handed the true curve shapes, a fit of the study's tables misses
-    the mROAS by about as much as ours does (12.6% and 12.4% measured): the error is the data's.
+    the mROAS by about as much as ours does (11.2% and 12.5% measured, 20 seeds): the error is
+    mostly the data's.
     Plain fits only, 10 seeds, 500 + 500 draws."""
     kw = {"calibrated": (False,), "warmup": 500, "samples": 500}
     ours = recovery_study(range(10), **kw)["summary"]["plain"]
@@ -108,9 +110,9 @@ def test_the_plain_fit_reaches_the_oracle_floor_on_mroas() -> None:
 def test_the_envelope_of_tables_the_model_is_for(periods: int, channels: int, frequency: str) -> None:
     """The corners of what the model promises (weekly and daily, 2-20 channels, 1-5 years): each fits
     healthy and still finds the channels' marginal returns; and where a channel's ROI interval misses
-    the truth, the fit said beforehand that the ROI was an extrapolation (measured: on one and two
-    years of daily data, channels that never spent far below their mean came out 1.2-3x too high,
-    most of their intervals excluding the truth)."""
+    the truth, the fit said beforehand that the ROI was an extrapolation (measured: on one year of
+    daily data, channels that never spent far below their mean came out 1.2-2x too high, their
+    intervals just excluding the truth)."""
     data, truth = simulate(periods=periods, channels=channels, frequency=frequency, seed=7)
     fm = fit(data, chains=2, warmup=500, samples=500, seed=7)
     assert fm.healthy, fm.diagnostics.reasons
