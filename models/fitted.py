@@ -24,7 +24,7 @@ from models.data import FREQ_DAYS, MMMData
 from models.diagnostics import Diagnostics
 from models.lift import LiftTest
 from models.model import ModelSpec, baseline_value, media_per_draw
-from models.priors import Priors
+from models.priors import ChannelPrior, Priors
 
 MROAS_STEP = 0.01
 #: a period spends "low" below this share of the channel's mean spend; a channel with fewer than
@@ -32,6 +32,9 @@ MROAS_STEP = 0.01
 #: :meth:`FittedModel.spend_support`)
 LOW_SPEND = 0.25
 LOW_SPEND_MIN_SHARE = 0.05
+#: A default ROI prior median above this (media spend under 1% of revenue at the default media
+#: share) is worth a warning: ROIs that high are rare, and a table may not be able to say so
+DEFAULT_ROI_WARN = 25.0
 
 
 @dataclass(frozen=True)
@@ -185,6 +188,28 @@ class FittedModel:
             tests = sum(t.channel == ch for t in self.lift_tests)
             out.append(SpendSupport(ch, share, tests, share < LOW_SPEND_MIN_SHARE and tests == 0))
         return tuple(out)
+
+    def prior_warnings(self) -> tuple[str, ...]:
+        """Where a default prior says something the table may be unable to correct. The default ROI
+        prior's median is ``media_share x revenue / spend`` for every channel (media drive that share
+        of revenue); when the media spend is a tiny fraction of revenue that median is very large,
+        and a table whose media effects are smaller than its noise cannot pull the ROIs down."""
+        defaulted = [
+            ch for ch in self.channels if (self.priors.channels.get(ch) or ChannelPrior()).roi is None
+        ]
+        spend, revenue = float(self.data.spend.sum()), float(self.data.y.sum())
+        if not defaulted or spend <= 0:
+            return ()
+        median = self.priors.media_share * revenue / spend
+        if median <= DEFAULT_ROI_WARN:
+            return ()
+        return (
+            f"media spend is {spend / revenue:.2%} of revenue, so the default ROI prior (media drive "
+            f"media_share = {self.priors.media_share:g} of revenue) centres the ROI of "
+            f"{', '.join(defaulted)} at {median:,.0f}: where the media's effect is smaller than the "
+            "table's noise, the ROIs follow that prior. Set media_share, or each channel's roi prior, "
+            "from what you know (--priors FILE, docs/model.md).",
+        )
 
     # ------------------------------------------------------------------ decisions
     def channel_metrics(self) -> ChannelMetrics:

@@ -252,3 +252,21 @@ def test_a_version_stored_before_rest_scale_reads_its_coefficients_as_relative(
     assert "rest_scale" not in old.draws
     np.testing.assert_allclose(old.baseline(), small_fit.baseline(), rtol=1e-9)
     np.testing.assert_allclose(old.expected(), small_fit.expected(), rtol=1e-9)
+
+
+def test_a_default_roi_prior_far_above_plausible_roi_is_warned_about(small_fit: FittedModel) -> None:
+    """QA: revenue 2e9 a week on 3e6 of spend gave ROIs of 22-30 (truth 1.6), healthy and silent:
+    the default prior centres every ROI at media_share x revenue / spend. FIT.json now says so."""
+    from dataclasses import replace
+
+    from models.priors import LogNormalPrior
+
+    assert small_fit.prior_warnings() == ()  # media spend is a normal share of revenue here
+    tiny = replace(small_fit, data=replace(small_fit.data, y=small_fit.data.y * 1000.0), _cache={})
+    (warning,) = tiny.prior_warnings()
+    assert all(ch in warning for ch in small_fit.channels) and "--priors" in warning
+    assert warning in fit_json(tiny, extras=False)["warnings"]
+    priors = small_fit.priors
+    for ch in small_fit.channels:
+        priors = priors.with_channel(ch, roi=LogNormalPrior(1.5, 0.5))
+    assert replace(tiny, priors=priors).prior_warnings() == ()  # the analyst has set them
