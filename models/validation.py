@@ -62,6 +62,9 @@ class ChannelScore:
     roi_p95: float
     mroas_true: float
     mroas_mean: float
+    # posterior medians (FIT.json's `median`); None in scores written before they were kept
+    roi_median: float | None = None
+    mroas_median: float | None = None
 
     @property
     def roi_error(self) -> float:
@@ -70,6 +73,16 @@ class ChannelScore:
     @property
     def mroas_error(self) -> float:
         return abs(self.mroas_mean - self.mroas_true) / self.mroas_true
+
+    @property
+    def roi_median_error(self) -> float | None:
+        return None if self.roi_median is None else abs(self.roi_median - self.roi_true) / self.roi_true
+
+    @property
+    def mroas_median_error(self) -> float | None:
+        return (
+            None if self.mroas_median is None else abs(self.mroas_median - self.mroas_true) / self.mroas_true
+        )
 
     @property
     def covered(self) -> bool:
@@ -92,7 +105,14 @@ class FitScore:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["channels"] = [
-            {**asdict(c), "roi_error": c.roi_error, "mroas_error": c.mroas_error, "covered": c.covered}
+            {
+                **asdict(c),
+                "roi_error": c.roi_error,
+                "mroas_error": c.mroas_error,
+                "roi_median_error": c.roi_median_error,
+                "mroas_median_error": c.mroas_median_error,
+                "covered": c.covered,
+            }
             for c in self.channels
         ]
         return d
@@ -113,6 +133,8 @@ def score_fit(
             roi_p95=float(p95[j]),
             mroas_true=float(truth.mroas[j]),
             mroas_mean=float(m.mroas[:, j].mean()),
+            roi_median=float(np.median(m.roi[:, j])),
+            mroas_median=float(np.median(m.mroas[:, j])),
         )
         for j, name in enumerate(fm.channels)
     )
@@ -131,6 +153,17 @@ def score_fit(
     )
 
 
+def _median_estimate_errors(chans: Sequence[ChannelScore]) -> dict[str, float]:
+    roi = [c.roi_median_error for c in chans]
+    mroas = [c.mroas_median_error for c in chans]
+    if any(e is None for e in roi + mroas):
+        return {}
+    return {
+        "median_roi_error_of_median": float(np.median([e for e in roi if e is not None])),
+        "median_mroas_error_of_median": float(np.median([e for e in mroas if e is not None])),
+    }
+
+
 def summarize(scores: Sequence[FitScore]) -> dict[str, Any]:
     """Medians over every channel of every fit, coverage share, and the health of the fits."""
     chans = [c for s in scores for c in s.channels]
@@ -141,6 +174,8 @@ def summarize(scores: Sequence[FitScore]) -> dict[str, Any]:
         "channels": len(chans),
         "median_roi_error": float(np.median([c.roi_error for c in chans])),
         "median_mroas_error": float(np.median([c.mroas_error for c in chans])),
+        # the same errors of the posterior medians (FIT.json reports both), where the scores have them
+        **_median_estimate_errors(chans),
         "coverage_90": float(np.mean([c.covered for c in chans])),
         "covered": int(sum(c.covered for c in chans)),
         "unhealthy_fits": int(sum(not s.healthy for s in scores)),

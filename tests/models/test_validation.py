@@ -116,3 +116,18 @@ def test_oracle_priors_pin_every_curve_at_the_truth() -> None:
     np.testing.assert_allclose(r.decay_a + r.decay_b, 2000.0)
     # the sizes are not pinned: the ROI prior stays the default one
     np.testing.assert_allclose(r.roi_scale, 0.8)
+
+
+def test_summary_scores_the_posterior_medians_too_when_the_scores_have_them() -> None:
+    def score(with_medians: bool) -> FitScore:
+        c = ChannelScore("c0", 2.0, 2.4, 1.5, 3.0, 1.0, 1.2)
+        if with_medians:
+            c = ChannelScore("c0", 2.0, 2.4, 1.5, 3.0, 1.0, 1.2, roi_median=2.1, mroas_median=0.9)
+        return FitScore(0, "week", False, 104, (c,), 1.01, 0, 5.0, True)
+
+    s = summarize([score(True)])
+    assert s["median_roi_error"] == pytest.approx(0.2) and s["median_roi_error_of_median"] == pytest.approx(
+        0.05
+    )
+    assert s["median_mroas_error_of_median"] == pytest.approx(0.1)
+    assert "median_roi_error_of_median" not in summarize([score(False)])  # older scores: not made up
