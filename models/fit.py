@@ -255,6 +255,12 @@ def _prior_coverage(
     return coverage(np.asarray(y, dtype=float), _prior_revenue(inputs, spec, draws, rng))
 
 
+def max_holdout_periods(periods: int) -> int:
+    """Most rows a holdout may take from a table of ``periods``: a third of it, leaving the refit
+    at least ``MIN_PERIODS`` (0 where no holdout fits)."""
+    return max(0, min(periods // 3, periods - MIN_PERIODS))
+
+
 def fit(
     data: MMMData,
     *,
@@ -290,7 +296,7 @@ def fit(
         if value < low:
             raise InputError(f"`{name}` must be >= {low}, got {value}", key=f"--{name}")
     if holdout_periods is not None:
-        most = min(data.periods // 3, data.periods - MIN_PERIODS)
+        most = max_holdout_periods(data.periods)
         if not 1 <= holdout_periods <= most:
             raise InputError(
                 f"holdout of {holdout_periods} periods out of {data.periods}",
@@ -483,4 +489,4 @@ def _holdout(
     )
 
 
-__all__ = ["METHODS", "enable_compilation_cache", "fit", "library_versions"]
+__all__ = ["METHODS", "enable_compilation_cache", "fit", "library_versions", "max_holdout_periods"]

@@ -89,12 +89,14 @@ class Priors:
         cur = self.channels.get(name, ChannelPrior())
         return replace(self, channels={**self.channels, name: replace(cur, **kw)})
 
-    def check_channels(self, channels: tuple[str, ...]) -> None:
+    def check_channels(self, channels: tuple[str, ...], *, source: str | None = None) -> None:
+        """Refuse priors for channels the table does not have; ``source``: the priors file, if any."""
         unknown = sorted(set(self.channels) - set(channels))
         if unknown:
             raise InputError(
                 f"priors given for unknown channel(s) {unknown}",
-                key=unknown[0],
+                file=source,
+                key=f"channels.{unknown[0]}",
                 fix=f"use one of {list(channels)}",
             )
 
@@ -102,35 +104,9 @@ class Priors:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Priors:
-        def ln(v: dict[str, float] | None) -> LogNormalPrior | None:
-            return None if v is None else LogNormalPrior(**v)
-
-        def bp(v: dict[str, float] | None) -> BetaPrior | None:
-            return None if v is None else BetaPrior(**v)
-
-        chans = {
-            k: ChannelPrior(
-                roi=ln(v.get("roi")),
-                decay=bp(v.get("decay")),
-                half=ln(v.get("half")),
-                shape=ln(v.get("shape")),
-            )
-            for k, v in d.get("channels", {}).items()
-        }
-        simple = {
-            k: v
-            for k, v in d.items()
-            if k not in ("channels", "decay_week", "decay_day", "half_scaled", "shape")
-        }
-        return cls(
-            **simple,
-            decay_week=BetaPrior(**d["decay_week"]),
-            decay_day=BetaPrior(**d["decay_day"]),
-            half_scaled=LogNormalPrior(**d["half_scaled"]),
-            shape=LogNormalPrior(**d["shape"]),
-            channels=chans,
-        )
+    def from_dict(cls, d: dict[str, Any], *, source: str = "<priors>") -> Priors:
+        """The inverse of :meth:`to_dict`; also reads any subset of it (see :func:`priors_from_document`)."""
+        return priors_from_document(d, source=source)
 
 
 @dataclass(frozen=True)
@@ -223,9 +199,10 @@ def priors_from_document(doc: Any, *, source: str) -> Priors:
             )
         return {n: number(f"{path}.{n}", v[n]) for n in names}
 
-    def build(path: str, kind: type[Any], kw: dict[str, float]) -> Any:
+    def distribution(path: str, v: Any, names: tuple[str, ...]) -> Any:
+        kind = BetaPrior if names == _BETA else LogNormalPrior
         try:
-            return kind(**kw)
+            return kind(**fields(path, v, names))
         except ValueError as e:
             raise fail(path, str(e), "see docs/model.md for the priors' meaning and ranges") from None
 
@@ -240,9 +217,7 @@ def priors_from_document(doc: Any, *, source: str) -> Priors:
     if unknown:
         raise fail(unknown[0], "unknown key", f"use any of {list(allowed)}")
     kw: dict[str, Any] = {k: number(k, doc[k]) for k in _SCALARS if k in doc}
-    for k, names in _MODEL_DISTS.items():
-        if k in doc:
-            kw[k] = build(k, BetaPrior if names == _BETA else LogNormalPrior, fields(k, doc[k], names))
+    kw.update({k: distribution(k, doc[k], names) for k, names in _MODEL_DISTS.items() if k in doc})
     channels: dict[str, ChannelPrior] = {}
     raw = doc.get("channels") or {}
     if not isinstance(raw, dict):
@@ -256,15 +231,12 @@ def priors_from_document(doc: Any, *, source: str) -> Priors:
         bad = sorted(set(map(str, spec)) - set(_CHANNEL_KEYS))
         if bad:
             raise fail(f"{path}.{bad[0]}", "unknown key", f"use any of {list(_CHANNEL_KEYS)}")
+        # a key given as null keeps the default, as `to_dict` writes a channel's unset priors
         channels[str(name)] = ChannelPrior(
             **{
-                k: build(
-                    f"{path}.{k}",
-                    BetaPrior if names == _BETA else LogNormalPrior,
-                    fields(f"{path}.{k}", spec[k], names),
-                )
+                k: distribution(f"{path}.{k}", spec[k], names)
                 for k, names in _CHANNEL_KEYS.items()
-                if k in spec
+                if spec.get(k) is not None
             }
         )
     try:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from budgetloop.errors import InputError
-from budgetloop.fileio import write_atomic as _write_atomic
+from budgetloop.fileio import write_atomic
 from models.data import MMMData
 from models.diagnostics import Diagnostics
 from models.fitted import FittedModel, Holdout
@@ -100,12 +100,6 @@ def from_dict(doc: dict[str, Any], *, source: str = "<model>") -> FittedModel:
         holdout=Holdout(**h) if h else None,
         versions=dict(doc["versions"]),
     )
-
-
-def write_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename (the file's
-    mode follows the umask, as with a plain ``open``)."""
-    _write_atomic(path, text)
 
 
 def dumps(fm: FittedModel, *, max_draws: int | None = None, seed: int = 0) -> str:

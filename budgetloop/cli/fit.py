@@ -74,7 +74,7 @@ def fit_command(
 ) -> None:
     import models  # noqa: F401  (asks for one XLA host device per core before JAX starts)
     from models.data import MIN_PERIODS, load_csv
-    from models.fit import enable_compilation_cache, fit
+    from models.fit import enable_compilation_cache, fit, max_holdout_periods
     from models.lift import load_lift_tests
     from models.outputs import fit_json
     from models.priors import load_priors
@@ -99,19 +99,11 @@ def fit_command(
     priors = None
     if priors_file is not None:
         priors = load_priors(priors_file)
-        unknown = sorted(set(priors.channels) - set(table.channels))
-        if unknown:
-            raise InputError(
-                f"priors for {unknown}, which --channels does not list",
-                file=str(priors_file),
-                key=f"channels.{unknown[0]}",
-                fix=f"use one of {list(table.channels)}",
-            )
-    # the holdout's refit keeps at least MIN_PERIODS rows
-    most = min(table.periods // 3, table.periods - MIN_PERIODS)
+        priors.check_channels(table.channels, source=str(priors_file))
+    # checked here, before the fit, so that the message names the flag
+    most = max_holdout_periods(table.periods)
     if holdout is None:
-        holdout = 13 if table.frequency == "week" else 28
-        holdout = max(0, min(holdout, table.periods // 4, table.periods - MIN_PERIODS))
+        holdout = min(13 if table.frequency == "week" else 28, table.periods // 4, most)
         if not holdout:
             say(f"no holdout: {table.periods} rows leave none to spare")
     elif holdout != 0 and not 1 <= holdout <= most:

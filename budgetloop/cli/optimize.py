@@ -74,6 +74,7 @@ def load_fit(path: Path) -> dict[str, Any]:
 
 
 def _parse_current(text: str, channels: tuple[str, ...]) -> dict[str, float]:
+    """``--current channel=amount,...``: each part readable, then checked as FIT.json's is."""
     out: dict[str, float] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, sep, value = part.partition("=")
@@ -81,36 +82,36 @@ def _parse_current(text: str, channels: tuple[str, ...]) -> dict[str, float]:
             amount = float(value)
         except ValueError:
             amount = float("nan")
-        if not sep or not math.isfinite(amount) or amount < 0:
+        if not sep or not math.isfinite(amount):
             raise InputError(
                 f"cannot read {part!r}", key="--current", fix="write channel=amount,channel=amount"
             )
-        if name not in channels:
-            raise InputError(f"unknown channel {name!r}", key="--current", fix=f"use one of {list(channels)}")
         out[name] = amount
-    missing = [c for c in channels if c not in out]
-    if missing:
-        raise InputError(
-            f"lacks channel(s) {missing}", key="--current", fix="give every fitted channel an amount"
-        )
-    return out
+    return _check_current(
+        out, channels, file=None, key="--current", fix="give every fitted channel an amount per period >= 0"
+    )
 
 
-def _check_fit_current(raw: dict[str, float], channels: tuple[str, ...], fit_json: Path) -> dict[str, float]:
-    """The current spend stored in FIT.json, refused with the file and field when it does not fit."""
-    file, key, fix = str(fit_json), "response_curves.current", CURRENT_FIX
-    unknown = sorted(set(raw) - set(channels))
+def _check_current(
+    values: dict[str, float], channels: tuple[str, ...], *, file: str | None, key: str, fix: str
+) -> dict[str, float]:
+    """Current spend per period (``--current`` or FIT.json's): every fitted channel, none other,
+    each a finite amount >= 0; refused naming ``file`` and ``key`` otherwise."""
+    unknown = sorted(set(values) - set(channels))
     if unknown:
         raise InputError(
-            f"names channel(s) {unknown} that the fit does not have", file=file, key=key, fix=fix
+            f"names channel(s) {unknown} that the fit does not have; it has {list(channels)}",
+            file=file,
+            key=key,
+            fix=fix,
         )
-    missing = [c for c in channels if c not in raw]
+    missing = [c for c in channels if c not in values]
     if missing:
         raise InputError(f"lacks channel(s) {missing}", file=file, key=key, fix=fix)
-    bad = {c: v for c, v in raw.items() if not math.isfinite(v) or v < 0}
+    bad = {c: v for c, v in values.items() if not math.isfinite(v) or v < 0}
     if bad:
         raise InputError(f"spend must be a finite amount >= 0, got {bad}", file=file, key=key, fix=fix)
-    return raw
+    return values
 
 
 @app.command(
@@ -182,7 +183,13 @@ def optimize(
     if current:
         cur: dict[str, float] | None = _parse_current(current, channels)
     else:
-        cur = None if fit_current is None else _check_fit_current(fit_current, channels, fit_json)
+        cur = (
+            None
+            if fit_current is None
+            else _check_current(
+                fit_current, channels, file=str(fit_json), key="response_curves.current", fix=CURRENT_FIX
+            )
+        )
     if cur is None:
         raise InputError(
             "carries no current spend per channel",

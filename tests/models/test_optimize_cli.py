@@ -219,3 +219,25 @@ def test_stdout_says_when_the_maximums_cannot_absorb_the_budget(
     stdout = capsys.readouterr().out
     assert "note: the per-channel maximums add up to 25500.00, below the budget 35000.00" in stdout
     assert json.loads(out.read_text())["notes"]
+
+
+@pytest.mark.parametrize(
+    ("current", "needle"),
+    [
+        ("search=1,social_prospecting=2,retail_media=3", "lacks channel(s) ['video']"),
+        ("search=1,social_prospecting=2,retail_media=3,video=4,radio=5", "names channel(s) ['radio']"),
+        ("search=1,social_prospecting=-2,retail_media=3,video=4", "finite amount >= 0"),
+        ("search=1,social_prospecting=lots,retail_media=3,video=4", "cannot read 'social_prospecting=lots'"),
+        ("search=1,social_prospecting", "cannot read 'social_prospecting'"),
+    ],
+)
+def test_a_bad_current_flag_exits_2_naming_the_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], current: str, needle: str
+) -> None:
+    """--current goes through the same checks as FIT.json's stored current spend."""
+    fit = _fit_json(tmp_path, with_current=False)
+    out = tmp_path / "PLAN.json"
+    assert _run(["optimize", str(fit), "--budget", "10000", "--out", str(out), "--current", current]) == 2
+    err = capsys.readouterr().err
+    assert "`--current`" in err and needle in err and "Traceback" not in err, err
+    assert not out.exists()
