@@ -178,6 +178,8 @@ def summarize(scores: Sequence[FitScore]) -> dict[str, Any]:
         **_median_estimate_errors(chans),
         "coverage_90": float(np.mean([c.covered for c in chans])),
         "covered": int(sum(c.covered for c in chans)),
+        # how wide the intervals are: coverage alone rewards intervals that say nothing
+        "median_roi_interval_ratio": float(np.median([c.roi_p95 / c.roi_p05 for c in chans])),
         "unhealthy_fits": int(sum(not s.healthy for s in scores)),
         "max_r_hat": max((s.r_hat_max or 0.0) for s in scores),
         "total_divergences": int(sum(s.divergences for s in scores)),
@@ -244,14 +246,23 @@ def oracle_priors(data: MMMData, truth: Truth) -> Priors:
     return priors
 
 
-def simulated_case(seed: int, frequency: str = "week") -> tuple[MMMData, Truth]:
+#: how much the study's budgets move (``models.simulate.simulate``'s ``variation``): the default design
+STUDY_VARIATION = 0.3
+
+
+def simulated_case(
+    seed: int, frequency: str = "week", variation: float = STUDY_VARIATION
+) -> tuple[MMMData, Truth]:
     """The study's table for ``seed``: 2.5 years, 5 channels, 4% noise; everything else from the seed.
 
     The size is fixed on purpose: tables of one shape reuse the compiled model, so a 20-seed study
-    compiles twice (plain and calibrated) instead of forty times.
+    compiles twice (plain and calibrated) instead of forty times. ``variation`` scales how far the
+    budgets drift, push, fly and pause: how informative the history is about each channel.
     """
     periods = 130 if frequency == "week" else 913
-    return simulate(periods=periods, channels=5, frequency=frequency, seed=seed, noise=0.04)
+    return simulate(
+        periods=periods, channels=5, frequency=frequency, seed=seed, noise=0.04, variation=variation
+    )
 
 
 def recovery_study(
@@ -265,17 +276,21 @@ def recovery_study(
     log: Any = None,
     jsonl: Path | None = None,
     oracle: bool = False,
+    variation: float = STUDY_VARIATION,
+    method: str = "nuts",
 ) -> dict[str, Any]:
     """Fit each seed's table plain and/or calibrated; return every score and the summaries.
 
-    ``oracle=True`` fits with :func:`oracle_priors` (the true curve shapes known).
+    ``oracle=True`` fits with :func:`oracle_priors` (the true curve shapes known); ``variation`` is
+    the design's (:func:`simulated_case`); ``method="svi"`` scores the quick-refresh path (its
+    ``samples x chains`` draws from the fitted guide).
 
     With ``jsonl``, each fit's score is appended to that file as soon as it is known, so a long
     study that is stopped early still leaves its results (see :func:`summarize_jsonl`).
     """
     scores: dict[bool, list[FitScore]] = {c: [] for c in calibrated}
     for seed in seeds:
-        data, truth = simulated_case(seed, frequency)
+        data, truth = simulated_case(seed, frequency, variation)
         for cal in calibrated:
             tests = lift_tests_for(data, truth, seed=seed) if cal else None
             priors = oracle_priors(data, truth) if oracle else None
@@ -283,6 +298,7 @@ def recovery_study(
                 data,
                 priors=priors,
                 lift_tests=tests,
+                method=method,
                 chains=chains,
                 warmup=warmup,
                 samples=samples,
@@ -309,6 +325,8 @@ def recovery_study(
             "warmup": warmup,
             "samples": samples,
             "oracle": oracle,
+            "variation": variation,
+            "method": method,
         },
         "seeds": list(seeds),
         "summary": {("calibrated" if c else "plain"): summarize(v) for c, v in scores.items()},
@@ -519,6 +537,13 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--jsonl", type=Path, default=None, help="append each fit's score here as it lands")
     st.add_argument("--oracle", action="store_true", help="pin the true curve shapes (an accuracy bound)")
     st.add_argument("--plain-only", action="store_true", help="skip the calibrated fits")
+    st.add_argument(
+        "--variation",
+        type=float,
+        default=STUDY_VARIATION,
+        help="how far budgets move in the simulated histories (default %(default)s)",
+    )
+    st.add_argument("--method", choices=["nuts", "svi"], default="nuts")
     sm = sub.add_parser("summary", help="summaries of the fits in JSON-lines files")
     sm.add_argument("files", type=Path, nargs="+")
     py = sub.add_parser("pymc", help="PyMC-Marketing's example: contributions, intervals, regret")
@@ -543,6 +568,8 @@ def main(argv: list[str] | None = None) -> int:
             log=lambda s: print(s, flush=True),
             jsonl=args.jsonl,
             oracle=args.oracle,
+            variation=args.variation,
+            method=args.method,
             calibrated=(False,) if args.plain_only else (False, True),
             **kw,
         )

@@ -69,6 +69,17 @@ def test_simulated_cases_are_two_and_a_half_years_of_five_channels_and_seeded() 
     assert not np.allclose(ta.roi, tc.roi)
 
 
+def test_the_study_variation_widens_the_histories_and_keeps_the_curves() -> None:
+    """``--variation`` changes how far budgets move, not the channels' true curves: a wider design
+    spreads each channel's log spend further around its level."""
+    quiet, tq = simulated_case(4)
+    loud, tl = simulated_case(4, variation=0.6)
+    np.testing.assert_array_equal(tq.decay, tl.decay)
+    np.testing.assert_array_equal(tq.half, tl.half)
+    spread = [np.std(np.log(d.spend[d.spend.min(1) > 0]), axis=0) for d in (quiet, loud)]
+    assert np.all(spread[1] > 1.3 * spread[0])
+
+
 def _score(seed: int, rows: list[tuple[float, float, float, float, float, float]]) -> FitScore:
     return FitScore(
         seed=seed,
@@ -92,6 +103,7 @@ def test_summary_takes_medians_over_all_channels_and_counts_coverage() -> None:
     assert s["median_roi_error"] == pytest.approx(0.1)  # errors 0.1, 0.5, 0.0
     assert s["median_mroas_error"] == pytest.approx(0.1)  # errors 0.1, 0.2, 0.0
     assert s["covered"] == 2 and s["coverage_90"] == pytest.approx(2 / 3)
+    assert s["median_roi_interval_ratio"] == pytest.approx(2.5 / 1.5)  # of 2.5/1.5, 1.8/1.2, 4.0/2.0
     with pytest.raises(ValueError, match="nothing to summarize"):
         summarize([])
 
