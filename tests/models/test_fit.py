@@ -143,8 +143,6 @@ def test_svi_keeps_the_trade_offs_between_a_channels_parameters(
     channel's ROI and Hill shape are strongly correlated. The quick-refresh guide must keep that
     (a mean-field guide draws them independently, and its intervals held the truth for only 62% of
     the study's channels), and its ROI intervals must not be much narrower than NUTS's."""
-    from models.fit import fit
-
     data, _ = easy_case
     fm = fit(data, method="svi", samples=200, seed=0)  # type: ignore[arg-type]
     assert not any(k.startswith("_") for k in fm.draws)  # the model's sites, not the guide's vector
