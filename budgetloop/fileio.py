@@ -1,4 +1,5 @@
-"""Writing a user's output files: atomically, with normal permissions, and checked before the work.
+"""A user's files: output written atomically, with normal permissions, and checked before the work;
+YAML that does not parse reported with its line.
 
 ``write_atomic`` writes through a temporary file in the target's folder and a rename, so a reader
 never sees half a file. The temporary file is created like ``open(path, "w")`` would create it
@@ -85,3 +86,12 @@ def write_output(path: str | Path, text: str, *, flag: str = "--out") -> None:
         raise InputError(
             f"cannot write {path}: {exc.strerror or exc}", key=flag, fix="choose a path you can write to"
         ) from None
+
+
+def invalid_yaml(exc: Exception, *, source: str) -> InputError:
+    """The :class:`InputError` for a YAML file that does not parse (``exc``: PyYAML's error),
+    naming the line and column where PyYAML has them."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc)
+    return InputError(f"invalid YAML{where}: {problem}", file=source, fix="fix the YAML syntax")

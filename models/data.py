@@ -329,14 +329,16 @@ def load_csv(
 
 
 def read_csv_strings(path: Path, *, source: str, fix: str) -> pd.DataFrame:
-    """A CSV file as a frame of strings whose columns line up with its header.
+    """A CSV file as a frame of strings whose columns line up with its header, read in one pass.
 
     A header that names a column twice is refused (pandas would silently rename the second
     ``name.1``), and so is a row with more fields than the header, naming its line, unless the extra
-    fields are empty: a trailing comma on the rows, as some spreadsheets write, is ignored. Without
-    this, pandas takes a table whose rows all end in a comma as having an index column, and every
-    column shifts by one. ``fix`` is the advice for a file that is no readable CSV at all.
+    fields are empty: a trailing comma on the rows, as some spreadsheets write, is ignored (pandas
+    would take a table whose rows all end in a comma as having an index column and shift every
+    column by one). Blank lines are skipped; a short row's missing cells are empty, which the
+    column checks then name. ``fix`` is the advice for a file that is no readable CSV at all.
     """
+    rows: list[list[str]] = []
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh)
@@ -355,6 +357,8 @@ def read_csv_strings(path: Path, *, source: str, fix: str) -> pd.DataFrame:
                 )
             width = len(header)
             for record in reader:
+                if not record:
+                    continue
                 if len(record) > width and any(f.strip() for f in record[width:]):
                     raise InputError(
                         f"the row has {len(record)} fields but the header names {width} columns",
@@ -362,18 +366,13 @@ def read_csv_strings(path: Path, *, source: str, fix: str) -> pd.DataFrame:
                         row=reader.line_num,
                         fix="remove the extra values, or add a name for their column to the header",
                     )
+                rows.append(record[:width] + [""] * (width - len(record)))
     except (UnicodeDecodeError, csv.Error) as exc:
         raise InputError(
             f"not a readable CSV ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
             file=source,
             fix=fix,
         ) from None
-    try:
-        # index_col=False and usecols: never take the first column as an index, drop empty extras
-        return pd.read_csv(path, dtype=str, keep_default_na=False, index_col=False, usecols=range(width))
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
-        raise InputError(
-            f"not a readable CSV ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
-            file=source,
-            fix=fix,
-        ) from None
+    # a column without a name gets pandas' name for it, so it never collides with a named one
+    columns = [h if h.strip() else f"Unnamed: {i}" for i, h in enumerate(header)]
+    return pd.DataFrame(rows, columns=columns, dtype=str)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from budgetloop.errors import InputError
+from budgetloop.fileio import invalid_yaml
 
 
 @dataclass(frozen=True)
@@ -259,7 +260,5 @@ def load_priors(path: str | Path) -> Priors:
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise InputError(f"not valid YAML{where}: {getattr(e, 'problem', e)}", file=str(p)) from None
+        raise invalid_yaml(e, source=str(p)) from None
     return priors_from_document(doc, source=str(p))

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from models.data import MMMData, from_frame
-from models.fit import fit
+from models.fit import METHODS, fit
 from models.fitted import FittedModel
 from models.lift import LiftTest
 from models.optimize import optimize
@@ -51,6 +51,10 @@ LIFT_SE_SHARE = 0.10  # a lift test measures the true incremental revenue with t
 
 # --------------------------------------------------------------------------------------------------
 # scoring a fit against known truth
+
+
+def _relative_error(estimate: float, truth: float) -> float:
+    return abs(estimate - truth) / truth
 
 
 @dataclass(frozen=True)
@@ -68,21 +72,19 @@ class ChannelScore:
 
     @property
     def roi_error(self) -> float:
-        return abs(self.roi_mean - self.roi_true) / self.roi_true
+        return _relative_error(self.roi_mean, self.roi_true)
 
     @property
     def mroas_error(self) -> float:
-        return abs(self.mroas_mean - self.mroas_true) / self.mroas_true
+        return _relative_error(self.mroas_mean, self.mroas_true)
 
     @property
     def roi_median_error(self) -> float | None:
-        return None if self.roi_median is None else abs(self.roi_median - self.roi_true) / self.roi_true
+        return None if self.roi_median is None else _relative_error(self.roi_median, self.roi_true)
 
     @property
     def mroas_median_error(self) -> float | None:
-        return (
-            None if self.mroas_median is None else abs(self.mroas_median - self.mroas_true) / self.mroas_true
-        )
+        return None if self.mroas_median is None else _relative_error(self.mroas_median, self.mroas_true)
 
     @property
     def covered(self) -> bool:
@@ -543,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
         default=STUDY_VARIATION,
         help="how far budgets move in the simulated histories (default %(default)s)",
     )
-    st.add_argument("--method", choices=["nuts", "svi"], default="nuts")
+    st.add_argument("--method", choices=METHODS, default="nuts")
     sm = sub.add_parser("summary", help="summaries of the fits in JSON-lines files")
     sm.add_argument("files", type=Path, nargs="+")
     py = sub.add_parser("pymc", help="PyMC-Marketing's example: contributions, intervals, regret")

@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from budgetloop.errors import InputError
+from budgetloop.fileio import invalid_yaml
 
 __all__ = [
     "PLATFORMS",
@@ -248,10 +249,7 @@ def load_scenario(path: str | Path) -> Scenario:
         data = yaml.safe_load(text)
         root = yaml.compose(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise InputError(f"invalid YAML{where}: {problem}", file=source, fix="fix the YAML syntax") from None
+        raise invalid_yaml(exc, source=source) from None
     if not isinstance(data, dict):
         raise InputError(
             f"a scenario must be a YAML mapping at the top level, got {type(data).__name__}",

@@ -74,3 +74,10 @@ def test_a_missing_file_is_an_input_error(tmp_path: Path) -> None:
 def test_the_example_priors_file_loads() -> None:
     pr = load_priors(Path(__file__).resolve().parents[2] / "examples" / "priors.yaml")
     assert pr.channels["search"].roi == LogNormalPrior(2.4, 0.3) and pr.channels["tv"].half is not None
+
+
+def test_a_file_that_is_not_yaml_names_its_line(tmp_path: Path) -> None:
+    p = write(tmp_path, "media_share: 0.05\nchannels:\n  search: {roi: {median: 2, sigma: 0.3}\n")
+    with pytest.raises(InputError, match=r"invalid YAML at line \d+, column \d+") as e:
+        load_priors(p)
+    assert e.value.file == str(p) and e.value.fix == "fix the YAML syntax"
