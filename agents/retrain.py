@@ -109,6 +109,7 @@ def summarise(fm: FittedModel) -> dict[str, Any]:
             for name, arr in (("roi", m.roi), ("mroas", m.mroas))
         }
         out["channels"][ch]["roi_extrapolated"] = support[i].roi_extrapolated
+        out["channels"][ch]["mroas_from_prior"] = support[i].mroas_from_prior
     out["holdout"] = None if fm.holdout is None else fm.holdout.to_dict()
     return out
 
@@ -116,12 +117,14 @@ def summarise(fm: FittedModel) -> dict[str, Any]:
 def shifts(old: Mapping[str, Any], new: Mapping[str, Any], calibrated: Set[str] = frozenset()) -> list[str]:
     """The channels of summary ``new`` (:func:`summarise`) that moved wildly from summary ``old``:
     mROAS, and ROI unless ``new`` marks it extrapolated, each more than ``MAX_SHIFT`` (relative) and
-    outside ``old``'s 90% interval. Channels in ``calibrated`` (a lift test since ``old``) may move."""
+    outside ``old``'s 90% interval (neither where ``new`` marks the mROAS too as the priors'). Channels in ``calibrated`` (a lift test since ``old``) may move."""
     out: list[str] = []
     old_ch = old.get("channels", {})
     for ch, n in new["channels"].items():
         o = old_ch.get(ch)
         if not o or ch in calibrated:
+            continue
+        if n.get("mroas_from_prior"):  # flat spend: both figures are the priors', nothing to hold
             continue
         names = ("mroas",) if n.get("roi_extrapolated") else ("roi", "mroas")
         for name in names:

@@ -32,6 +32,9 @@ MROAS_STEP = 0.01
 #: :meth:`FittedModel.spend_support`)
 LOW_SPEND = 0.25
 LOW_SPEND_MIN_SHARE = 0.05
+#: a channel whose spend varies less than this (standard deviation over mean, across periods) never
+#: showed how revenue answers a change of its budget: neither its ROI nor its mROAS is measured
+FLAT_SPEND_VARIATION = 0.05
 #: A default ROI prior median above this (media spend under 1% of revenue at the default media
 #: share) is worth a warning: ROIs that high are rare, and a table may not be able to say so
 DEFAULT_ROI_WARN = 25.0
@@ -45,8 +48,17 @@ class SpendSupport:
     low_spend_share: float  # share of periods spending under LOW_SPEND x the channel's mean
     lift_tests: int  # lift tests of this channel in the fit
     roi_extrapolated: bool  # too few such periods and no lift test: the ROI rests on the curve's shape
+    spend_variation: float  # standard deviation of the spend over its mean, across periods
+    mroas_from_prior: bool  # spend (nearly) flat and no lift test: the mROAS is the priors' too
 
     def warning(self) -> str | None:
+        if self.mroas_from_prior:
+            return (
+                f"{self.channel}: its spend barely moved (it varies by {self.spend_variation:.1%} of its "
+                f"mean, under {FLAT_SPEND_VARIATION:.0%}), so the table cannot tell its effect from the "
+                "baseline: its ROI and its mROAS both come from the priors, not the data. Vary its "
+                "budget for a few weeks, or add a lift test of it (--lift-tests), before acting on them."
+            )
         if not self.roi_extrapolated:
             return None
         return (
@@ -179,14 +191,29 @@ class FittedModel:
         spend) needs the curve from zero up; a channel whose spend rarely falls far below its mean
         leaves that part to the curve family and its priors, however well its marginal return, the
         slope at the spend it runs at, is measured (``docs/validation.md``, the envelope). A lift
-        test of the channel measures a stretch of that curve, so the channel is not flagged."""
+        test of the channel measures a stretch of that curve, so the channel is not flagged.
+
+        A channel whose spend hardly varies shows no slope either: its media effect is a constant
+        the baseline's level absorbs, so its mROAS, like its ROI, is what the priors say
+        (``mroas_from_prior``)."""
         spend = self.data.spend
         mean = spend.mean(axis=0)
+        sd = spend.std(axis=0)
         out = []
         for j, ch in enumerate(self.channels):
             share = float(np.mean(spend[:, j] < LOW_SPEND * mean[j])) if mean[j] > 0 else 1.0
+            variation = float(sd[j] / mean[j]) if mean[j] > 0 else 0.0
             tests = sum(t.channel == ch for t in self.lift_tests)
-            out.append(SpendSupport(ch, share, tests, share < LOW_SPEND_MIN_SHARE and tests == 0))
+            out.append(
+                SpendSupport(
+                    ch,
+                    share,
+                    tests,
+                    share < LOW_SPEND_MIN_SHARE and tests == 0,
+                    variation,
+                    variation < FLAT_SPEND_VARIATION and tests == 0,
+                )
+            )
         return tuple(out)
 
     def prior_warnings(self) -> tuple[str, ...]:

@@ -87,6 +87,8 @@ def fit_json(fm: FittedModel, *, extras: bool = True, plots: dict[str, str] | No
             "contribution": summarize(m.contribution[:, j]),
             "low_spend_share": support[j].low_spend_share,
             "roi_extrapolated": support[j].roi_extrapolated,
+            "spend_variation": support[j].spend_variation,
+            "mroas_from_prior": support[j].mroas_from_prior,
         }
     d = fm.diagnostics
     out: dict[str, Any] = {

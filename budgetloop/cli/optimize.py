@@ -214,11 +214,35 @@ def optimize(
             str(exc), file=str(policy) if policy else None, fix="adjust --budget, the bounds or the objective"
         ) from exc
     body = {"fit": str(fit_json), "policy": str(policy) if policy else None, **result.to_dict()}
+    notes = list(result.notes) + _prior_only_moves(doc, result.allocation, cur, curves.period)
+    body["notes"] = notes
     write_output(out, json.dumps(body, indent=2) + "\n", flag="--out")
     typer.echo(
         f"{metric}: expected gain {result.expected_gain:,.2f} per {curves.period} "
         f"(90% band {result.gain_p05:,.2f} .. {result.gain_p95:,.2f}), "
         f"P(improvement) {result.probability_of_improvement:.2f}; wrote {out}"
     )
-    for note in result.notes:
+    for note in notes:
         typer.echo(f"note: {note}")
+
+
+def _prior_only_moves(
+    doc: dict[str, Any], allocation: dict[str, float], current: dict[str, float], period: str
+) -> list[str]:
+    """A note per channel the plan moves although FIT.json marks its mROAS as the priors' (its
+    spend barely moved in the fitted table): the gain on it is an assumption, not a measurement."""
+    fitted = doc.get("channels")
+    out: list[str] = []
+    for ch, after in allocation.items():
+        info = fitted.get(ch) if isinstance(fitted, dict) else None
+        if not (isinstance(info, dict) and info.get("mroas_from_prior") is True):
+            continue
+        before = current[ch]
+        if abs(after - before) > 0.01 * max(before, 1e-9):
+            out.append(
+                f"{ch}: the plan moves it from {before:,.2f} to {after:,.2f} per {period} on an mROAS "
+                "that comes from the priors (its spend barely moved in the fitted table, FIT.json "
+                "`mroas_from_prior`): try the move on a small scale, or measure the channel with a "
+                "lift test, before trusting that part of the gain"
+            )
+    return out

@@ -60,3 +60,12 @@ def test_a_channel_new_to_the_model_or_a_summary_without_the_flag_is_read_safely
         }
     }
     assert shifts(old, new) == ["tv ROI 1.00 -> 2.00"]
+
+
+def test_a_channel_read_from_the_priors_does_not_hold_the_refit_back() -> None:
+    """Flat spend: neither figure is measured, so a refit moving them says nothing about the data."""
+    old = _summary(brand=(_line(1.0, 0.9, 1.1), _line(0.8, 0.7, 0.9), True))
+    moved = _summary(brand=(_line(3.0, 2.5, 3.5), _line(2.4, 2.0, 2.8), True))
+    assert shifts(old, moved) == ["brand mROAS 0.80 -> 2.40"]
+    moved["channels"]["brand"]["mroas_from_prior"] = True
+    assert shifts(old, moved) == []

@@ -260,6 +260,35 @@ def test_a_channel_never_seen_near_zero_spend_is_flagged_as_an_roi_extrapolation
     assert not {s.channel: s for s in tested.spend_support()}["ch0"].roi_extrapolated
 
 
+def test_a_channel_whose_spend_barely_moves_is_flagged_as_read_from_the_priors(
+    small_fit: FittedModel,
+) -> None:
+    """Flat spend shows no slope: the channel's effect is a constant the baseline absorbs, so FIT.json
+    marks its mROAS, not just its ROI, as the priors' and the warning says what to change."""
+    from dataclasses import replace
+
+    from models.fitted import FLAT_SPEND_VARIATION
+
+    spend = small_fit.data.spend.copy()
+    level = spend[:, 0].mean()
+    spend[:, 0] = level * (1.0 + 0.02 * np.sin(np.arange(len(spend))))  # +-2%: flat
+    fm = replace(small_fit, data=replace(small_fit.data, spend=spend), _cache={})
+    support = {s.channel: s for s in fm.spend_support()}
+    assert support["ch0"].spend_variation < FLAT_SPEND_VARIATION and support["ch0"].mroas_from_prior
+    assert support["ch0"].roi_extrapolated
+    others = [s for ch, s in support.items() if ch != "ch0"]
+    assert all(s.spend_variation > FLAT_SPEND_VARIATION and not s.mroas_from_prior for s in others)
+    doc = fit_json(fm)
+    assert doc["channels"]["ch0"]["mroas_from_prior"] is True
+    assert doc["channels"]["ch0"]["spend_variation"] == pytest.approx(support["ch0"].spend_variation)
+    (warning,) = [w for w in doc["warnings"] if w.startswith("ch0:")]
+    assert "ROI and its mROAS both come from the priors" in warning and "--lift-tests" in warning
+    # a lift test of the channel measures its curve: its figures are no longer the priors' alone
+    test = LiftTest("ch0", fm.data.dates[20], fm.data.dates[23], -1000.0, 2000.0, 300.0)
+    tested = {s.channel: s for s in replace(fm, lift_tests=(test,), _cache={}).spend_support()}["ch0"]
+    assert not tested.mroas_from_prior and not tested.roi_extrapolated
+
+
 def test_a_version_stored_before_rest_scale_reads_its_coefficients_as_relative(
     small_fit: FittedModel, tmp_path: Path
 ) -> None:

@@ -241,3 +241,24 @@ def test_a_bad_current_flag_exits_2_naming_the_flag(
     err = capsys.readouterr().err
     assert "`--current`" in err and needle in err and "Traceback" not in err, err
     assert not out.exists()
+
+
+def test_the_plan_says_when_it_moves_a_channel_whose_mroas_is_the_priors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fit = _fit_json(tmp_path)
+    doc = json.loads(fit.read_text())
+    out = tmp_path / "PLAN.json"
+    assert _run(["optimize", str(fit), "--budget", "11000", "--out", str(out)]) == 0
+    plan = json.loads(out.read_text())
+    assert not any("from the priors" in n for n in plan["notes"])
+    moved = [ch for ch, row in plan["channels"].items() if abs(row["after"] - row["before"]) > 100]
+    assert moved
+    for ch in CHANNELS:
+        doc["channels"][ch]["mroas_from_prior"] = ch == moved[0]
+    fit.write_text(json.dumps(doc))
+    capsys.readouterr()
+    assert _run(["optimize", str(fit), "--budget", "11000", "--out", str(out)]) == 0
+    notes = [n for n in json.loads(out.read_text())["notes"] if "from the priors" in n]
+    assert len(notes) == 1 and notes[0].startswith(f"{moved[0]}: the plan moves it")
+    assert f"note: {moved[0]}: the plan moves it" in capsys.readouterr().out
