@@ -35,6 +35,12 @@ LOW_SPEND_MIN_SHARE = 0.05
 #: a channel whose spend varies less than this (standard deviation over mean, across periods) never
 #: showed how revenue answers a change of its budget: neither its ROI nor its mROAS is measured
 FLAT_SPEND_VARIATION = 0.05
+#: A period whose revenue sits this many robust standard deviations of the residuals (1.4826 x their
+#: median absolute deviation) away from the model's expectation is named in the warnings: under the
+#: model's normal noise one such period turns up in about 1.7 million
+OUTLIER_Z = 5.0
+#: at most this many such periods are named; the warning counts the rest
+OUTLIERS_NAMED = 5
 #: A default ROI prior median above this (media spend under 1% of revenue at the default media
 #: share) is worth a warning: ROIs that high are rare, and a table may not be able to say so
 DEFAULT_ROI_WARN = 25.0
@@ -215,6 +221,35 @@ class FittedModel:
                 )
             )
         return tuple(out)
+
+    def outlier_warnings(self) -> tuple[str, ...]:
+        """Periods the model cannot follow. Noise is normal, so one week of many times the usual
+        revenue (an event the table has no column for, or a typo) pulls the whole fit toward it:
+        on a 156-week table one week at 8x the mean revenue tripled every channel's ROI. Each period
+        whose residual exceeds ``OUTLIER_Z`` robust standard deviations is named with what to do."""
+        y = self.data.y
+        resid = y - self.expected().mean(axis=0)
+        centre = float(np.median(resid))
+        scale = 1.4826 * float(np.median(np.abs(resid - centre)))
+        if not np.isfinite(scale) or scale <= 0:
+            return ()
+        z = (resid - centre) / scale
+        rows = [int(i) for i in np.argsort(-np.abs(z)) if abs(z[i]) > OUTLIER_Z]
+        if not rows:
+            return ()
+        expected = y - resid
+        named = ", ".join(
+            f"{str(self.data.dates[i])[:10]} ({y[i]:,.0f} against {expected[i]:,.0f} expected, "
+            f"{z[i]:+.1f} SD)"
+            for i in sorted(rows[:OUTLIERS_NAMED])
+        )
+        more = f" and {len(rows) - OUTLIERS_NAMED} more" if len(rows) > OUTLIERS_NAMED else ""
+        return (
+            f"revenue lies far from anything the model can explain on {len(rows)} period(s): {named}"
+            f"{more}. Such periods pull every channel's estimates toward them. If an event explains "
+            "one (a sale, an outage, a holiday), add a control column marking it (1 on its rows, 0 "
+            "elsewhere; --controls); if it is a data error, correct the row.",
+        )
 
     def prior_warnings(self) -> tuple[str, ...]:
         """Where a default prior says something the table may be unable to correct. The default ROI

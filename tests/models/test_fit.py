@@ -260,6 +260,26 @@ def test_a_channel_never_seen_near_zero_spend_is_flagged_as_an_roi_extrapolation
     assert not {s.channel: s for s in tested.spend_support()}["ch0"].roi_extrapolated
 
 
+def test_a_period_the_model_cannot_explain_is_named_with_what_to_do(small_fit: FittedModel) -> None:
+    """One week of several times the usual revenue (an event without a column, a typo) drags every
+    estimate: the warnings name its date and ask for a control marking it or a corrected row; the
+    table's ordinary noise names nothing."""
+    from dataclasses import replace
+
+    assert not small_fit.outlier_warnings()
+    assert not any(w.startswith("revenue lies far") for w in fit_json(small_fit)["warnings"])
+    y = small_fit.data.y.copy()
+    y[30] *= 4.0
+    y[31] *= 0.2
+    fm = replace(small_fit, data=replace(small_fit.data, y=y), _cache={})
+    (warning,) = fm.outlier_warnings()
+    assert "on 2 period(s)" in warning
+    first, second = (str(small_fit.data.dates[i])[:10] for i in (30, 31))
+    assert warning.index(first) < warning.index(second)  # named in date order
+    assert "add a control column marking it" in warning and "correct the row" in warning
+    assert warning in fit_json(fm)["warnings"]
+
+
 def test_a_channel_whose_spend_barely_moves_is_flagged_as_read_from_the_priors(
     small_fit: FittedModel,
 ) -> None:
