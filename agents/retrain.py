@@ -94,8 +94,8 @@ def _share(details: dict[str, Any]) -> float | None:
 
 
 def summarise(fm: FittedModel) -> dict[str, Any]:
-    """ROI and mROAS per channel (mean, p05, p95), whether the ROI is an extrapolation, and the
-    holdout, for the version's record."""
+    """ROI and mROAS per channel (mean, p05, p95), whether the ROI (or the mROAS too) is the
+    priors', the holdout and the fit's warnings, for the version's record (``GET /models``)."""
     m = fm.channel_metrics()
     support = fm.spend_support()
     out: dict[str, Any] = {"channels": {}}
@@ -111,6 +111,7 @@ def summarise(fm: FittedModel) -> dict[str, Any]:
         out["channels"][ch]["roi_extrapolated"] = support[i].roi_extrapolated
         out["channels"][ch]["mroas_from_prior"] = support[i].mroas_from_prior
     out["holdout"] = None if fm.holdout is None else fm.holdout.to_dict()
+    out["warnings"] = list(fm.warnings())  # e.g. a day of revenue the model cannot explain
     return out
 
 

@@ -222,6 +222,13 @@ class FittedModel:
             )
         return tuple(out)
 
+    def warnings(self) -> tuple[str, ...]:
+        """What an analyst should know before reading the figures, healthy fit or not: channels
+        whose ROI (or mROAS) the table does not measure, default priors it may be unable to
+        correct, periods it cannot explain."""
+        support = tuple(w for w in (s.warning() for s in self.spend_support()) if w)
+        return support + self.prior_warnings() + self.outlier_warnings()
+
     def outlier_warnings(self) -> tuple[str, ...]:
         """Periods the model cannot follow. Noise is normal, so one week of many times the usual
         revenue (an event the table has no column for, or a typo) pulls the whole fit toward it:

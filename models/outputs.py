@@ -110,9 +110,7 @@ def fit_json(fm: FittedModel, *, extras: bool = True, plots: dict[str, str] | No
             else None
         ),
         # what an analyst should know before reading the numbers (the fit may still be healthy)
-        "warnings": [w for w in (s.warning() for s in support) if w]
-        + list(fm.prior_warnings())
-        + list(fm.outlier_warnings()),
+        "warnings": list(fm.warnings()),
     }
     if not extras:
         return out

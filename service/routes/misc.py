@@ -24,6 +24,12 @@ tokens_router = APIRouter(prefix="/tokens", tags=["tokens"])
     "",
     response_model=list[ModelVersionPublic],
     summary="Model versions, newest first, with diagnostics",
+    description=(
+        "Each version's `summary` holds ROI and mROAS per channel (mean, p05, p95), whether the "
+        "table measures them (`roi_extrapolated`, `mroas_from_prior`), the holdout, and the fit's "
+        "`warnings` (for example a day of revenue the model cannot explain: a tracking glitch or "
+        "an event the data do not mark)."
+    ),
     **allow(*READERS),
 )
 def list_models(session: SessionDep) -> Any:

@@ -278,6 +278,9 @@ def test_a_period_the_model_cannot_explain_is_named_with_what_to_do(small_fit: F
     assert warning.index(first) < warning.index(second)  # named in date order
     assert "add a control column marking it" in warning and "correct the row" in warning
     assert warning in fit_json(fm)["warnings"]
+    from agents.retrain import summarise  # a model version's record carries it too (GET /models)
+
+    assert warning in summarise(fm)["warnings"]
 
 
 def test_a_channel_whose_spend_barely_moves_is_flagged_as_read_from_the_priors(
