@@ -39,6 +39,7 @@ from models.model import (
     baseline_value,
     build_inputs,
     init_strategy,
+    pad_inputs,
     rest_scale,
     site_priors,
 )
@@ -228,7 +229,8 @@ def _run_svi(
         )
     tail = losses[-max(steps // 5, 10) :]
     half_a, half_b = np.array_split(tail, 2)
-    settled = bool(abs(np.mean(half_a) - np.mean(half_b)) < 0.01 * (abs(np.mean(half_b)) + len(inputs["x"])))
+    rows = float(np.sum(inputs["mask"]))
+    settled = bool(abs(np.mean(half_a) - np.mean(half_b)) < 0.01 * (abs(np.mean(half_b)) + rows))
     return {k: np.asarray(v) for k, v in draws.items()}, settled
 
 
@@ -293,6 +295,7 @@ def fit(
     dense_mass: bool = True,
     lift_source: str = "<lift tests>",
     divergence_retry: bool = True,
+    pad_to: int | None = None,
 ) -> FittedModel:
     """Fit the MMM to ``data``; see the module docstrings of :mod:`models.model` and :mod:`models.fitted`.
 
@@ -300,6 +303,10 @@ def fit(
     raised to ``RETRY_TARGET_ACCEPT`` (unless ``divergence_retry=False``), and the run with fewer
     divergences is kept; ``settings["divergence_retry"]`` records the other one. The health gate
     judges the run that is kept.
+
+    ``pad_to`` samples on the model's inputs padded with masked rows to that many periods
+    (:func:`models.model.pad_inputs`): the same posterior, from the program compiled for a table of
+    that length. The holdout refit uses it, so a fit with a holdout compiles one sampler, not two.
     """
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}", key="--method", fix=f"use one of {METHODS}")
@@ -339,6 +346,7 @@ def fit(
     spec = ModelSpec.for_data(data, adstock=adstock, baseline=baseline, saturation=saturation)
     tests = tuple(lift_tests or ())
     inputs = model_inputs(data, spec, priors, tests, lift_source=lift_source)
+    sampled = inputs if pad_to is None else pad_inputs(inputs, pad_to)
     sds = _scalar_sds(priors)
 
     svi_ok: bool | None = None
@@ -354,7 +362,7 @@ def fit(
             "max_tree_depth": max_tree_depth,
             "dense_mass": dense_mass,
         }
-        run = _run_nuts(inputs, spec, sds, target_accept=target_accept, **nuts_kw)
+        run = _run_nuts(sampled, spec, sds, target_accept=target_accept, **nuts_kw)
         first_div = int(run.diverging.sum())
         if (
             divergence_retry
@@ -363,7 +371,7 @@ def fit(
         ):
             # divergences mark curvature the step size cannot follow: smaller steps usually cure them
             # (Stan's advice, "raise adapt_delta"); one automatic retry, the run not kept in the settings
-            again = _run_nuts(inputs, spec, sds, target_accept=RETRY_TARGET_ACCEPT, **nuts_kw)
+            again = _run_nuts(sampled, spec, sds, target_accept=RETRY_TARGET_ACCEPT, **nuts_kw)
             again_div = int(again.diverging.sum())
             if again_div < first_div:  # the retry helped: keep it
                 retried = {"target_accept": target_accept, "divergences": first_div}
@@ -377,7 +385,7 @@ def fit(
         transitions = int(run.diverging.size)
         bfmi_min = bfmi(run.energy)
     else:
-        flat, svi_ok = _run_svi(inputs, spec, sds, steps=svi_steps, samples=samples * chains, seed=seed)
+        flat, svi_ok = _run_svi(sampled, spec, sds, steps=svi_steps, samples=samples * chains, seed=seed)
         rhat = ess = tail = bfmi_min = None
         worst = None
         n_div = transitions = 0
@@ -491,7 +499,8 @@ def _holdout(
     )
     # a test cut by the split no longer matches its measurement: keep only those fully inside
     inside = tuple(t for t, c in zip(kept, clipped, strict=True) if t is c)
-    fm = fit(train, priors=priors, lift_tests=inside, holdout_periods=None, **kw)
+    # padded back to the full table's length: the refit reuses the sampler compiled for the fit
+    fm = fit(train, priors=priors, lift_tests=inside, holdout_periods=None, pad_to=data.periods, **kw)
     rest = slice(data.periods - periods, data.periods)
     draws = fm.predict(data.spend[rest], data.controls[rest], data.dates[rest], seed=kw.get("seed", 0))
     expected = fm.predict(data.spend[rest], data.controls[rest], data.dates[rest], noise=False).mean(0)

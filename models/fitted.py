@@ -102,6 +102,14 @@ def media_jit(spec: ModelSpec, x: Any, draws: dict[str, Any], multiplier: float)
     return media_per_draw(spec, x, draws, None, multiplier)
 
 
+@partial(jax.jit, static_argnums=(0,))
+def media_from_state_jit(spec: ModelSpec, x: Any, draws: dict[str, Any], init: Any) -> Any:
+    """:func:`models.model.media_per_draw` carrying each draw's adstock state ``init`` [N, C] in,
+    compiled: run op by op, each new number of periods compiled some thirty small programs (about
+    1.2 s on a holdout's 13 weeks)."""
+    return media_per_draw(spec, x, draws, init, 1.0)
+
+
 @dataclass
 class FittedModel:
     data: MMMData
@@ -357,7 +365,10 @@ class FittedModel:
                 _, state = media_jit(self.spec, self._x(self.data.spend), self._jdraws(), 1.0)
                 self._cache["state"] = state
             init = self._cache["state"]
-        m, _ = media_per_draw(self.spec, self._x(spend), self._jdraws(), init, 1.0)
+        if init is None:
+            m, _ = media_jit(self.spec, self._x(spend), self._jdraws(), 1.0)
+        else:
+            m, _ = media_from_state_jit(self.spec, self._x(spend), self._jdraws(), init)
         rev = self.baseline(dates, controls) + np.asarray(m, dtype=float).sum(axis=2) * self.data.y_scale
         if noise:
             rng = np.random.default_rng(seed)

@@ -147,6 +147,8 @@ def build_inputs(
         "four_scale": spec.fourier_scale().astype(f32),
         "spend_over_y": (data.spend.sum(0) / data.y_scale).astype(f32),
         "y": (data.y / data.y_scale).astype(f32) if with_y else None,
+        # 1 on the table's rows; 0 on rows appended by :func:`pad_inputs`, which nothing reads
+        "mask": np.ones(data.periods, dtype=f32),
         "prior": {k: np.asarray(v, dtype=f32) for k, v in priors.__dict__.items()},
         "base_loc": f32(
             np.log(
@@ -168,6 +170,34 @@ def build_inputs(
             "se": lift.se.astype(f32),
         }
     return inputs
+
+
+#: the inputs with a time axis first; every other input is per channel, per test or a scalar
+TIME_INPUTS = ("x", "ctrl", "tpos", "four", "y", "mask")
+
+
+def pad_inputs(inputs: dict[str, Any], periods: int) -> dict[str, Any]:
+    """``inputs`` with rows of zeros appended up to ``periods`` rows, masked out (``mask`` 0).
+
+    The model reads a padded row nowhere: the likelihood skips it, the sums that define the ROI, the
+    mean revenue and the baseline's level run over the table's rows, and adstock only carries
+    forward, so padding at the end leaves every earlier row's media unchanged. The posterior is the
+    unpadded table's (``tests/models/test_model.py``), and a refit of a shorter table (the holdout)
+    reuses the program compiled for the longer one, shapes being the compiled program's key."""
+    t_len = int(np.shape(inputs["x"])[0])
+    if periods < t_len:
+        raise ValueError(f"cannot pad {t_len} periods to {periods}")
+    extra = periods - t_len
+    out = dict(inputs)
+    for key in TIME_INPUTS:
+        value = inputs.get(key)
+        if value is not None:
+            value = np.asarray(value)
+            out[key] = np.concatenate([value, np.zeros((extra, *value.shape[1:]), dtype=value.dtype)])
+    if inputs.get("lift") is not None:  # each test's window over the table's rows [tests, T]
+        window = np.asarray(inputs["lift"]["window"])
+        out["lift"] = dict(inputs["lift"], window=np.pad(window, ((0, 0), (0, extra))))
+    return out
 
 
 def adstock_fn(
@@ -314,7 +344,8 @@ def mmm_model(
       exactly the generative one (``tests/models/test_model.py``).
     """
     x = inputs["x"]
-    t_len, c = x.shape
+    c = x.shape[1]
+    mask = inputs["mask"]  # 1 on the table's rows, 0 on padding (:func:`pad_inputs`)
     prior = site_priors(inputs, spec, priors_sd)
     with numpyro.plate("channel", c):
         ch = {name: numpyro.sample(name, prior[name].distribution()) for name in spec.channel_sites()}
@@ -323,7 +354,7 @@ def mmm_model(
 
     stock = adstock_fn(spec, x, decay, delay)  # [T, C]
     sat = saturate(spec.saturation, stock, half, shape)
-    total = jnp.sum(sat, axis=0)
+    total = mask @ sat  # sum over the table's rows
     beta = numpyro.deterministic("beta", roi * inputs["spend_over_y"] / total)
     media = sat * beta
 
@@ -337,20 +368,20 @@ def mmm_model(
         rest = rest + inputs["ctrl"] @ numpyro.sample("gamma", prior["gamma"].distribution())
     # the coefficients are sized in revenue at the level the priors expect (module docstring): their
     # effect relative to the baseline grows as the level that the ROIs leave shrinks
-    media_mean = jnp.sum(roi * inputs["spend_over_y"]) / t_len
+    media_mean = jnp.sum(roi * inputs["spend_over_y"]) / jnp.sum(mask)
     rest = rest * numpyro.deterministic("rest_scale", rest_scale(media_mean, inputs["base_loc"]))
     intercept_prior = prior["intercept"].distribution()
     if generative:
         intercept = numpyro.sample("intercept", intercept_prior)
     else:
         # revenue is scaled to mean 1: the baseline's mean is what the media leave of it
-        closing = jnp.log(_positive(1.0 - media_mean)) - log_mean_form(rest, spec.baseline)
+        closing = jnp.log(_positive(1.0 - media_mean)) - log_mean_form(rest, spec.baseline, mask)
         offset = numpyro.sample("base_offset", dist.ImproperUniform(dist.constraints.real, (), ()))
         intercept = numpyro.deterministic("intercept", closing + offset)
         numpyro.factor("intercept_prior", intercept_prior.log_prob(intercept))
     mu = jnp.exp(intercept) * baseline_form(rest, spec.baseline) + jnp.sum(media, axis=1)
     sigma = numpyro.sample("sigma", prior["sigma"].distribution())
-    numpyro.sample("obs", dist.Normal(mu, sigma), obs=inputs["y"])
+    numpyro.sample("obs", dist.Normal(mu, sigma).mask(mask > 0), obs=inputs["y"])
 
     lift = inputs["lift"]
     if lift is not None:
@@ -454,11 +485,13 @@ def baseline_form(rest: Array, baseline: str) -> Array:
     return jnp.exp(rest) if baseline == "multiplicative" else 1.0 + rest
 
 
-def log_mean_form(rest: Array, baseline: str) -> Array:
-    """log of the mean over periods of :func:`baseline_form` (``rest`` [T]), computed stably."""
+def log_mean_form(rest: Array, baseline: str, mask: Array) -> Array:
+    """log of the mean over the table's periods (``mask`` 1) of :func:`baseline_form` (``rest`` [T]),
+    computed stably."""
+    n = jnp.sum(mask)
     if baseline == "multiplicative":
-        return jax.nn.logsumexp(rest) - jnp.log(rest.shape[-1])
-    return jnp.log(_positive(1.0 + jnp.mean(rest)))
+        return jax.nn.logsumexp(rest, b=mask) - jnp.log(n)
+    return jnp.log(_positive(1.0 + jnp.sum(rest * mask) / n))
 
 
 def baseline_rest(draws: dict[str, Array], tpos: Array, four: Array, ctrl: Array) -> Array:

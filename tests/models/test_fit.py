@@ -260,6 +260,21 @@ def test_a_channel_never_seen_near_zero_spend_is_flagged_as_an_roi_extrapolation
     assert not {s.channel: s for s in tested.spend_support()}["ch0"].roi_extrapolated
 
 
+def test_the_holdout_refit_reuses_the_fits_compiled_sampler(
+    easy_case: tuple[object, Truth], jax_cache: Path
+) -> None:
+    """The refit without the last rows samples the full table's shapes, its extra rows masked
+    (``pad_inputs``): one sampler program for a fit with a holdout, not one per table length, which
+    on a cold weekly fit saved a whole compilation."""
+    from models import sampler
+
+    data, _ = easy_case
+    known = set(sampler._PROGRAMS)
+    fm = fit(data, chains=1, warmup=37, samples=40, seed=2, holdout_periods=8)  # type: ignore[arg-type]
+    assert len(set(sampler._PROGRAMS) - known) == 1
+    assert fm.holdout is not None and 0.0 < fm.holdout.mape < 0.2
+
+
 def test_a_period_the_model_cannot_explain_is_named_with_what_to_do(small_fit: FittedModel) -> None:
     """One week of several times the usual revenue (an event without a column, a typo) drags every
     estimate: the warnings name its date and ask for a control marking it or a corrected row; the

@@ -12,9 +12,30 @@ from numpyro.infer.util import log_density
 
 from models.fit import _prior_revenue, _scalar_sds, model_inputs
 from models.lift import LiftTest
-from models.model import BoundModel, ModelSpec, media_per_draw, site_priors
+from models.model import BoundModel, ModelSpec, media_per_draw, pad_inputs, site_priors
 from models.priors import Priors
 from models.simulate import simulate
+
+
+def _random_point(rng: np.random.Generator, spec: ModelSpec, channels: int = 3) -> dict[str, jax.Array]:
+    """A plausible value of every sampled site of the sampler's coordinates, for ``spec``."""
+    point = {
+        "decay": rng.uniform(0.1, 0.8, channels),
+        "half": rng.lognormal(0.0, 0.4, channels),
+        "shape": rng.lognormal(0.3, 0.2, channels),
+        "roi": rng.lognormal(0.5, 0.5, channels),
+        "trend": rng.normal(0.0, 0.05),
+        "curvature": rng.normal(0.0, 0.02),
+        "base_offset": rng.normal(0.0, 0.05),
+        "sigma": rng.uniform(0.01, 0.05),
+    }
+    if spec.adstock == "delayed":
+        point["delay"] = rng.uniform(0.0, 2.0, channels)
+    if spec.saturation != "hill":
+        del point["shape"]
+    if spec.n_yearly:
+        point["season"] = rng.normal(0.0, 0.02, 2 * spec.n_yearly)
+    return {k: jnp.asarray(v, dtype=jnp.float32) for k, v in point.items()}
 
 
 @pytest.mark.parametrize(
@@ -38,23 +59,7 @@ def test_sampler_coordinates_have_the_generative_density(
     sampler, generative = BoundModel(spec, sds), BoundModel(spec, sds, generative=True)
     rng = np.random.default_rng(0)
     for _ in range(5):
-        point = {
-            "decay": rng.uniform(0.1, 0.8, 3),
-            "half": rng.lognormal(0.0, 0.4, 3),
-            "shape": rng.lognormal(0.3, 0.2, 3),
-            "roi": rng.lognormal(0.5, 0.5, 3),
-            "trend": rng.normal(0.0, 0.05),
-            "curvature": rng.normal(0.0, 0.02),
-            "base_offset": rng.normal(0.0, 0.05),
-            "sigma": rng.uniform(0.01, 0.05),
-        }
-        if spec.adstock == "delayed":
-            point["delay"] = rng.uniform(0.0, 2.0, 3)
-        if spec.saturation != "hill":
-            del point["shape"]
-        if spec.n_yearly:
-            point["season"] = rng.normal(0.0, 0.02, 2 * spec.n_yearly)
-        point = {k: jnp.asarray(v, dtype=jnp.float32) for k, v in point.items()}
+        point = _random_point(rng, spec)
         lp_sampler, tr = log_density(sampler, (inputs,), {}, point)
         other = {k: v for k, v in point.items() if k != "base_offset"} | {
             "intercept": tr["intercept"]["value"]
@@ -65,10 +70,48 @@ def test_sampler_coordinates_have_the_generative_density(
         # media leave of it
         media_mean = float(np.sum(point["roi"] * inputs["spend_over_y"])) / data.periods
         expected_mean = np.exp(float(point["base_offset"])) * (1 - media_mean) + media_mean
-        assert float(np.mean(tr["obs"]["fn"].loc)) == pytest.approx(expected_mean, rel=1e-3)
+        assert float(np.mean(tr["obs"]["fn"].base_dist.loc)) == pytest.approx(expected_mean, rel=1e-3)
         # and the sampler's derived beta reproduces the generative model's
         gen_trace = trace(substitute(generative, other)).get_trace(inputs)
         np.testing.assert_allclose(tr["beta"]["value"], gen_trace["beta"]["value"], rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("adstock", "baseline"),
+    [("geometric", "multiplicative"), ("delayed", "multiplicative"), ("geometric", "additive")],
+)
+def test_padded_inputs_leave_the_density_unchanged(adstock: str, baseline: str) -> None:
+    """Rows appended by ``pad_inputs`` are masked out everywhere: the log density and every derived
+    site are the unpadded table's at any point, so a holdout refit may run the longer table's
+    compiled sampler. Without the mask the padded rows would enter the likelihood and the sums."""
+    data, _ = simulate(periods=60, channels=3, seed=5)
+    spec = ModelSpec.for_data(data, adstock=adstock, baseline=baseline)
+    priors = Priors()
+    test = LiftTest(
+        "ch2", data.dates[50], data.dates[53], -0.5 * float(data.spend[50:54, 2].sum()), 700.0, 150.0
+    )
+    inputs = model_inputs(data, spec, priors, [test])
+    padded = pad_inputs(inputs, 73)
+    assert padded["x"].shape == (73, 3) and float(padded["mask"].sum()) == 60.0
+    model = BoundModel(spec, tuple(sorted(_scalar_sds(priors).items())))
+    rng = np.random.default_rng(1)
+    for _ in range(4):
+        point = _random_point(rng, spec)
+        lp, tr = log_density(model, (inputs,), {}, point)
+        lp_padded, tr_padded = log_density(model, (padded,), {}, point)
+        assert float(lp_padded) == pytest.approx(float(lp), abs=1e-5 * abs(float(lp)))
+        for site in ("beta", "intercept", "rest_scale", "lift_obs"):
+            a, b = tr[site], tr_padded[site]
+            key = "value" if site != "lift_obs" else "fn"
+            if key == "fn":
+                np.testing.assert_allclose(a["fn"].loc, b["fn"].loc, rtol=1e-5)
+            else:
+                np.testing.assert_allclose(a["value"], b["value"], rtol=1e-5)
+        # without the mask, the padded rows would count: the densities then differ
+        unmasked = dict(padded, mask=np.ones(73, np.float32))
+        assert float(log_density(model, (unmasked,), {}, point)[0]) != pytest.approx(float(lp), rel=1e-3)
+    with pytest.raises(ValueError, match="cannot pad 60 periods to 50"):
+        pad_inputs(inputs, 50)
 
 
 def test_the_baselines_swings_in_revenue_do_not_depend_on_the_media_share() -> None:
@@ -99,7 +142,7 @@ def test_the_baselines_swings_in_revenue_do_not_depend_on_the_media_share() -> N
         tr = trace(substitute(model, point)).get_trace(inputs)
         curve = {k: point[k][None] for k in ("decay", "half", "shape")} | {"beta": tr["beta"]["value"][None]}
         media = np.asarray(media_per_draw(spec, jnp.asarray(inputs["x"]), curve)[0][0]).sum(axis=1)
-        base = np.asarray(tr["obs"]["fn"].loc) - media
+        base = np.asarray(tr["obs"]["fn"].base_dist.loc) - media
         swings.append(base - base.mean())
         levels.append(base.mean())
     assert levels[1] < 0.6 * levels[0]  # the media took a much larger share ...
