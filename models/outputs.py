@@ -81,6 +81,8 @@ def fit_json(fm: FittedModel, *, extras: bool = True, plots: dict[str, str] | No
     for j, ch in enumerate(fm.channels):
         channels[ch] = {
             "spend": float(spend[j]),
+            # the most one period of the table spent: beyond it the curve is the model's extrapolation
+            "spend_max_per_period": float(fm.data.spend[:, j].max()),
             "roi": summarize(m.roi[:, j]),
             "mroas": summarize(m.mroas[:, j]),
             "contribution_share": summarize(m.contribution_share[:, j], median=False),

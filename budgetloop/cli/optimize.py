@@ -214,7 +214,11 @@ def optimize(
             str(exc), file=str(policy) if policy else None, fix="adjust --budget, the bounds or the objective"
         ) from exc
     body = {"fit": str(fit_json), "policy": str(policy) if policy else None, **result.to_dict()}
-    notes = list(result.notes) + _prior_only_moves(doc, result.allocation, cur, curves.period)
+    notes = (
+        list(result.notes)
+        + _prior_only_moves(doc, result.allocation, cur, curves.period)
+        + _beyond_the_data(doc, result.allocation, curves.period)
+    )
     body["notes"] = notes
     write_output(out, json.dumps(body, indent=2) + "\n", flag="--out")
     typer.echo(
@@ -224,6 +228,28 @@ def optimize(
     )
     for note in notes:
         typer.echo(f"note: {note}")
+
+
+#: a planned amount above this multiple of the most one period of the fitted table spent is noted:
+#: the response curve there is the model family's extrapolation, not something the data showed
+BEYOND_DATA = 1.5
+
+
+def _beyond_the_data(doc: dict[str, Any], allocation: dict[str, float], period: str) -> list[str]:
+    """A note per channel the plan funds well past any spend the fitted table shows (FIT.json's
+    ``spend_max_per_period``; older FIT.json files without it get no such note)."""
+    fitted = doc.get("channels")
+    out: list[str] = []
+    for ch, after in allocation.items():
+        info = fitted.get(ch) if isinstance(fitted, dict) else None
+        most = info.get("spend_max_per_period") if isinstance(info, dict) else None
+        if isinstance(most, int | float) and most > 0 and after > BEYOND_DATA * most:
+            out.append(
+                f"{ch}: the plan spends {after:,.2f} per {period}, {after / most:,.1f}x the most the "
+                f"fitted table ever spent in one {period} ({most:,.2f}); the response curve there is "
+                "the model's extrapolation, not data: move toward it in steps and refit as data arrive"
+            )
+    return out
 
 
 def _prior_only_moves(

@@ -262,3 +262,26 @@ def test_the_plan_says_when_it_moves_a_channel_whose_mroas_is_the_priors(
     notes = [n for n in json.loads(out.read_text())["notes"] if "from the priors" in n]
     assert len(notes) == 1 and notes[0].startswith(f"{moved[0]}: the plan moves it")
     assert f"note: {moved[0]}: the plan moves it" in capsys.readouterr().out
+
+
+def test_the_plan_says_when_it_funds_a_channel_past_anything_the_table_spent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fit = _fit_json(tmp_path)
+    doc = json.loads(fit.read_text())
+    out = tmp_path / "PLAN.json"
+    assert _run(["optimize", str(fit), "--budget", "11000", "--out", str(out)]) == 0
+    plan = json.loads(out.read_text())
+    assert not any("extrapolation" in n for n in plan["notes"])  # no spend_max_per_period: no note
+    for ch in CHANNELS:
+        doc["channels"][ch]["spend_max_per_period"] = 4000.0  # each at most 4,000 a day in the table
+    fit.write_text(json.dumps(doc))
+    capsys.readouterr()
+    assert _run(["optimize", str(fit), "--budget", "40000", "--out", str(out)]) == 0
+    plan = json.loads(out.read_text())
+    beyond = sorted(ch for ch, amount in plan["allocation"].items() if amount > 1.5 * 4000.0)
+    assert beyond  # 40,000 over four channels: at least one past 6,000
+    notes = [n for n in plan["notes"] if "extrapolation" in n]
+    assert sorted(n.split(":")[0] for n in notes) == beyond
+    assert "the most the fitted table ever spent in one day (4,000.00)" in notes[0]
+    assert "note: " + notes[0] in capsys.readouterr().out
