@@ -6,6 +6,7 @@ import json
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -243,23 +244,37 @@ def test_a_bad_current_flag_exits_2_naming_the_flag(
     assert not out.exists()
 
 
+def _plan_without_flags(tmp_path: Path) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """(FIT.json path, its document, PLAN.json of 11,000 a day) for a FIT.json without the
+    per-channel support fields."""
+    fit = _fit_json(tmp_path)
+    out = tmp_path / "PLAN.json"
+    assert _run(["optimize", str(fit), "--budget", "11000", "--out", str(out)]) == 0
+    return fit, json.loads(fit.read_text()), json.loads(out.read_text())
+
+
+def _replan(
+    fit: Path, doc: dict[str, Any], budget: float, capsys: pytest.CaptureFixture[str]
+) -> dict[str, Any]:
+    """PLAN.json after rewriting FIT.json as ``doc`` (stdout captured afresh)."""
+    fit.write_text(json.dumps(doc))
+    capsys.readouterr()
+    out = fit.parent / "PLAN.json"
+    assert _run(["optimize", str(fit), "--budget", str(budget), "--out", str(out)]) == 0
+    plan: dict[str, Any] = json.loads(out.read_text())
+    return plan
+
+
 def test_the_plan_says_when_it_moves_a_channel_whose_mroas_is_the_priors(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    fit = _fit_json(tmp_path)
-    doc = json.loads(fit.read_text())
-    out = tmp_path / "PLAN.json"
-    assert _run(["optimize", str(fit), "--budget", "11000", "--out", str(out)]) == 0
-    plan = json.loads(out.read_text())
+    fit, doc, plan = _plan_without_flags(tmp_path)
     assert not any("from the priors" in n for n in plan["notes"])
     moved = [ch for ch, row in plan["channels"].items() if abs(row["after"] - row["before"]) > 100]
     assert moved
     for ch in CHANNELS:
         doc["channels"][ch]["mroas_from_prior"] = ch == moved[0]
-    fit.write_text(json.dumps(doc))
-    capsys.readouterr()
-    assert _run(["optimize", str(fit), "--budget", "11000", "--out", str(out)]) == 0
-    notes = [n for n in json.loads(out.read_text())["notes"] if "from the priors" in n]
+    notes = [n for n in _replan(fit, doc, 11000, capsys)["notes"] if "from the priors" in n]
     assert len(notes) == 1 and notes[0].startswith(f"{moved[0]}: the plan moves it")
     assert f"note: {moved[0]}: the plan moves it" in capsys.readouterr().out
 
@@ -267,18 +282,11 @@ def test_the_plan_says_when_it_moves_a_channel_whose_mroas_is_the_priors(
 def test_the_plan_says_when_it_funds_a_channel_past_anything_the_table_spent(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    fit = _fit_json(tmp_path)
-    doc = json.loads(fit.read_text())
-    out = tmp_path / "PLAN.json"
-    assert _run(["optimize", str(fit), "--budget", "11000", "--out", str(out)]) == 0
-    plan = json.loads(out.read_text())
+    fit, doc, plan = _plan_without_flags(tmp_path)
     assert not any("extrapolation" in n for n in plan["notes"])  # no spend_max_per_period: no note
     for ch in CHANNELS:
         doc["channels"][ch]["spend_max_per_period"] = 4000.0  # each at most 4,000 a day in the table
-    fit.write_text(json.dumps(doc))
-    capsys.readouterr()
-    assert _run(["optimize", str(fit), "--budget", "40000", "--out", str(out)]) == 0
-    plan = json.loads(out.read_text())
+    plan = _replan(fit, doc, 40000, capsys)
     beyond = sorted(ch for ch, amount in plan["allocation"].items() if amount > 1.5 * 4000.0)
     assert beyond  # 40,000 over four channels: at least one past 6,000
     notes = [n for n in plan["notes"] if "extrapolation" in n]
