@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -153,16 +154,42 @@ def fit_command(
     ess = "n/a" if d.ess_bulk_min is None else f"{d.ess_bulk_min:.0f}"
     hold = f", holdout MAPE {fm.holdout.mape:.1%}" if fm.holdout else ""
     say(f"done in {d.fit_seconds:.1f}s: r-hat max {rhat}, ESS min {ess}, divergences {d.divergences}{hold}")
-    for ch, v in doc["channels"].items():
-        say(
-            f"  {ch:>24}: ROI {v['roi']['median']:.3g} [{v['roi']['p05']:.3g}, {v['roi']['p95']:.3g}]  "
-            f"mROAS {v['mroas']['median']:.3g} [{v['mroas']['p05']:.3g}, {v['mroas']['p95']:.3g}]"
-        )
-    for w in doc["warnings"]:
-        say(f"note: {w}")
+    for line in _summary_lines(fm, doc):
+        say(line)
     if not fm.healthy:
         typer.echo("warning: the fit is NOT healthy; do not use it for decisions:", err=True)
         for r in d.reasons:
             typer.echo(f"  - {r}", err=True)
         if not allow_unhealthy:
             raise typer.Exit(3)
+
+
+def _summary_lines(fm: Any, doc: dict[str, Any]) -> list[str]:
+    """One line per channel, then the notes. A channel whose ROI extrapolates below the spend the
+    table shows is starred and the stars share one note, so twenty such channels do not print twenty
+    copies of the same paragraph; one whose mROAS too is the priors' gets two stars and its own
+    note; every other warning (FIT.json's ``warnings``) follows as is."""
+    from models.fitted import LOW_SPEND, LOW_SPEND_MIN_SHARE
+
+    support = {s.channel: s for s in fm.spend_support()}
+    starred = [s for s in support.values() if s.roi_extrapolated and not s.mroas_from_prior]
+    lines = []
+    for ch, v in doc["channels"].items():
+        star = " *" if support[ch] in starred else ""
+        stars = " **" if support[ch].mroas_from_prior else ""
+        lines.append(
+            f"  {ch:>24}: ROI {v['roi']['median']:.3g} [{v['roi']['p05']:.3g}, {v['roi']['p95']:.3g}]{star}  "
+            f"mROAS {v['mroas']['median']:.3g} [{v['mroas']['p05']:.3g}, {v['mroas']['p95']:.3g}]{stars}"
+        )
+    if starred:
+        shares = ", ".join(f"{s.channel} {s.low_spend_share:.1%}" for s in starred)
+        lines.append(
+            f"note: * the ROI extrapolates the response curve down to zero spend: spend fell below "
+            f"{LOW_SPEND:.0%} of its mean in under {LOW_SPEND_MIN_SHARE:.0%} of the periods ({shares}), "
+            "so the interval reflects the curve family, not the data; the mROAS is measured. A holdout "
+            "test (--lift-tests) or a period of much lower spend would pin the ROI."
+        )
+    grouped = {s.warning() for s in starred}
+    flat = {s.warning() for s in support.values() if s.mroas_from_prior}
+    lines += [f"note: {'** ' if w in flat else ''}{w}" for w in doc["warnings"] if w not in grouped]
+    return lines

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from budgetloop.cli import main
+from models.fitted import FittedModel
 from models.simulate import simulate
 
 
@@ -243,3 +244,30 @@ def test_a_short_table_fits_without_the_default_holdout(
     code, err = _run(["fit", str(table), *BASE, "--holdout", "2", "--out", str(out), "--quiet"], capsys)
     assert code == 2 and "`--holdout`" in err and "use 0" in err, err
     assert not out.exists()
+
+
+def test_the_summary_stars_extrapolated_rois_under_one_note(small_fit: FittedModel) -> None:
+    """stderr's summary: a channel whose ROI extrapolates gets a star and all of them share one note
+    naming each with its share of low-spend periods; a flat channel gets two stars and its own
+    note; FIT.json keeps one warning per channel."""
+    from dataclasses import replace
+
+    from budgetloop.cli.fit import _summary_lines
+    from models.outputs import fit_json
+
+    spend = small_fit.data.spend.copy()
+    spend[:, 0] = np.maximum(spend[:, 0], 0.6 * spend[:, 0].mean())  # ch0 never low
+    spend[:, 1] = spend[:, 1].mean()  # ch1 flat
+    spend[: max(2, len(spend) // 10), 2] = 0.0  # ch2 paused for a tenth of the table
+    fm = replace(small_fit, data=replace(small_fit.data, spend=spend), _cache={})
+    doc = fit_json(fm)
+    lines = _summary_lines(fm, doc)
+    rows = {line.split(":")[0].strip(): line for line in lines if not line.startswith("note:")}
+    assert rows["ch0"].split("mROAS")[0].rstrip().endswith("*") and not rows["ch0"].endswith("*")
+    assert rows["ch1"].endswith(" **") and not rows["ch2"].rstrip().endswith("*")
+    notes = [line for line in lines if line.startswith("note:")]
+    assert sum("extrapolates the response curve" in n for n in notes) == 1
+    (star,) = [n for n in notes if n.startswith("note: * ")]
+    assert "(ch0 0.0%)" in star
+    assert any(n.startswith("note: ** ch1: its spend barely moved") for n in notes)
+    assert len([w for w in doc["warnings"] if w.startswith(("ch0:", "ch1:"))]) == 2
