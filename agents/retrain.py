@@ -118,7 +118,8 @@ def summarise(fm: FittedModel) -> dict[str, Any]:
 def shifts(old: Mapping[str, Any], new: Mapping[str, Any], calibrated: Set[str] = frozenset()) -> list[str]:
     """The channels of summary ``new`` (:func:`summarise`) that moved wildly from summary ``old``:
     mROAS, and ROI unless ``new`` marks it extrapolated, each more than ``MAX_SHIFT`` (relative) and
-    outside ``old``'s 90% interval (neither where ``new`` marks the mROAS too as the priors'). Channels in ``calibrated`` (a lift test since ``old``) may move."""
+    outside ``old``'s 90% interval; neither where ``new`` marks the mROAS too as the priors'.
+    Channels in ``calibrated`` (a lift test since ``old``) may move."""
     out: list[str] = []
     old_ch = old.get("channels", {})
     for ch, n in new["channels"].items():
