@@ -43,7 +43,9 @@ class MMMData:
     frequency: str = "week"
     target: str = "y"
     source: str = "<arrays>"
-    _fingerprint: list[str] = field(default_factory=list, compare=False, repr=False)
+    # computed once per table; not an __init__ argument, so ``dataclasses.replace`` gives the new
+    # table its own cache instead of sharing (and filling) this one's
+    _fingerprint: list[str] = field(default_factory=list, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         t = len(self.dates)

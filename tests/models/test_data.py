@@ -213,3 +213,17 @@ def test_a_lift_window_reaching_past_the_table_is_refused(tmp_path: Path) -> Non
     lt.write_text(head + "tv,2024-03-11,2024-03-24,-150,300,30\n")
     arr = to_arrays(load_lift_tests(lt), data, source=str(lt))  # type: ignore[arg-type]
     assert arr is not None and arr.window[0].tolist() == [0] * 10 + [1, 1]
+
+
+def test_a_replaced_table_keeps_its_own_fingerprint() -> None:
+    """``dataclasses.replace`` on a table gave the copy the original's fingerprint cache: the copy's
+    hash landed in it first and the original then reported the copy's (a saved model failed its
+    own check on load)."""
+    from dataclasses import replace
+
+    from models.simulate import simulate
+
+    data, _ = simulate(periods=30, channels=2, seed=1)
+    changed = replace(data, spend=data.spend * 2.0)
+    assert changed.fingerprint() != data.fingerprint()
+    assert data.fingerprint() == replace(data).fingerprint()
