@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -69,7 +70,7 @@ def test_a_geo_holdout_is_predicted_as_the_held_out_regions_whole_contribution()
         1.0,
         holdout_share=s,
     )
-    shown = type(data)(**{**data.__dict__, "spend": table})
+    shown = dataclasses.replace(data, spend=table)
     arr = to_arrays([test], shown)
     assert arr is not None and arr.share[0] == pytest.approx(s)
     scale = shown.spend_scale
