@@ -119,10 +119,15 @@ def fit_command(
             ),
         )
     enable_compilation_cache(cache_dir)
+    # SVI has no chains or warmup: it draws chains x samples from its fitted guide
+    run = (
+        f"svi, {chains * samples} draws"
+        if method == "svi"
+        else f"{method}, {chains} chain(s) x {warmup}+{samples}"
+    )
     say(
         f"fitting {table.periods} {table.frequency}s x {len(table.channels)} channels"
-        f"{f' with {len(tests)} lift test(s)' if tests else ''}: {method}, {chains} chain(s) x "
-        f"{warmup}+{samples}, {baseline} baseline, {adstock} adstock, {saturation} saturation, seed {seed}{f', holdout {holdout}' if holdout else ''}"
+        f"{f' with {len(tests)} lift test(s)' if tests else ''}: {run}, {baseline} baseline, {adstock} adstock, {saturation} saturation, seed {seed}{f', holdout {holdout}' if holdout else ''}"
     )
     fm = fit(
         table,
