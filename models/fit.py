@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -105,7 +104,7 @@ def model_inputs(
 
 
 def _bound(spec: ModelSpec, sds: dict[str, float], generative: bool = False) -> BoundModel:
-    return BoundModel(_structure(spec), tuple(sorted(sds.items())), generative)
+    return BoundModel(spec.structure(), tuple(sorted(sds.items())), generative)
 
 
 def _run_nuts(
@@ -153,13 +152,6 @@ class _OrderedELBO(ELBO):  # type: ignore[misc]
 
         keys = jax.random.split(rng_key, self.num_particles)
         return {"loss": jnp.mean(jax.vmap(one)(keys)), "mutable_state": None}
-
-
-def _structure(spec: ModelSpec) -> ModelSpec:
-    """The part of the spec the traced model reads (frequency, harmonics, adstock, lags). The training
-    window's dates (``t0``, ``span_days``) only shape the inputs, so they are left out of the keys of
-    the compiled programs: a weekly retrain on a rolling window of the same length then reuses them."""
-    return replace(spec, t0=0, span_days=1)
 
 
 @lru_cache(maxsize=16)
@@ -220,7 +212,7 @@ def _run_svi(
     samples: int,
     seed: int,
 ) -> tuple[dict[str, np.ndarray], bool]:
-    program = _svi_program(_structure(spec), tuple(sorted(sds.items())), steps, samples, shapes(inputs))
+    program = _svi_program(spec.structure(), tuple(sorted(sds.items())), steps, samples, shapes(inputs))
     losses, draws = program(jax.random.PRNGKey(seed), inputs)
     losses = np.asarray(losses)
     if not np.all(np.isfinite(losses[-max(steps // 10, 1) :])):

@@ -30,7 +30,7 @@ The model is a pure function of an ``inputs`` dict of arrays, so fits of equal s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -92,6 +92,13 @@ class ModelSpec:
         return cls(
             data.frequency, int(days[0]), span, n_yearly, n_weekly, adstock, max_lag, baseline, saturation
         )
+
+    def structure(self) -> ModelSpec:
+        """The part of the spec that traced code reads (frequency, harmonics, adstock, lags,
+        baseline, saturation). The training window's dates (``t0``, ``span_days``) only shape the
+        inputs, so they are left out of the keys of compiled programs: a weekly retrain on a rolling
+        window of the same length reuses them."""
+        return replace(self, t0=0, span_days=1)
 
     def channel_sites(self) -> tuple[str, ...]:
         """The media parameters sampled per channel, in the model's order."""

@@ -275,6 +275,22 @@ def test_the_holdout_refit_reuses_the_fits_compiled_sampler(
     assert fm.holdout is not None and 0.0 < fm.holdout.mape < 0.2
 
 
+def test_a_rolling_window_reuses_the_compiled_media_function(small_fit: FittedModel) -> None:
+    """The posterior's media (metrics, checks, forecasts) compile per model structure and shapes,
+    not per training window: the weekly retrain's next window, same length a week later, compiles
+    nothing new there (it did, about 0.4 s a weekly table, while the window's dates keyed it)."""
+    from dataclasses import replace
+
+    from models.fitted import _media
+
+    small_fit.media()
+    compiled = _media._cache_size()
+    later = replace(small_fit.data, dates=small_fit.data.dates + np.timedelta64(7, "D"))
+    moved = replace(small_fit, data=later, spec=replace(small_fit.spec, t0=small_fit.spec.t0 + 7), _cache={})
+    np.testing.assert_allclose(moved.media(), small_fit.media())
+    assert _media._cache_size() == compiled
+
+
 def test_a_period_the_model_cannot_explain_is_named_with_what_to_do(small_fit: FittedModel) -> None:
     """One week of several times the usual revenue (an event without a column, a typo) drags every
     estimate: the warnings name its date and ask for a control marking it or a corrected row; the
