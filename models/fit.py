@@ -288,6 +288,7 @@ def fit(
     lift_source: str = "<lift tests>",
     divergence_retry: bool = True,
     pad_to: int | None = None,
+    checks: bool = True,
 ) -> FittedModel:
     """Fit the MMM to ``data``; see the module docstrings of :mod:`models.model` and :mod:`models.fitted`.
 
@@ -299,6 +300,8 @@ def fit(
     ``pad_to`` samples on the model's inputs padded with masked rows to that many periods
     (:func:`models.model.pad_inputs`): the same posterior, from the program compiled for a table of
     that length. The holdout refit uses it, so a fit with a holdout compiles one sampler, not two.
+    ``checks=False`` skips the posterior and prior predictive checks and PSIS-LOO (their fields stay
+    empty): the holdout refit, whose own diagnostics nobody reads, runs without them.
     """
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}", key="--method", fix=f"use one of {METHODS}")
@@ -428,9 +431,11 @@ def fit(
         versions=library_versions(),
     )
     t_post = time.perf_counter()
-    ppc = coverage(data.y, fm.posterior_predictive(seed))
-    prior_ppc = _prior_coverage(inputs, spec, sds, inputs["y"], seed, fm.n_draws)
-    elpd = loo(fm.log_likelihood())
+    ppc = prior_ppc = elpd = None
+    if checks:
+        ppc = coverage(data.y, fm.posterior_predictive(seed))
+        prior_ppc = _prior_coverage(inputs, spec, sds, inputs["y"], seed, fm.n_draws)
+        elpd = loo(fm.log_likelihood())
     timings["checks"] = round(time.perf_counter() - t_post, 3)
     holdout = None
     t_hold = time.perf_counter()
@@ -492,7 +497,9 @@ def _holdout(
     # a test cut by the split no longer matches its measurement: keep only those fully inside
     inside = tuple(t for t, c in zip(kept, clipped, strict=True) if t is c)
     # padded back to the full table's length: the refit reuses the sampler compiled for the fit
-    fm = fit(train, priors=priors, lift_tests=inside, holdout_periods=None, pad_to=data.periods, **kw)
+    fm = fit(
+        train, priors=priors, lift_tests=inside, holdout_periods=None, pad_to=data.periods, checks=False, **kw
+    )
     rest = slice(data.periods - periods, data.periods)
     draws = fm.predict(data.spend[rest], data.controls[rest], data.dates[rest], seed=kw.get("seed", 0))
     expected = fm.predict(data.spend[rest], data.controls[rest], data.dates[rest], noise=False).mean(0)

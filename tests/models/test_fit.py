@@ -273,6 +273,11 @@ def test_the_holdout_refit_reuses_the_fits_compiled_sampler(
     fm = fit(data, chains=1, warmup=37, samples=40, seed=2, holdout_periods=8)  # type: ignore[arg-type]
     assert len(set(sampler._PROGRAMS) - known) == 1
     assert fm.holdout is not None and 0.0 < fm.holdout.mape < 0.2
+    assert fm.diagnostics.ppc_coverage_90 is not None and fm.diagnostics.elpd_loo is not None
+    # the refit runs without the predictive checks and PSIS-LOO, which nobody reads there
+    bare = fit(data, chains=1, warmup=37, samples=40, seed=2, checks=False)  # type: ignore[arg-type]
+    assert bare.diagnostics.ppc_coverage_90 is None and bare.diagnostics.prior_ppc_coverage_90 is None
+    assert bare.diagnostics.elpd_loo is None
 
 
 def test_a_rolling_window_reuses_the_compiled_media_function(small_fit: FittedModel) -> None:
