@@ -102,21 +102,9 @@ def media_jit(spec: ModelSpec, x: Any, draws: dict[str, Any], multiplier: float)
     return _media(spec.structure(), x, draws, multiplier)
 
 
-def media_from_state_jit(spec: ModelSpec, x: Any, draws: dict[str, Any], init: Any) -> Any:
-    """:func:`models.model.media_per_draw` carrying each draw's adstock state ``init`` [N, C] in,
-    compiled (run op by op, each new number of periods compiled some thirty small programs: about
-    1.2 s on a holdout's 13 weeks)."""
-    return _media_from_state(spec.structure(), x, draws, init)
-
-
 @partial(jax.jit, static_argnums=(0,))
 def _media(spec: ModelSpec, x: Any, draws: dict[str, Any], multiplier: float) -> Any:
     return media_per_draw(spec, x, draws, None, multiplier)
-
-
-@partial(jax.jit, static_argnums=(0,))
-def _media_from_state(spec: ModelSpec, x: Any, draws: dict[str, Any], init: Any) -> Any:
-    return media_per_draw(spec, x, draws, init, 1.0)
 
 
 @dataclass
@@ -367,17 +355,17 @@ class FittedModel:
             raise InputError(
                 f"`controls` must have shape [{len(dates)}, {k}], got {controls.shape}", key="controls"
             )
-        init = None
         step = np.timedelta64(FREQ_DAYS[self.data.frequency], "D")
         if len(dates) and dates[0] == self.data.dates[-1].astype("datetime64[D]") + step:
-            if "state" not in self._cache:
-                _, state = media_jit(self.spec, self._x(self.data.spend), self._jdraws(), 1.0)
-                self._cache["state"] = state
-            init = self._cache["state"]
-        if init is None:
-            m, _ = media_jit(self.spec, self._x(spend), self._jdraws(), 1.0)
+            # carry-over from the table: the media of the table followed by the new periods, the new
+            # rows kept. One compiled function for every use of the posterior's media, and for a
+            # holdout (the table less its last rows, then those rows) the very shape of the fit's own
+            m, _ = media_jit(
+                self.spec, self._x(np.concatenate([self.data.spend, spend])), self._jdraws(), 1.0
+            )
+            m = np.asarray(m)[:, self.data.periods :]
         else:
-            m, _ = media_from_state_jit(self.spec, self._x(spend), self._jdraws(), init)
+            m, _ = media_jit(self.spec, self._x(spend), self._jdraws(), 1.0)
         rev = self.baseline(dates, controls) + np.asarray(m, dtype=float).sum(axis=2) * self.data.y_scale
         if noise:
             rng = np.random.default_rng(seed)
