@@ -10,6 +10,7 @@ All outputs are computed from posterior draws (INTERFACES section 3):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -65,14 +66,20 @@ class SpendSupport:
                 "baseline: its ROI and its mROAS both come from the priors, not the data. Vary its "
                 "budget for a few weeks, or add a lift test of it (--lift-tests), before acting on them."
             )
-        if not self.roi_extrapolated:
-            return None
-        return (
-            f"{self.channel}: spend fell below {LOW_SPEND:.0%} of its mean in "
-            f"{self.low_spend_share:.1%} of the periods, so its ROI extrapolates the response curve "
-            "down to zero spend (its interval reflects the curve family, not the data); its mROAS is "
-            "measured. A holdout test (--lift-tests) or a period of much lower spend would pin the ROI."
-        )
+        return roi_extrapolation_note([self]) if self.roi_extrapolated else None
+
+
+def roi_extrapolation_note(supports: Sequence[SpendSupport]) -> str:
+    """One note for channels whose ROI extrapolates below the spend the table shows (FIT.json gives
+    each its own; ``budgetloop fit`` names them all in one)."""
+    names = ", ".join(s.channel for s in supports)
+    shares = ", ".join(f"{s.low_spend_share:.1%}" for s in supports)
+    return (
+        f"{names}: spend fell below {LOW_SPEND:.0%} of its mean in {shares} of the periods, so "
+        "the ROI extrapolates the response curve down to zero spend (its interval reflects the curve "
+        "family, not the data); the mROAS is measured. A holdout test (--lift-tests) or a period of "
+        "much lower spend would pin the ROI."
+    )
 
 
 @dataclass(frozen=True)

@@ -174,7 +174,7 @@ def _summary_lines(fm: Any, doc: dict[str, Any]) -> list[str]:
     table shows is starred and the stars share one note, so twenty such channels do not print twenty
     copies of the same paragraph; one whose mROAS too is the priors' gets two stars and its own
     note; every other warning (FIT.json's ``warnings``) follows as is."""
-    from models.fitted import LOW_SPEND, LOW_SPEND_MIN_SHARE
+    from models.fitted import roi_extrapolation_note
 
     support = {s.channel: s for s in fm.spend_support()}
     starred = [s for s in support.values() if s.roi_extrapolated and not s.mroas_from_prior]
@@ -187,13 +187,7 @@ def _summary_lines(fm: Any, doc: dict[str, Any]) -> list[str]:
             f"mROAS {v['mroas']['median']:.3g} [{v['mroas']['p05']:.3g}, {v['mroas']['p95']:.3g}]{stars}"
         )
     if starred:
-        shares = ", ".join(f"{s.channel} {s.low_spend_share:.1%}" for s in starred)
-        lines.append(
-            f"note: * the ROI extrapolates the response curve down to zero spend: spend fell below "
-            f"{LOW_SPEND:.0%} of its mean in under {LOW_SPEND_MIN_SHARE:.0%} of the periods ({shares}), "
-            "so the interval reflects the curve family, not the data; the mROAS is measured. A holdout "
-            "test (--lift-tests) or a period of much lower spend would pin the ROI."
-        )
+        lines.append(f"note: * {roi_extrapolation_note(starred)}")
     grouped = {s.warning() for s in starred}
     flat = {s.warning() for s in support.values() if s.mroas_from_prior}
     lines += [f"note: {'** ' if w in flat else ''}{w}" for w in doc["warnings"] if w not in grouped]

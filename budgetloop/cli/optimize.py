@@ -230,6 +230,13 @@ def optimize(
         typer.echo(f"note: {note}")
 
 
+def _fitted(doc: dict[str, Any], channel: str) -> dict[str, Any]:
+    """FIT.json's entry for ``channel`` under ``channels``; empty where the file has none."""
+    fitted = doc.get("channels")
+    info = fitted.get(channel) if isinstance(fitted, dict) else None
+    return info if isinstance(info, dict) else {}
+
+
 #: a planned amount above this multiple of the most one period of the fitted table spent is noted:
 #: the response curve there is the model family's extrapolation, not something the data showed
 BEYOND_DATA = 1.5
@@ -238,11 +245,9 @@ BEYOND_DATA = 1.5
 def _beyond_the_data(doc: dict[str, Any], allocation: dict[str, float], period: str) -> list[str]:
     """A note per channel the plan funds well past any spend the fitted table shows (FIT.json's
     ``spend_max_per_period``; older FIT.json files without it get no such note)."""
-    fitted = doc.get("channels")
     out: list[str] = []
     for ch, after in allocation.items():
-        info = fitted.get(ch) if isinstance(fitted, dict) else None
-        most = info.get("spend_max_per_period") if isinstance(info, dict) else None
+        most = _fitted(doc, ch).get("spend_max_per_period")
         if isinstance(most, int | float) and most > 0 and after > BEYOND_DATA * most:
             out.append(
                 f"{ch}: the plan spends {after:,.2f} per {period}, {after / most:,.1f}x the most the "
@@ -257,11 +262,9 @@ def _prior_only_moves(
 ) -> list[str]:
     """A note per channel the plan moves although FIT.json marks its mROAS as the priors' (its
     spend barely moved in the fitted table): the gain on it is an assumption, not a measurement."""
-    fitted = doc.get("channels")
     out: list[str] = []
     for ch, after in allocation.items():
-        info = fitted.get(ch) if isinstance(fitted, dict) else None
-        if not (isinstance(info, dict) and info.get("mroas_from_prior") is True):
+        if _fitted(doc, ch).get("mroas_from_prior") is not True:
             continue
         before = current[ch]
         if abs(after - before) > 0.01 * max(before, 1e-9):
