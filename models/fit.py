@@ -34,6 +34,7 @@ from models.model import (
     BASELINES,
     DERIVED_SITES,
     BoundModel,
+    Extent,
     ModelSpec,
     baseline_value,
     build_inputs,
@@ -287,7 +288,7 @@ def fit(
     dense_mass: bool = True,
     lift_source: str = "<lift tests>",
     divergence_retry: bool = True,
-    pad_to: int | None = None,
+    pad_to: Extent | None = None,
     checks: bool = True,
 ) -> FittedModel:
     """Fit the MMM to ``data``; see the module docstrings of :mod:`models.model` and :mod:`models.fitted`.
@@ -297,9 +298,10 @@ def fit(
     divergences is kept; ``settings["divergence_retry"]`` records the other one. The health gate
     judges the run that is kept.
 
-    ``pad_to`` samples on the model's inputs padded with masked rows to that many periods
-    (:func:`models.model.pad_inputs`): the same posterior, from the program compiled for a table of
-    that length. The holdout refit uses it, so a fit with a holdout compiles one sampler, not two.
+    ``pad_to`` samples on the model's inputs padded with masked rows and inert lift tests to that
+    extent (:func:`models.model.pad_inputs`): the same posterior, from the program compiled for
+    inputs of that extent. The holdout refit pads to the fit's own extent, so a fit with a holdout
+    compiles one sampler, not two, even when the split drops a lift test.
     ``checks=False`` skips the posterior and prior predictive checks and PSIS-LOO (their fields stay
     empty): the holdout refit, whose own diagnostics nobody reads, runs without them.
     """
@@ -443,6 +445,7 @@ def fit(
         holdout = _holdout(
             data,
             holdout_periods,
+            extent=Extent.of(sampled),
             priors=priors,
             tests=tests,
             method=method,
@@ -482,9 +485,16 @@ def fit(
 
 
 def _holdout(
-    data: MMMData, periods: int, *, priors: Priors, tests: tuple[LiftTest, ...], **kw: Any
+    data: MMMData,
+    periods: int,
+    *,
+    extent: Extent,
+    priors: Priors,
+    tests: tuple[LiftTest, ...],
+    **kw: Any,
 ) -> Holdout:
-    """Refit without the last ``periods`` rows and predict them from their actual spend and controls."""
+    """Refit without the last ``periods`` rows and predict them from their actual spend and controls;
+    the refit's inputs are padded to ``extent``, the full fit's, so that it runs the same program."""
     train = data.head(data.periods - periods)
     last = train.dates[-1].astype("datetime64[D]")
     kept = tuple(t for t in tests if t.start <= last)
@@ -496,10 +506,8 @@ def _holdout(
     )
     # a test cut by the split no longer matches its measurement: keep only those fully inside
     inside = tuple(t for t, c in zip(kept, clipped, strict=True) if t is c)
-    # padded back to the full table's length: the refit reuses the sampler compiled for the fit
-    fm = fit(
-        train, priors=priors, lift_tests=inside, holdout_periods=None, pad_to=data.periods, checks=False, **kw
-    )
+    # padded back to the full table's length and tests: the refit reuses the fit's compiled sampler
+    fm = fit(train, priors=priors, lift_tests=inside, holdout_periods=None, pad_to=extent, checks=False, **kw)
     rest = slice(data.periods - periods, data.periods)
     draws = fm.predict(data.spend[rest], data.controls[rest], data.dates[rest], seed=kw.get("seed", 0))
     expected = fm.predict(data.spend[rest], data.controls[rest], data.dates[rest], noise=False).mean(0)

@@ -183,27 +183,65 @@ def build_inputs(
 TIME_INPUTS = ("x", "ctrl", "tpos", "four", "y", "mask")
 
 
-def pad_inputs(inputs: dict[str, Any], periods: int) -> dict[str, Any]:
-    """``inputs`` with rows of zeros appended up to ``periods`` rows, masked out (``mask`` 0).
+#: the lift-test inputs, each [tests, ...]; ``window`` is [tests, T], ``rows`` and ``inside`` [tests, W]
+LIFT_INPUTS = ("channel", "window", "delta", "share", "rows", "inside", "observed", "se")
+
+
+@dataclass(frozen=True)
+class Extent:
+    """The sizes that shape the model's inputs, and so key its compiled programs: the table's rows,
+    the lift tests, and the rows of the longest test window (``W``)."""
+
+    periods: int
+    tests: int = 0
+    width: int = 0
+
+    @classmethod
+    def of(cls, inputs: dict[str, Any]) -> Extent:
+        lift = inputs.get("lift")
+        tests, width = (0, 0) if lift is None else np.shape(lift["rows"])
+        return cls(int(np.shape(inputs["x"])[0]), int(tests), int(width))
+
+
+def pad_inputs(inputs: dict[str, Any], to: Extent) -> dict[str, Any]:
+    """``inputs`` padded to the extent ``to``: masked rows of zeros appended to the table, inert
+    lift tests appended to the tests, and each test's window rows widened.
 
     The model reads a padded row nowhere: the likelihood skips it, the sums that define the ROI, the
     mean revenue and the baseline's level run over the table's rows, and adstock only carries
-    forward, so padding at the end leaves every earlier row's media unchanged. The posterior is the
-    unpadded table's (``tests/models/test_model.py``), and a refit of a shorter table (the holdout)
-    reuses the program compiled for the longer one, shapes being the compiled program's key."""
-    t_len = int(np.shape(inputs["x"])[0])
-    if periods < t_len:
-        raise ValueError(f"cannot pad {t_len} periods to {periods}")
-    extra = periods - t_len
+    forward, so padding at the end leaves every earlier row's media unchanged. An inert test changes
+    no spend in no row and observes 0 with a standard error of 1: the model predicts exactly 0 for
+    it, so it adds the same constant to the log density at every point and moves nothing. The
+    posterior is the unpadded inputs' (``tests/models/test_model.py``), and a refit of a shorter
+    table with fewer tests (the holdout) reuses the program compiled for the longer one, shapes
+    being the compiled program's key."""
+    have = Extent.of(inputs)
+    if to.periods < have.periods or to.tests < have.tests or to.width < have.width:
+        raise ValueError(f"cannot pad inputs of extent {have} to {to}")
+    extra = to.periods - have.periods
     out = dict(inputs)
     for key in TIME_INPUTS:
         value = inputs.get(key)
         if value is not None:
             value = np.asarray(value)
             out[key] = np.concatenate([value, np.zeros((extra, *value.shape[1:]), dtype=value.dtype)])
-    if inputs.get("lift") is not None:  # each test's window over the table's rows [tests, T]
-        window = np.asarray(inputs["lift"]["window"])
-        out["lift"] = dict(inputs["lift"], window=np.pad(window, ((0, 0), (0, extra))))
+    if to.tests == 0:
+        return out
+    lift = inputs.get("lift") or {
+        "channel": np.zeros(0, np.int32),
+        "window": np.zeros((0, have.periods), np.float32),
+        "rows": np.zeros((0, 0), np.int32),
+        "inside": np.zeros((0, 0), np.float32),
+        **{k: np.zeros(0, np.float32) for k in ("delta", "share", "observed", "se")},
+    }
+    more = to.tests - have.tests
+    padded = {}
+    for key in LIFT_INPUTS:
+        value = np.asarray(lift[key])
+        wide = {"window": to.periods, "rows": to.width, "inside": to.width}.get(key)
+        cols = () if wide is None else ((0, wide - value.shape[1]),)
+        padded[key] = np.pad(value, ((0, more), *cols), constant_values=1 if key == "se" else 0)
+    out["lift"] = padded
     return out
 
 

@@ -12,7 +12,7 @@ from numpyro.infer.util import log_density
 
 from models.fit import _prior_revenue, _scalar_sds, model_inputs
 from models.lift import LiftTest
-from models.model import BoundModel, ModelSpec, media_per_draw, pad_inputs, site_priors
+from models.model import BoundModel, Extent, ModelSpec, media_per_draw, pad_inputs, site_priors
 from models.priors import Priors
 from models.simulate import simulate
 
@@ -81,9 +81,11 @@ def test_sampler_coordinates_have_the_generative_density(
     [("geometric", "multiplicative"), ("delayed", "multiplicative"), ("geometric", "additive")],
 )
 def test_padded_inputs_leave_the_density_unchanged(adstock: str, baseline: str) -> None:
-    """Rows appended by ``pad_inputs`` are masked out everywhere: the log density and every derived
-    site are the unpadded table's at any point, so a holdout refit may run the longer table's
-    compiled sampler. Without the mask the padded rows would enter the likelihood and the sums."""
+    """Rows appended by ``pad_inputs`` are masked out everywhere, and its inert lift tests predict
+    exactly 0 and observe 0: the log density moves by the same constant at every point (the inert
+    tests' normalising terms) and every derived site is the unpadded inputs', so a holdout refit may
+    run the full fit's compiled sampler. Without the mask the padded rows would enter the
+    likelihood and the sums."""
     data, _ = simulate(periods=60, channels=3, seed=5)
     spec = ModelSpec.for_data(data, adstock=adstock, baseline=baseline)
     priors = Priors()
@@ -91,27 +93,36 @@ def test_padded_inputs_leave_the_density_unchanged(adstock: str, baseline: str) 
         "ch2", data.dates[50], data.dates[53], -0.5 * float(data.spend[50:54, 2].sum()), 700.0, 150.0
     )
     inputs = model_inputs(data, spec, priors, [test])
-    padded = pad_inputs(inputs, 73)
+    assert Extent.of(inputs) == Extent(60, 1, 4)
+    padded = pad_inputs(inputs, Extent(73, 3, 6))
+    assert Extent.of(padded) == Extent(73, 3, 6)
     assert padded["x"].shape == (73, 3) and float(padded["mask"].sum()) == 60.0
+    inert = -float(np.log(2 * np.pi))  # two inert tests: 2 x log Normal(0 | 0, 1)
     model = BoundModel(spec, tuple(sorted(_scalar_sds(priors).items())))
     rng = np.random.default_rng(1)
     for _ in range(4):
         point = _random_point(rng, spec)
         lp, tr = log_density(model, (inputs,), {}, point)
         lp_padded, tr_padded = log_density(model, (padded,), {}, point)
-        assert float(lp_padded) == pytest.approx(float(lp), abs=1e-5 * abs(float(lp)))
-        for site in ("beta", "intercept", "rest_scale", "lift_obs"):
-            a, b = tr[site], tr_padded[site]
-            key = "value" if site != "lift_obs" else "fn"
-            if key == "fn":
-                np.testing.assert_allclose(a["fn"].loc, b["fn"].loc, rtol=1e-5)
-            else:
-                np.testing.assert_allclose(a["value"], b["value"], rtol=1e-5)
+        assert float(lp_padded) == pytest.approx(float(lp) + inert, abs=1e-5 * abs(float(lp)))
+        for site in ("beta", "intercept", "rest_scale"):
+            np.testing.assert_allclose(tr[site]["value"], tr_padded[site]["value"], rtol=1e-5)
+        pred = np.asarray(tr_padded["lift_obs"]["fn"].loc)
+        np.testing.assert_allclose(pred[:1], np.asarray(tr["lift_obs"]["fn"].loc), rtol=1e-5)
+        assert np.all(pred[1:] == 0.0)
         # without the mask, the padded rows would count: the densities then differ
         unmasked = dict(padded, mask=np.ones(73, np.float32))
-        assert float(log_density(model, (unmasked,), {}, point)[0]) != pytest.approx(float(lp), rel=1e-3)
-    with pytest.raises(ValueError, match="cannot pad 60 periods to 50"):
-        pad_inputs(inputs, 50)
+        lp_unmasked = float(log_density(model, (unmasked,), {}, point)[0])
+        assert lp_unmasked != pytest.approx(float(lp) + inert, rel=1e-3)
+    # a table without tests padded to one with tests: the same density plus the inert terms
+    bare = model_inputs(data, spec, priors)
+    point = _random_point(rng, spec)
+    lp_bare = float(log_density(model, (bare,), {}, point)[0])
+    lp_two = float(log_density(model, (pad_inputs(bare, Extent(60, 2, 4)),), {}, point)[0])
+    assert lp_two == pytest.approx(lp_bare + inert, abs=1e-5 * abs(lp_bare))
+    for smaller in (Extent(50, 1, 4), Extent(60, 0, 0), Extent(60, 1, 3)):
+        with pytest.raises(ValueError, match="cannot pad inputs"):
+            pad_inputs(inputs, smaller)
 
 
 def test_the_baselines_swings_in_revenue_do_not_depend_on_the_media_share() -> None:
