@@ -289,6 +289,7 @@ def fit(
     lift_source: str = "<lift tests>",
     divergence_retry: bool = True,
     pad_to: Extent | None = None,
+    round_shapes: bool = False,
     checks: bool = True,
 ) -> FittedModel:
     """Fit the MMM to ``data``; see the module docstrings of :mod:`models.model` and :mod:`models.fitted`.
@@ -301,7 +302,10 @@ def fit(
     ``pad_to`` samples on the model's inputs padded with masked rows and inert lift tests to that
     extent (:func:`models.model.pad_inputs`): the same posterior, from the program compiled for
     inputs of that extent. The holdout refit pads to the fit's own extent, so a fit with a holdout
-    compiles one sampler, not two, even when the split drops a lift test.
+    compiles one sampler, not two, even when the split drops a lift test. ``round_shapes`` pads
+    further, onto the coarse grid of :meth:`models.model.Extent.rounded`, so that tables of similar
+    length and lift tests of similar number share compiled programs: `budgetloop fit` on a table a
+    week longer, or a retrain that gained a test, finds the sampler in XLA's persistent cache.
     ``checks=False`` skips the posterior and prior predictive checks and PSIS-LOO (their fields stay
     empty): the holdout refit, whose own diagnostics nobody reads, runs without them.
     """
@@ -343,7 +347,9 @@ def fit(
     spec = ModelSpec.for_data(data, adstock=adstock, baseline=baseline, saturation=saturation)
     tests = tuple(lift_tests or ())
     inputs = model_inputs(data, spec, priors, tests, lift_source=lift_source)
-    sampled = inputs if pad_to is None else pad_inputs(inputs, pad_to)
+    extent = pad_to or Extent.of(inputs)
+    extent = extent.rounded() if round_shapes else extent
+    sampled = inputs if extent == Extent.of(inputs) else pad_inputs(inputs, extent)
     sds = _scalar_sds(priors)
 
     svi_ok: bool | None = None
@@ -445,7 +451,7 @@ def fit(
         holdout = _holdout(
             data,
             holdout_periods,
-            extent=Extent.of(sampled),
+            extent=extent,
             priors=priors,
             tests=tests,
             method=method,

@@ -202,6 +202,19 @@ class Extent:
         tests, width = (0, 0) if lift is None else np.shape(lift["rows"])
         return cls(int(np.shape(inputs["x"])[0]), int(tests), int(width))
 
+    def rounded(self) -> Extent:
+        """This extent rounded up onto a coarse grid, so that tables of similar sizes share compiled
+        programs (and XLA's persistent cache): rows to a multiple of an eighth of the largest power
+        of two not above them (at least 4; 104 weeks stay 104, 105 become 112, 730 days 768: at
+        most an eighth more rows to sample), tests and window rows to a power of two."""
+        step = max(4, 1 << max(0, self.periods.bit_length() - 4))
+        return Extent(-(-self.periods // step) * step, _power_of_two(self.tests), _power_of_two(self.width))
+
+
+def _power_of_two(n: int) -> int:
+    """The least power of two >= ``n`` (0 for 0)."""
+    return 0 if n <= 0 else 1 << (n - 1).bit_length()
+
 
 def pad_inputs(inputs: dict[str, Any], to: Extent) -> dict[str, Any]:
     """``inputs`` padded to the extent ``to``: masked rows of zeros appended to the table, inert

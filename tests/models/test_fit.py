@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -289,6 +290,40 @@ def test_the_holdout_refit_reuses_the_fits_compiled_sampler(
     bare = fit(data, chains=1, warmup=37, samples=40, seed=2, checks=False)  # type: ignore[arg-type]
     assert bare.diagnostics.ppc_coverage_90 is None and bare.diagnostics.prior_ppc_coverage_90 is None
     assert bare.diagnostics.elpd_loo is None
+
+
+def test_tables_of_similar_length_share_one_sampler_when_shapes_are_rounded(
+    easy_case: tuple[object, Truth], jax_cache: Path
+) -> None:
+    """``round_shapes`` (what `budgetloop fit` asks for) pads a table onto a coarse grid of lengths
+    and tests: 97 and 103 weeks, with three and with four lift tests, run one compiled sampler, which
+    XLA's persistent cache then serves to later processes (a table a week longer: 12.3 s -> 8.8 s
+    from the command line on a weekly table with six channels). Exact shapes compile one per
+    table length and per number of tests."""
+    from models import sampler
+    from models.model import Extent
+
+    assert Extent(104).rounded() == Extent(104)
+    assert Extent(105, 3, 5).rounded() == Extent(112, 4, 8)
+    assert Extent(52, 1, 4).rounded() == Extent(52, 1, 4) and Extent(53).rounded() == Extent(56)
+    assert Extent(730, 2, 28).rounded() == Extent(768, 2, 32)
+    for n in range(1, 3000):  # never shrinks, at most an eighth more rows, and idempotent
+        r = Extent(n).rounded().periods
+        assert n <= r <= max(n + 3, n * 9 // 8) and Extent(r).rounded().periods == r
+
+    data, _ = easy_case
+    short, longer = data.head(97), data.head(103)  # type: ignore[attr-defined]
+    four = [
+        LiftTest(f"ch{j % 3}", short.dates[s], short.dates[s + 3], -500.0, 1000.0, 300.0)
+        for j, s in enumerate((40, 50, 60, 70))
+    ]
+    three = four[:3]
+    kw: dict[str, Any] = {"chains": 1, "warmup": 23, "samples": 20, "seed": 3, "divergence_retry": False}
+    known = set(sampler._PROGRAMS)
+    a = fit(short, lift_tests=three, round_shapes=True, **kw)
+    b = fit(longer, lift_tests=four, round_shapes=True, **kw)
+    assert len(set(sampler._PROGRAMS) - known) == 1
+    assert a.draws["roi"].shape == (20, 3) and b.data.periods == 103
 
 
 def test_a_rolling_window_reuses_the_compiled_media_function(small_fit: FittedModel) -> None:
