@@ -88,8 +88,11 @@ def test_the_plain_fit_reaches_the_oracle_floor_on_mroas() -> None:
     """docs/validation.md section 1: handed the true curve shapes, a fit of the study's tables misses
     the mROAS by about as much as ours does (11.2% and 12.5% measured, 20 seeds): the error is
     mostly the data's.
-    Plain fits only, 10 seeds, 500 + 500 draws."""
-    kw = {"calibrated": (False,), "warmup": 500, "samples": 500}
+    Plain fits only, 10 seeds, at the study's 1000 + 1000 draws: with 500 + 500 the posterior means
+    carry enough Monte Carlo error to move the median by two points from one machine's floating
+    point to another's (17.5% against the oracle's 13.9% on one, inside the bound on another; 15.1%
+    against 13.6% at 1000 + 1000)."""
+    kw = {"calibrated": (False,), "warmup": 1000, "samples": 1000}
     ours = recovery_study(range(10), **kw)["summary"]["plain"]
     oracle = recovery_study(range(10), oracle=True, **kw)["summary"]["plain"]
     assert ours["median_mroas_error"] <= 1.15 * oracle["median_mroas_error"] + 0.01, (ours, oracle)
