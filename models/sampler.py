@@ -52,6 +52,7 @@ class Settings:
     dense_mass: bool = False
     jitter: float = 0.5
     progress_every: int = 0  # 0: silent
+    how: str | None = None  # "pmap" or "vmap"; None: by the backend (:func:`layout`)
 
 
 @dataclass(frozen=True)
@@ -65,10 +66,13 @@ class Chains:
     step_size: np.ndarray  # [chains], after warmup
 
 
-def layout(chains: int) -> tuple[str, int]:
+def layout(chains: int, how: str | None = None) -> tuple[str, int]:
     """(``"pmap"`` or ``"vmap"``, devices used): chains across CPU devices, or vectorised on one
-    accelerator. On CPU the device count is the largest divisor of ``chains`` that is available."""
-    if jax.default_backend() != "cpu":
+    accelerator. On CPU the device count is the largest divisor of ``chains`` that is available.
+    ``how`` forces one of the two (the accelerator's layout can then be tested on a CPU)."""
+    if how not in (None, "pmap", "vmap"):
+        raise ValueError(f"`how` must be 'pmap', 'vmap' or None, got {how!r}")
+    if how == "vmap" or (how is None and jax.default_backend() != "cpu"):
         return "vmap", 1
     available = min(chains, jax.local_device_count())
     return "pmap", max(d for d in range(1, available + 1) if chains % d == 0)
@@ -117,7 +121,7 @@ def build(
     model: Model, settings: Settings, init_strategy: Any, transforms: dict[str, Any]
 ) -> Callable[[Array, Any], Any]:
     """The run of ``settings.chains`` chains as a function ``(keys [chains, 2], inputs) -> outputs``."""
-    how, devices = layout(settings.chains)
+    how, devices = layout(settings.chains, settings.how)
     per_device = settings.chains // devices
     pe_gen, constrain_gen = get_potential_fn(model, transforms, replay_model=True, dynamic_args=True)
     total = settings.warmup + settings.samples
