@@ -305,7 +305,7 @@ def fit(
     compiles one sampler, not two, even when the split drops a lift test. ``round_shapes`` pads
     further, onto the coarse grid of :meth:`models.model.Extent.rounded`, so that tables of similar
     length and lift tests of similar number share compiled programs: `budgetloop fit` on a table a
-    week longer, or a retrain that gained a test, finds the sampler in XLA's persistent cache.
+    week longer, or with one more test, finds the sampler in XLA's persistent cache.
     ``checks=False`` skips the posterior and prior predictive checks and PSIS-LOO (their fields stay
     empty): the holdout refit, whose own diagnostics nobody reads, runs without them.
     """
