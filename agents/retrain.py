@@ -196,6 +196,9 @@ def retrain(
             saturation=options.saturation,
             holdout_periods=holdout,
             lift_source="calibration_points",
+            # the window's length is fixed; calibration points arrive one experiment at a time, and
+            # each new count or window length compiled the fit again (about 8 s a daily table)
+            round_shapes="tests",
         )
     except (FitError, InputError) as exc:
         return RetrainOutcome(None, False, f"fit failed: {exc}")

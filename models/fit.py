@@ -48,6 +48,8 @@ from models.sampler import Chains, Settings, run_nuts, shapes
 from models.transforms import SATURATIONS
 
 METHODS = ("nuts", "svi")
+#: ``fit(round_shapes=...)``: exact shapes, lift tests rounded, or rows and lift tests rounded
+ROUND_SHAPES = (None, "tests", "all")
 RETRY_TARGET_ACCEPT = 0.95
 _CACHE_DIR: list[str] = []
 
@@ -289,7 +291,7 @@ def fit(
     lift_source: str = "<lift tests>",
     divergence_retry: bool = True,
     pad_to: Extent | None = None,
-    round_shapes: bool = False,
+    round_shapes: str | None = None,
     checks: bool = True,
 ) -> FittedModel:
     """Fit the MMM to ``data``; see the module docstrings of :mod:`models.model` and :mod:`models.fitted`.
@@ -303,14 +305,18 @@ def fit(
     extent (:func:`models.model.pad_inputs`): the same posterior, from the program compiled for
     inputs of that extent. The holdout refit pads to the fit's own extent, so a fit with a holdout
     compiles one sampler, not two, even when the split drops a lift test. ``round_shapes`` pads
-    further, onto the coarse grid of :meth:`models.model.Extent.rounded`, so that tables of similar
-    length and lift tests of similar number share compiled programs: `budgetloop fit` on a table a
-    week longer, or with one more test, finds the sampler in XLA's persistent cache.
+    further, onto the coarse grid of :meth:`models.model.Extent.rounded`, so that inputs of similar
+    sizes share compiled programs: ``"all"`` rounds the rows and the lift tests (`budgetloop fit`: a
+    table a week longer, or with one more test, finds its sampler in XLA's persistent cache),
+    ``"tests"`` the lift tests alone (the loop's retrain, whose window has a fixed length while its
+    calibration points accumulate); ``None`` samples the exact shapes.
     ``checks=False`` skips the posterior and prior predictive checks and PSIS-LOO (their fields stay
     empty): the holdout refit, whose own diagnostics nobody reads, runs without them.
     """
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}", key="--method", fix=f"use one of {METHODS}")
+    if round_shapes not in ROUND_SHAPES:
+        raise ValueError(f"`round_shapes` must be one of {ROUND_SHAPES}, got {round_shapes!r}")
     for name, value, low in (("chains", chains, 1), ("warmup", warmup, 1), ("samples", samples, 10)):
         if value < low:
             raise InputError(f"`{name}` must be >= {low}, got {value}", key=f"--{name}")
@@ -348,7 +354,8 @@ def fit(
     tests = tuple(lift_tests or ())
     inputs = model_inputs(data, spec, priors, tests, lift_source=lift_source)
     extent = pad_to or Extent.of(inputs)
-    extent = extent.rounded() if round_shapes else extent
+    if round_shapes is not None:
+        extent = extent.rounded(periods=round_shapes == "all")
     sampled = inputs if extent == Extent.of(inputs) else pad_inputs(inputs, extent)
     sds = _scalar_sds(priors)
 

@@ -202,13 +202,25 @@ class Extent:
         tests, width = (0, 0) if lift is None else np.shape(lift["rows"])
         return cls(int(np.shape(inputs["x"])[0]), int(tests), int(width))
 
-    def rounded(self) -> Extent:
-        """This extent rounded up onto a coarse grid, so that tables of similar sizes share compiled
+    def rounded(self, *, periods: bool = True) -> Extent:
+        """This extent rounded up onto a coarse grid, so that inputs of similar sizes share compiled
         programs (and XLA's persistent cache): rows to a multiple of an eighth of the largest power
         of two not above them (at least 4; 104 weeks stay 104, 105 become 112, 730 days 768: at
-        most an eighth more rows to sample), tests and window rows to a power of two."""
-        step = max(4, 1 << max(0, self.periods.bit_length() - 4))
-        return Extent(-(-self.periods // step) * step, _power_of_two(self.tests), _power_of_two(self.width))
+        most an eighth more rows to sample; left as they are with ``periods=False``), lift tests to
+        a power of two and at least :data:`MIN_TESTS`, window rows to a power of two."""
+        rows = self.periods
+        if periods:
+            step = max(4, 1 << max(0, rows.bit_length() - 4))
+            rows = -(-rows // step) * step
+        tests = max(MIN_TESTS, _power_of_two(self.tests)) if self.tests else 0
+        return Extent(rows, tests, _power_of_two(self.width))
+
+
+#: the fewest lift tests that rounded shapes hold (padded with inert ones): a worker whose
+#: calibration points arrive one experiment at a time keeps one program for its first four. An
+#: inert test is not free (a daily SVI retrain with seven of them sampled about 12% slower), so
+#: the grid grows by powers of two past that
+MIN_TESTS = 4
 
 
 def _power_of_two(n: int) -> int:

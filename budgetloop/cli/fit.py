@@ -145,7 +145,7 @@ def fit_command(
         holdout_periods=holdout or None,
         lift_source=str(lift_tests) if lift_tests else "<lift tests>",
         # shapes on a coarse grid: a table a week longer finds its sampler in the compilation cache
-        round_shapes=True,
+        round_shapes="all",
     )
     plot_paths = None
     if plots is not None:

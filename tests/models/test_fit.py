@@ -305,8 +305,9 @@ def test_tables_of_similar_length_share_one_sampler_when_shapes_are_rounded(
 
     assert Extent(104).rounded() == Extent(104)
     assert Extent(105, 3, 5).rounded() == Extent(112, 4, 8)
-    assert Extent(52, 1, 4).rounded() == Extent(52, 1, 4) and Extent(53).rounded() == Extent(56)
-    assert Extent(730, 2, 28).rounded() == Extent(768, 2, 32)
+    assert Extent(52, 1, 4).rounded() == Extent(52, 4, 4) and Extent(53).rounded() == Extent(56)
+    assert Extent(730, 5, 21).rounded() == Extent(768, 8, 32)
+    assert Extent(364, 3, 21).rounded(periods=False) == Extent(364, 4, 32)
     for n in range(1, 3000):  # never shrinks, at most an eighth more rows, and idempotent
         r = Extent(n).rounded().periods
         assert n <= r <= max(n + 3, n * 9 // 8) and Extent(r).rounded().periods == r
@@ -320,10 +321,21 @@ def test_tables_of_similar_length_share_one_sampler_when_shapes_are_rounded(
     three = four[:3]
     kw: dict[str, Any] = {"chains": 1, "warmup": 23, "samples": 20, "seed": 3, "divergence_retry": False}
     known = set(sampler._PROGRAMS)
-    a = fit(short, lift_tests=three, round_shapes=True, **kw)
-    b = fit(longer, lift_tests=four, round_shapes=True, **kw)
+    a = fit(short, lift_tests=three, round_shapes="all", **kw)
+    b = fit(longer, lift_tests=four, round_shapes="all", **kw)
     assert len(set(sampler._PROGRAMS) - known) == 1
     assert a.draws["roi"].shape == (20, 3) and b.data.periods == 103
+    # the loop's retrain rounds the tests alone (its window's length is fixed): calibration points
+    # that arrive one experiment at a time, with windows of 4 and 3 weeks, run one program, on the
+    # table's own rows
+    known = set(sampler._PROGRAMS)
+    one = [LiftTest("ch2", short.dates[80], short.dates[82], -500.0, 900.0, 300.0)]
+    fit(short, lift_tests=one, round_shapes="tests", **kw)
+    fit(short, lift_tests=[*four[:2], *one], round_shapes="tests", **kw)
+    (key,) = set(sampler._PROGRAMS) - known
+    assert ((97,), "<f4") in key[3][1:]  # the mask: the rows are not rounded
+    with pytest.raises(ValueError, match="round_shapes"):
+        fit(short, round_shapes="rows", **kw)
 
 
 def test_a_rolling_window_reuses_the_compiled_media_function(small_fit: FittedModel) -> None:
