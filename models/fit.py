@@ -441,6 +441,7 @@ def fit(
             "max_tree_depth": max_tree_depth,
             "dense_mass": dense_mass,
             "divergence_retry": retried,
+            "round_shapes": round_shapes,
         },
         lift_tests=tests,
         versions=library_versions(),

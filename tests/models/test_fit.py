@@ -325,6 +325,7 @@ def test_tables_of_similar_length_share_one_sampler_when_shapes_are_rounded(
     b = fit(longer, lift_tests=four, round_shapes="all", **kw)
     assert len(set(sampler._PROGRAMS) - known) == 1
     assert a.draws["roi"].shape == (20, 3) and b.data.periods == 103
+    assert a.settings["round_shapes"] == "all"  # recorded with the version, and in FIT.json
     # the loop's retrain rounds the tests alone (its window's length is fixed): calibration points
     # that arrive one experiment at a time, with windows of 4 and 3 weeks, run one program, on the
     # table's own rows
