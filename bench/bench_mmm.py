@@ -6,7 +6,9 @@ and compiling the model; runs after the first may reuse XLA's persistent compila
 "caching compiled code across fits where JAX allows"), and the first, cold run is reported apart.
 The figure per case is the median over the runs. Each run then fits a second table of the same shape
 in the same process, as a long-running worker's weekly retrain does: that reuses the compiled
-sampler, data being an argument of it.
+sampler, data being an argument of it. Last, the analyst's case: a weekly table a few rows longer
+than one just fitted, in a new process with the same persistent cache, with the shapes rounded as
+`budgetloop fit` rounds them and with exact shapes (``grown_table``).
 
     python -m bench mmm            # all cases, 3 runs each
     python -m bench.bench_mmm --case weekly --cache DIR   # one fit, prints JSON (used internally)
@@ -34,9 +36,18 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def one_fit(
-    case: str, cache: str | None, seed: int = 0, chains: int = 2, warmup: int = 1000, samples: int = 1000
+    case: str,
+    cache: str | None,
+    seed: int = 0,
+    chains: int = 2,
+    warmup: int = 1000,
+    samples: int = 1000,
+    periods: int | None = None,
+    round_shapes: str | None = None,
+    refit: bool = True,
 ) -> dict[str, Any]:
-    """Simulate the case's table and fit it once in this process; time the fit call."""
+    """Simulate the case's table (``periods`` rows, default the case's) and fit it once in this
+    process; time the fit call; then, with ``refit``, a second table of the same shape."""
     t_import = time.perf_counter()
     from models.fit import enable_compilation_cache, fit
     from models.simulate import simulate
@@ -44,38 +55,47 @@ def one_fit(
     if cache:
         enable_compilation_cache(cache)
     spec = CASES[case]
-    data, truth = simulate(
-        periods=spec["periods"], channels=spec["channels"], frequency=spec["frequency"], seed=seed
-    )
+    periods = periods or spec["periods"]
+    data, truth = simulate(periods=periods, channels=spec["channels"], frequency=spec["frequency"], seed=seed)
     t0, c0 = time.perf_counter(), time.process_time()
-    fm = fit(data, chains=chains, warmup=warmup, samples=samples, seed=seed)
+    fm = fit(data, chains=chains, warmup=warmup, samples=samples, seed=seed, round_shapes=round_shapes)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    # a long-running worker refits new tables of the same shape with the compiled program it holds
-    other, _ = simulate(
-        periods=spec["periods"], channels=spec["channels"], frequency=spec["frequency"], seed=seed + 1
-    )
-    t1 = time.perf_counter()
-    fit(other, chains=chains, warmup=warmup, samples=samples, seed=seed)
-    refit = time.perf_counter() - t1
     m = fm.channel_metrics()
     roi_err = abs(m.roi.mean(0) - truth.roi) / truth.roi
     mroas_err = abs(m.mroas.mean(0) - truth.mroas) / truth.mroas
-    return {
+    out: dict[str, Any] = {
         "case": case,
+        "periods": periods,
+        "round_shapes": round_shapes,
         "fit_wall_s": wall,
         "fit_cpu_s": cpu,  # all threads; on an idle machine wall ~ cpu / cores used
         "import_s": t0 - t_import,
-        "refit_same_process_wall_s": refit,
         "diagnostics": fm.diagnostics.to_dict(),
         "median_roi_error": float(sorted(roi_err)[len(roi_err) // 2]),
         "median_mroas_error": float(sorted(mroas_err)[len(mroas_err) // 2]),
     }
+    if not refit:
+        return out
+    # a long-running worker refits new tables of the same shape with the compiled program it holds
+    other, _ = simulate(
+        periods=periods, channels=spec["channels"], frequency=spec["frequency"], seed=seed + 1
+    )
+    t1 = time.perf_counter()
+    fit(other, chains=chains, warmup=warmup, samples=samples, seed=seed, round_shapes=round_shapes)
+    out["refit_same_process_wall_s"] = time.perf_counter() - t1
+    return out
 
 
-def _spawn(case: str, cache: str | None) -> dict[str, Any]:
+def _spawn(
+    case: str, cache: str | None, *, periods: int | None = None, round_shapes: str | None = None
+) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "bench.bench_mmm", "--case", case]
     if cache:
         cmd += ["--cache", cache]
+    if periods is not None:  # a grown table: one fit, no refit
+        cmd += ["--periods", str(periods), "--no-refit"]
+    if round_shapes is not None:
+        cmd += ["--round-shapes", round_shapes]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False, env=dict(os.environ))
     if proc.returncode != 0:
@@ -110,8 +130,34 @@ def run(quick: bool = False, cases: tuple[str, ...] = tuple(CASES)) -> dict[str,
             table.append([f"fit {label} CPU seconds, median", round(cpu, 1), "(wall on idle ~ CPU / 2)"])
     finally:
         shutil.rmtree(cache, ignore_errors=True)
+    if "weekly" in cases:
+        result["grown"] = grown_table(table)
     result["table"] = table
     return result
+
+
+def grown_table(table: list[list[Any]], before: int = 105, after: int = 110) -> dict[str, Any]:
+    """The analyst's refit after appending weeks: a weekly table of ``before`` rows fitted in one
+    process (filling a fresh persistent cache), then one of ``after`` rows in a new process, with
+    the shapes rounded as `budgetloop fit` rounds them and with exact shapes, side by side."""
+    out: dict[str, Any] = {}
+    for mode in ("all", None):
+        cache = tempfile.mkdtemp(prefix="budgetloop-xla-")
+        try:
+            first = _spawn("weekly", cache, periods=before, round_shapes=mode)
+            second = _spawn("weekly", cache, periods=after, round_shapes=mode)
+        finally:
+            shutil.rmtree(cache, ignore_errors=True)
+        out["rounded" if mode else "exact"] = {"first": first, "second": second}
+    rounded, exact = (out[k]["second"]["fit_wall_s"] for k in ("rounded", "exact"))
+    table.append(
+        [
+            f"fit {after} weeks x 6 ch after {before}, cache warm, shapes rounded (s)",
+            round(rounded, 1),
+            f"(exact shapes: {exact:.1f})",
+        ]
+    )
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,9 +166,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", default=None)
     parser.add_argument("--cases", default=",".join(CASES), help="benchmark these cases (driver mode)")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--periods", type=int, default=None, help="rows of the one fit (default: the case's)")
+    parser.add_argument("--round-shapes", choices=("tests", "all"), default=None)
+    parser.add_argument("--no-refit", action="store_true", help="skip the same-process refit")
     args = parser.parse_args(argv)
     if args.case:
-        print(json.dumps(one_fit(args.case, args.cache), default=float))
+        fitted = one_fit(
+            args.case,
+            args.cache,
+            periods=args.periods,
+            round_shapes=args.round_shapes,
+            refit=not args.no_refit,
+        )
+        print(json.dumps(fitted, default=float))
         return 0
     result = run(quick=args.quick, cases=tuple(args.cases.split(",")))
     out = REPO / "bench" / "results" / "mmm.json"
