@@ -10,7 +10,9 @@ both against the truth.
 Datasets: ``data/pymc-marketing/mmm_example.csv`` (truth from its documented process) and a table
 simulated by :func:`models.simulate.simulate` (seed 0: 104 weeks x 4 channels), plain and with one
 4-week lift test per channel (PyMC-Marketing's ``add_lift_test_measurements``, fed the same test as
-a per-period spend level, spend change and revenue change).
+a per-period spend level, spend change and revenue change); on request (``--cases bench_weekly``,
+``bench_daily``) the tables of `make bench`'s fit-time benchmark, which ``bench/bench_pymc.py``
+runs in the bench itself.
 
 Compilation caches: both tools keep compiled code on disk between processes (PyMC-Marketing through
 PyTensor's compile directory, budgetloop through XLA's persistent cache, which ``budgetloop fit``
@@ -47,6 +49,9 @@ BENCH_VENV = REPO / ".venv-bench"
 REQUIREMENTS = REPO / "bench" / "requirements-pymc.txt"
 RESULTS = REPO / "bench" / "results"
 CASES = ("mmm_example", "simulated", "simulated_calibrated")
+#: `make bench`'s own tables (bench/bench_mmm.py), for ``--cases``: PyMC-Marketing on the very data
+#: and settings of our fit-time benchmark (``bench_daily`` takes PyMC-Marketing many minutes)
+BENCH_CASES = ("bench_weekly", "bench_daily")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -162,6 +167,13 @@ def _prepare(case: str, tmp: Path) -> tuple[dict[str, Any], Any, dict[str, Any]]
     seed = int(seed_text or 0)
     if kind.startswith("study"):  # the recovery study's table for this seed (docs/validation.md 1)
         data, tr = simulated_case(seed)
+    elif kind in BENCH_CASES:  # the table bench/bench_mmm.py times (its seed 0)
+        from bench.bench_mmm import CASES as TIMED
+
+        shape = TIMED[kind.removeprefix("bench_")]
+        data, tr = simulate(
+            periods=shape["periods"], channels=shape["channels"], frequency=shape["frequency"], seed=seed
+        )
     else:
         data, tr = simulate(periods=104, channels=4, frequency="week", seed=0)
     frame = pd.DataFrame(data.spend, columns=list(data.channels))
@@ -414,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=1000)
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--out", type=Path, default=RESULTS / "pymc_compare.json", help="results JSON")
     parser.add_argument(
         "--study-seeds",
         type=int,
@@ -441,7 +454,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"== {case}", flush=True)
             try:
                 result["cases"][case] = run_case(
-                    case, py, Path(tmp), args.chains, args.warmup, args.samples, caches=case in CASES
+                    case,
+                    py,
+                    Path(tmp),
+                    args.chains,
+                    args.warmup,
+                    args.samples,
+                    caches=case in CASES + BENCH_CASES,
                 )
             except Exception as exc:  # one broken case is reported; the others still run
                 result["cases"][case] = {"error": f"{type(exc).__name__}: {exc}"}
@@ -449,8 +468,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.study_seeds:
         result["study"] = study_summary(result["cases"])
         print(json.dumps(result["study"], indent=1, default=float), flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "pymc_compare.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2, default=float) + "\n")
     return 0
 
 
