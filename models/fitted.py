@@ -28,9 +28,9 @@ from models.model import ModelSpec, baseline_value, media_per_draw
 from models.priors import ChannelPrior, Priors
 
 MROAS_STEP = 0.01
-#: a period spends "low" below this share of the channel's mean spend; a channel with fewer than
-#: LOW_SPEND_MIN_SHARE of its periods low never showed the curve near zero spend (see
-#: :meth:`FittedModel.spend_support`)
+#: a period's carried-over spend (the adstock the response curve reads) is "low" below this share
+#: of its mean; a channel with fewer than LOW_SPEND_MIN_SHARE of its periods low never showed the
+#: curve near zero (see :meth:`FittedModel.spend_support`)
 LOW_SPEND = 0.25
 LOW_SPEND_MIN_SHARE = 0.05
 #: a channel whose spend varies less than this (standard deviation over mean, across periods) never
@@ -52,7 +52,7 @@ class SpendSupport:
     """How much of a channel's curve the table shows, from zero spend up."""
 
     channel: str
-    low_spend_share: float  # share of periods spending under LOW_SPEND x the channel's mean
+    low_spend_share: float  # share of periods whose carried-over spend is under LOW_SPEND x its mean
     lift_tests: int  # lift tests of this channel in the fit
     roi_extrapolated: bool  # too few such periods and no lift test: the ROI rests on the curve's shape
     spend_variation: float  # standard deviation of the spend over its mean, across periods
@@ -75,7 +75,8 @@ def roi_extrapolation_note(supports: Sequence[SpendSupport]) -> str:
     names = ", ".join(s.channel for s in supports)
     shares = ", ".join(f"{s.low_spend_share:.1%}" for s in supports)
     return (
-        f"{names}: spend fell below {LOW_SPEND:.0%} of its mean in {shares} of the periods, so "
+        f"{names}: its spend carried over (the adstock its response curve reads) fell below "
+        f"{LOW_SPEND:.0%} of its mean in {shares} of the periods, so "
         "the ROI extrapolates the response curve down to zero spend (its interval reflects the curve "
         "family, not the data); the mROAS is measured. A holdout test (--lift-tests) or a period of "
         "much lower spend would pin the ROI."
@@ -100,6 +101,31 @@ class ChannelMetrics:
     mroas: np.ndarray
     contribution: np.ndarray
     contribution_share: np.ndarray
+
+
+def carry_over(spec: ModelSpec, spend: np.ndarray, decay: np.ndarray, delay: np.ndarray | None) -> np.ndarray:
+    """The model's adstock of ``spend`` [T, C] for one value of its parameters, in NumPy (nothing to
+    compile): geometric ``a_t = (1 - d) x_t + d a_(t-1)``, or delayed weights ``d^((l - delay)^2)``
+    over ``spec.max_lag`` lags, both from the first period's spend held before the table
+    (:mod:`models.transforms`)."""
+    x = np.asarray(spend, dtype=float)
+    if spec.adstock == "delayed":
+        assert delay is not None
+        lags = np.arange(spec.max_lag, dtype=float)[:, None]
+        w = np.power(decay[None, :], (lags - delay[None, :]) ** 2)
+        w = w / w.sum(axis=0, keepdims=True)
+        padded = np.concatenate([np.repeat(x[:1], spec.max_lag - 1, axis=0), x], axis=0)
+        t = x.shape[0]
+        return sum(
+            w[lag] * padded[spec.max_lag - 1 - lag : spec.max_lag - 1 - lag + t]
+            for lag in range(spec.max_lag)
+        )
+    out = np.empty_like(x)
+    prev = x[0]
+    for t in range(x.shape[0]):
+        prev = (1.0 - decay) * x[t] + decay * prev
+        out[t] = prev
+    return out
 
 
 def media_jit(spec: ModelSpec, x: Any, draws: dict[str, Any], multiplier: float) -> Any:
@@ -211,15 +237,25 @@ class FittedModel:
         slope at the spend it runs at, is measured (``docs/validation.md``, the envelope). A lift
         test of the channel measures a stretch of that curve, so the channel is not flagged.
 
+        The curve reads the spend carried over (the adstock, here at the posterior mean carry-over),
+        not the period's own spend: a channel that pauses now and then but whose effect carries
+        across the pauses never brings the curve near zero. PyMC-Marketing's example: x1 spends
+        under a quarter of its mean in 13% of the weeks, its carried-over spend in 1.7% of them,
+        and its ROI is indeed the curve family's guess there (23% apart between Hill and logistic
+        fits, ``docs/validation.md``).
+
         A channel whose spend hardly varies shows no slope either: its media effect is a constant
         the baseline's level absorbs, so its mROAS, like its ROI, is what the priors say
         (``mroas_from_prior``)."""
         spend = self.data.spend
         mean = spend.mean(axis=0)
         sd = spend.std(axis=0)
+        carried = self.carried_spend()
+        carried_mean = carried.mean(axis=0)
         out = []
         for j, ch in enumerate(self.channels):
-            share = float(np.mean(spend[:, j] < LOW_SPEND * mean[j])) if mean[j] > 0 else 1.0
+            low = carried[:, j] < LOW_SPEND * carried_mean[j]
+            share = float(np.mean(low)) if carried_mean[j] > 0 else 1.0
             variation = float(sd[j] / mean[j]) if mean[j] > 0 else 0.0
             tests = sum(t.channel == ch for t in self.lift_tests)
             out.append(
@@ -233,6 +269,14 @@ class FittedModel:
                 )
             )
         return tuple(out)
+
+    def carried_spend(self) -> np.ndarray:
+        """The table's spend as the response curves read it, carried over by the adstock at the
+        posterior mean decay (and delay): [T, C], in currency per period (the adstock is a weighted
+        average of past spend)."""
+        decay = self.draws["decay"].mean(axis=0)
+        delay = self.draws["delay"].mean(axis=0) if self.spec.adstock == "delayed" else None
+        return carry_over(self.spec, self.data.spend, decay, delay)
 
     def warnings(self) -> tuple[str, ...]:
         """What an analyst should know before reading the figures, healthy fit or not: channels

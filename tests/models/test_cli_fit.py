@@ -268,6 +268,7 @@ def test_the_summary_stars_extrapolated_rois_under_one_note(small_fit: FittedMod
     notes = [line for line in lines if line.startswith("note:")]
     assert sum("extrapolates the response curve" in n for n in notes) == 1
     (star,) = [n for n in notes if n.startswith("note: * ")]
-    assert star.startswith("note: * ch0: spend fell below 25% of its mean in 0.0% of the periods")
+    assert star.startswith("note: * ch0: its spend carried over (the adstock its response curve reads) fell")
+    assert "below 25% of its mean in 0.0% of the periods" in star
     assert any(n.startswith("note: ** ch1: its spend barely moved") for n in notes)
     assert len([w for w in doc["warnings"] if w.startswith(("ch0:", "ch1:"))]) == 2
