@@ -77,12 +77,16 @@ def fit_json(fm: FittedModel, *, extras: bool = True, plots: dict[str, str] | No
     m = fm.channel_metrics()
     spend = fm.data.spend.sum(axis=0)
     support = fm.spend_support()
+    carried = fm.carried_spend()
     channels: dict[str, Any] = {}
     for j, ch in enumerate(fm.channels):
         channels[ch] = {
             "spend": float(spend[j]),
             # the most one period of the table spent: beyond it the curve is the model's extrapolation
             "spend_max_per_period": float(fm.data.spend[:, j].max()),
+            # the least spend carried over (adstock) the curve read: below it, where the channel is
+            # `roi_extrapolated`, the curve is the model's extrapolation too
+            "carried_spend_min_per_period": float(carried[:, j].min()),
             "roi": summarize(m.roi[:, j]),
             "mroas": summarize(m.mroas[:, j]),
             "contribution_share": summarize(m.contribution_share[:, j], median=False),

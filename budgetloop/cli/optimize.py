@@ -218,6 +218,7 @@ def optimize(
         list(result.notes)
         + _prior_only_moves(doc, result.allocation, cur, curves.period)
         + _beyond_the_data(doc, result.allocation, curves.period)
+        + _below_the_data(doc, result.allocation, curves.period)
     )
     body["notes"] = notes
     write_output(out, json.dumps(body, indent=2) + "\n", flag="--out")
@@ -253,6 +254,29 @@ def _beyond_the_data(doc: dict[str, Any], allocation: dict[str, float], period: 
                 f"{ch}: the plan spends {after:,.2f} per {period}, {after / most:,.1f}x the most the "
                 f"fitted table ever spent in one {period} ({most:,.2f}); the response curve there is "
                 "the model's extrapolation, not data: move toward it in steps and refit as data arrive"
+            )
+    return out
+
+
+def _below_the_data(doc: dict[str, Any], allocation: dict[str, float], period: str) -> list[str]:
+    """A note per channel the plan cuts well below any spend its response curve read in the fitted
+    table (FIT.json's ``carried_spend_min_per_period``), where FIT.json marks its ROI an
+    extrapolation (``roi_extrapolated``: the table never showed the curve near zero and no lift test
+    measured it). The loss the plan expects there is the curve family's guess: the same channel's
+    ROI came out 22% apart between a Hill and a logistic fit on PyMC-Marketing's example. Channels
+    whose curve the table shows near zero, and older FIT.json files, get no such note."""
+    out: list[str] = []
+    for ch, after in allocation.items():
+        info = _fitted(doc, ch)
+        least = info.get("carried_spend_min_per_period")
+        if info.get("roi_extrapolated") is not True or not isinstance(least, int | float) or least <= 0:
+            continue
+        if after < least / BEYOND_DATA:
+            out.append(
+                f"{ch}: the plan cuts it to {after:,.2f} per {period}, {after / least:.0%} of the least "
+                f"spend its response curve read in the fitted table ({least:,.2f} per {period}, "
+                "carried over); the curve there is the model's extrapolation (FIT.json "
+                "`roi_extrapolated`): cut in steps, or run a holdout test of it first"
             )
     return out
 

@@ -293,3 +293,28 @@ def test_the_plan_says_when_it_funds_a_channel_past_anything_the_table_spent(
     assert sorted(n.split(":")[0] for n in notes) == beyond
     assert "the most the fitted table ever spent in one day (4,000.00)" in notes[0]
     assert "note: " + notes[0] in capsys.readouterr().out
+
+
+def test_the_plan_says_when_it_cuts_a_channel_below_the_curve_the_table_showed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The counterpart of the note above, below the data: a plan that cuts a channel far under the
+    least spend its curve read (carried over) leans on the curve's unmeasured lower part, where
+    FIT.json marks its ROI an extrapolation. A channel whose curve the table shows near zero, or an
+    older FIT.json, gets no note."""
+    fit, doc, plan = _plan_without_flags(tmp_path)
+    assert not any("cuts it to" in n for n in plan["notes"])
+    cut = min(plan["allocation"], key=lambda ch: plan["allocation"][ch] - plan["channels"][ch]["before"])
+    floor = 1.6 * plan["allocation"][cut]  # the plan goes under 1/1.5 of the least carried-over spend
+    for ch in CHANNELS:
+        doc["channels"][ch]["carried_spend_min_per_period"] = floor
+        doc["channels"][ch]["roi_extrapolated"] = True
+    plan = _replan(fit, doc, 11000, capsys)
+    notes = [n for n in plan["notes"] if "cuts it to" in n]
+    below = sorted(ch for ch, amount in plan["allocation"].items() if amount < floor / 1.5)
+    assert cut in below and sorted(n.split(":")[0] for n in notes) == below
+    assert f"of the least spend its response curve read in the fitted table ({floor:,.2f} per day" in notes[0]
+    assert "note: " + notes[0] in capsys.readouterr().out
+    for ch in CHANNELS:  # the table showed each curve near zero: the cut is measured
+        doc["channels"][ch]["roi_extrapolated"] = False
+    assert not any("cuts it to" in n for n in _replan(fit, doc, 11000, capsys)["notes"])
