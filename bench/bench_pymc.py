@@ -24,6 +24,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench.bench_mmm import CASES as TIMED
+
 REPO = Path(__file__).resolve().parents[1]
 CASES = ("bench_weekly", "mmm_example")
 
@@ -55,7 +57,12 @@ def run(quick: bool = False) -> dict[str, Any]:
 def rows(case: str, r: dict[str, Any]) -> list[list[Any]]:
     """The bench table's lines for one case: times side by side, their ratios, the errors."""
     ours, theirs, ratios = r["ours"], r["pymc"], r["ratios"]
-    label = "104 weeks x 6 ch" if case == "bench_weekly" else "PyMC example"
+    shape = TIMED["weekly"]
+    label = (
+        f"{shape['periods']} {shape['frequency']}s x {shape['channels']} ch"
+        if case == "bench_weekly"
+        else "PyMC example"
+    )
     out = [
         [
             f"fit {label}: ours / PyMC-Marketing from nothing (s)",

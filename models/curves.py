@@ -57,6 +57,32 @@ def logistic_grad_np(x: np.ndarray, half: np.ndarray) -> np.ndarray:
 _Curve = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
+def geometric_adstock_np(x: np.ndarray, decay: np.ndarray) -> np.ndarray:
+    """:func:`models.transforms.geometric_adstock` in NumPy: ``a_t = (1 - d) x_t + d a_(t-1)`` from
+    the first period's spend held before the table, for ``x`` [T, C] (or [T]) and ``decay`` [C]."""
+    out = np.empty_like(x, dtype=float)
+    prev = np.asarray(x[0], dtype=float)
+    for t in range(x.shape[0]):
+        prev = (1 - decay) * x[t] + decay * prev
+        out[t] = prev
+    return out
+
+
+def delayed_adstock_np(x: np.ndarray, decay: np.ndarray, delay: np.ndarray, max_lag: int) -> np.ndarray:
+    """:func:`models.transforms.delayed_adstock` in NumPy: weights ``decay^((l - delay)^2)`` over
+    lags ``0..max_lag-1``, normalised, from the first period's spend held before the table."""
+    x = np.asarray(x, dtype=float)
+    lags = np.arange(max_lag, dtype=float).reshape((max_lag,) + (1,) * (x.ndim - 1))
+    w = np.power(decay, (lags - delay) ** 2)
+    w = w / w.sum(axis=0, keepdims=True)
+    padded = np.concatenate([np.repeat(x[:1], max_lag - 1, axis=0), x], axis=0)
+    t = x.shape[0]
+    out = np.zeros_like(x)
+    for lag in range(max_lag):
+        out += w[lag] * padded[max_lag - 1 - lag : max_lag - 1 - lag + t]
+    return out
+
+
 def _curve(kind: str) -> tuple[_Curve, _Curve]:
     """(curve, its derivative) of the saturation ``kind``, each ``f(x, half, shape)``."""
     if kind == "hill":

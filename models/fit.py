@@ -308,9 +308,8 @@ def fit(
     further, onto the coarse grid of :meth:`models.model.Extent.rounded`, so that inputs of similar
     sizes share compiled programs: ``"all"`` rounds the rows and the lift tests (`budgetloop fit`: a
     table a week longer, or with another test within the grid's step, finds its sampler in XLA's
-    persistent cache),
-    ``"tests"`` the lift tests alone (the loop's retrain, whose window has a fixed length while its
-    calibration points accumulate); ``None`` samples the exact shapes.
+    persistent cache), ``"tests"`` the lift tests alone (the loop's retrain, whose window has a fixed
+    length while its calibration points accumulate); ``None`` samples the exact shapes.
     ``checks=False`` skips the posterior and prior predictive checks and PSIS-LOO (their fields stay
     empty): the holdout refit, whose own diagnostics nobody reads, runs without them.
     """

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from budgetloop.errors import InputError
-from models.curves import ResponseCurves
+from models.curves import ResponseCurves, delayed_adstock_np, geometric_adstock_np
 from models.data import FREQ_DAYS, MMMData
 from models.diagnostics import Diagnostics
 from models.lift import LiftTest
@@ -101,31 +101,6 @@ class ChannelMetrics:
     mroas: np.ndarray
     contribution: np.ndarray
     contribution_share: np.ndarray
-
-
-def carry_over(spec: ModelSpec, spend: np.ndarray, decay: np.ndarray, delay: np.ndarray | None) -> np.ndarray:
-    """The model's adstock of ``spend`` [T, C] for one value of its parameters, in NumPy (nothing to
-    compile): geometric ``a_t = (1 - d) x_t + d a_(t-1)``, or delayed weights ``d^((l - delay)^2)``
-    over ``spec.max_lag`` lags, both from the first period's spend held before the table
-    (:mod:`models.transforms`)."""
-    x = np.asarray(spend, dtype=float)
-    if spec.adstock == "delayed":
-        assert delay is not None
-        lags = np.arange(spec.max_lag, dtype=float)[:, None]
-        w = np.power(decay[None, :], (lags - delay[None, :]) ** 2)
-        w = w / w.sum(axis=0, keepdims=True)
-        padded = np.concatenate([np.repeat(x[:1], spec.max_lag - 1, axis=0), x], axis=0)
-        t = x.shape[0]
-        return sum(
-            w[lag] * padded[spec.max_lag - 1 - lag : spec.max_lag - 1 - lag + t]
-            for lag in range(spec.max_lag)
-        )
-    out = np.empty_like(x)
-    prev = x[0]
-    for t in range(x.shape[0]):
-        prev = (1.0 - decay) * x[t] + decay * prev
-        out[t] = prev
-    return out
 
 
 def media_jit(spec: ModelSpec, x: Any, draws: dict[str, Any], multiplier: float) -> Any:
@@ -274,9 +249,16 @@ class FittedModel:
         """The table's spend as the response curves read it, carried over by the adstock at the
         posterior mean decay (and delay): [T, C], in currency per period (the adstock is a weighted
         average of past spend)."""
-        decay = self.draws["decay"].mean(axis=0)
-        delay = self.draws["delay"].mean(axis=0) if self.spec.adstock == "delayed" else None
-        return carry_over(self.spec, self.data.spend, decay, delay)
+        if "carried" not in self._cache:  # FIT.json reads it through several of its fields
+            decay = self.draws["decay"].mean(axis=0)
+            spend = self.data.spend
+            self._cache["carried"] = (
+                delayed_adstock_np(spend, decay, self.draws["delay"].mean(axis=0), self.spec.max_lag)
+                if self.spec.adstock == "delayed"
+                else geometric_adstock_np(spend, decay)
+            )
+        carried: np.ndarray = self._cache["carried"]
+        return carried
 
     def warnings(self) -> tuple[str, ...]:
         """What an analyst should know before reading the figures, healthy fit or not: channels

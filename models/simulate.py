@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.curves import saturation_np
+from models.curves import geometric_adstock_np, saturation_np
 from models.data import MMMData
 
 
@@ -28,15 +28,6 @@ class Truth:
     contribution: np.ndarray  # [C] summed over the table
     media: np.ndarray  # [T, C]
     saturation: str = "hill"
-
-
-def geometric_adstock_np(x: np.ndarray, decay: np.ndarray) -> np.ndarray:
-    out = np.empty_like(x, dtype=float)
-    prev = x[0].astype(float)
-    for t in range(x.shape[0]):
-        prev = (1 - decay) * x[t] + decay * prev
-        out[t] = prev
-    return out
 
 
 def media_np(

@@ -264,31 +264,14 @@ def test_a_channel_never_seen_near_zero_spend_is_flagged_as_an_roi_extrapolation
 def test_the_roi_flag_reads_the_spend_the_curve_sees_carried_over(small_fit: FittedModel) -> None:
     """The response curve reads the adstock, not the period's own spend: a channel that spends
     nothing every other week but whose effect carries over (decay 0.5) never brings its curve near
-    zero, though half its weeks spend nothing; the same pulses without carry-over do show it.
-    ``carry_over`` is the model's own adstock (both kinds), in NumPy."""
+    zero, though half its weeks spend nothing; the same pulses without carry-over do show it."""
     from dataclasses import replace
 
-    import jax.numpy as jnp
-
-    from models.fitted import LOW_SPEND_MIN_SHARE, carry_over
-    from models.model import ModelSpec
-    from models.transforms import delayed_adstock, geometric_adstock
-
-    rng = np.random.default_rng(3)
-    x = rng.gamma(2.0, 1.0, size=(40, 3))
-    decay, delay = np.array([0.1, 0.5, 0.8]), np.array([0.0, 1.5, 3.0])
-    for kind in ("geometric", "delayed"):
-        spec = replace(small_fit.spec, adstock=kind)
-        expected = (
-            geometric_adstock(jnp.asarray(x), jnp.asarray(decay))
-            if kind == "geometric"
-            else delayed_adstock(jnp.asarray(x), jnp.asarray(decay), jnp.asarray(delay), spec.max_lag)
-        )
-        np.testing.assert_allclose(carry_over(spec, x, decay, delay), np.asarray(expected), rtol=1e-5)
-    assert isinstance(small_fit.spec, ModelSpec)
+    from models.fitted import LOW_SPEND_MIN_SHARE
 
     spend = small_fit.data.spend.copy()
     spend[:, 1] = np.where(np.arange(len(spend)) % 2 == 0, 2.0 * spend[:, 1].mean(), 0.0)
+    assert float(np.mean(spend[:, 1] == 0.0)) == pytest.approx(0.5, abs=0.01)
     draws = dict(small_fit.draws)
     for d, flagged in ((0.5, True), (0.02, False)):
         draws["decay"] = small_fit.draws["decay"].copy()
@@ -297,7 +280,6 @@ def test_the_roi_flag_reads_the_spend_the_curve_sees_carried_over(small_fit: Fit
         support = {s.channel: s for s in fm.spend_support()}["ch1"]
         assert support.roi_extrapolated is flagged, (d, support)
         assert (support.low_spend_share < LOW_SPEND_MIN_SHARE) is flagged
-    assert float(np.mean(spend[:, 1] == 0.0)) == pytest.approx(0.5, abs=0.01)
 
 
 def test_the_holdout_refit_reuses_the_fits_compiled_sampler(

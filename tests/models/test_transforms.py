@@ -118,3 +118,20 @@ def test_logistic_is_pymc_marketings_curve_with_its_half_saturation_point() -> N
         saturate("hill", x, half, None)
     with pytest.raises(ValueError, match="`half` must be > 0"):
         logistic(x, 0.0)
+
+
+def test_the_numpy_adstocks_are_the_models() -> None:
+    """``models.curves``' NumPy adstocks (the simulator's, and the carried-over spend behind
+    FIT.json's ROI flag) equal the model's JAX ones, geometric and delayed."""
+    from models.curves import delayed_adstock_np, geometric_adstock_np
+
+    rng = np.random.default_rng(3)
+    x = rng.gamma(2.0, 1.0, size=(40, 3))
+    decay, delay = np.array([0.1, 0.5, 0.8]), np.array([0.0, 1.5, 3.0])
+    np.testing.assert_allclose(
+        geometric_adstock_np(x, decay),
+        np.asarray(geometric_adstock(jnp.asarray(x), jnp.asarray(decay))),
+        rtol=1e-5,
+    )
+    expected = delayed_adstock(jnp.asarray(x), jnp.asarray(decay), jnp.asarray(delay), 8)
+    np.testing.assert_allclose(delayed_adstock_np(x, decay, delay, 8), np.asarray(expected), rtol=1e-5)
