@@ -110,6 +110,20 @@ def _bound(spec: ModelSpec, sds: dict[str, float], generative: bool = False) -> 
     return BoundModel(spec.structure(), tuple(sorted(sds.items())), generative)
 
 
+#: the most spend cells (rows x channels, as sampled) of a table whose sampler compiles with
+#: :data:`models.sampler.QUICK_COMPILE`. Measured side by side on 2 cores, medians of 3
+#: (docs/validation.md, section 5): 104 x 6, 179 x 2 and 365 x 5 compile 1.3-1.8 s faster and
+#: sample as fast; 260 x 10 compiles 1.0 s faster and samples 5% slower, a loss from the third
+#: refit on; 730 x 10 samples 11% slower (2.1 s) for 1.9 s saved once.
+QUICK_COMPILE_CELLS = 2048
+
+
+def quick_compile(inputs: dict[str, Any]) -> bool:
+    """Whether the sampler of ``inputs`` compiles quickly rather than thoroughly (its spend table
+    holds at most :data:`QUICK_COMPILE_CELLS` cells)."""
+    return int(np.size(inputs["x"])) <= QUICK_COMPILE_CELLS
+
+
 def _run_nuts(
     inputs: dict[str, Any],
     spec: ModelSpec,
@@ -132,6 +146,7 @@ def _run_nuts(
         max_tree_depth=max_tree_depth,
         dense_mass=dense_mass,
         progress_every=max(1, (warmup + samples) // 10) if progress else 0,
+        quick_compile=quick_compile(inputs),
     )
     return run_nuts(_bound(spec, sds), inputs, settings, seed, init_strategy)
 
@@ -442,6 +457,7 @@ def fit(
             "dense_mass": dense_mass,
             "divergence_retry": retried,
             "round_shapes": round_shapes,
+            "quick_compile": method == "nuts" and quick_compile(sampled),
         },
         lift_tests=tests,
         versions=library_versions(),

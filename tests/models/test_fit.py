@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from models.curves import ResponseCurves
-from models.fit import fit
+from models.fit import QUICK_COMPILE_CELLS, fit, quick_compile
 from models.fitted import FittedModel
 from models.lift import LiftTest
 from models.outputs import fit_json
@@ -179,6 +179,16 @@ def test_a_divergent_run_is_retried_once_with_smaller_steps(
 def test_a_healthy_run_is_not_retried(small_fit: FittedModel) -> None:
     assert small_fit.settings["divergence_retry"] is None
     assert small_fit.settings["target_accept"] == 0.85
+
+
+def test_a_small_table_compiles_its_sampler_quickly_a_large_one_thoroughly(small_fit: FittedModel) -> None:
+    """Compiling outweighs sampling on a small table only (QUICK_COMPILE_CELLS); the fit records
+    which compile sampled it."""
+    assert small_fit.settings["quick_compile"] is True
+    cells = QUICK_COMPILE_CELLS
+    assert quick_compile({"x": np.zeros((cells // 4, 4), np.float32)})
+    assert not quick_compile({"x": np.zeros((cells // 4 + 1, 4), np.float32)})
+    assert not quick_compile({"x": np.zeros((730, 10), np.float32)})  # a daily 2 years x 10
 
 
 def test_logistic_saturation_recovers_a_logistic_market_end_to_end(tmp_path: Path, jax_cache: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
@@ -9,7 +10,7 @@ import numpyro.distributions as dist
 import pytest
 from numpyro.infer import init_to_mean
 
-from models.sampler import Settings, layout, program, run_nuts
+from models.sampler import QUICK_COMPILE, Settings, compiler_options, layout, program, run_nuts
 
 
 def normal_mean(inputs: dict[str, jnp.ndarray]) -> None:
@@ -24,9 +25,11 @@ def posterior(y: np.ndarray) -> tuple[float, float]:
     return float(y.sum() / 2.0**2 / precision), float(precision**-0.5)
 
 
-def test_draws_match_the_conjugate_posterior_and_the_prior_of_an_unobserved_site() -> None:
+@pytest.mark.parametrize("quick", [False, True], ids=["thorough-compile", "quick-compile"])
+def test_draws_match_the_conjugate_posterior_and_the_prior_of_an_unobserved_site(quick: bool) -> None:
     y = np.random.default_rng(0).normal(3.0, 2.0, size=40).astype(np.float32)
-    chains = run_nuts(normal_mean, {"y": y}, Settings(chains=2, warmup=400, samples=1000), 0, init_to_mean)
+    settings = Settings(chains=2, warmup=400, samples=1000, quick_compile=quick)
+    chains = run_nuts(normal_mean, {"y": y}, settings, 0, init_to_mean)
     assert chains.samples["mu"].shape == (2, 1000)
     mean, sd = posterior(y)
     mu = chains.samples["mu"].ravel()
@@ -56,6 +59,20 @@ def test_one_compiled_program_per_shape_reused_for_new_data() -> None:
     other = program(normal_mean, settings, init_to_mean, {"y": np.zeros(31, np.float32)})
     assert first is again
     assert other is not first
+
+
+def test_the_quick_compile_is_a_program_of_its_own_with_its_own_options() -> None:
+    """The compiler's options are the program's, not the process's: a quick and a thorough program
+    of the same model and shapes live side by side, and only the quick one (on a CPU) carries
+    :data:`QUICK_COMPILE`."""
+    inputs = {"y": np.zeros(30, np.float32)}
+    thorough = Settings(chains=2, warmup=20, samples=20)
+    quick = Settings(chains=2, warmup=20, samples=20, quick_compile=True)
+    assert program(normal_mean, quick, init_to_mean, inputs) is not program(
+        normal_mean, thorough, init_to_mean, inputs
+    )
+    assert compiler_options(thorough) is None
+    assert compiler_options(quick) == (QUICK_COMPILE if jax.default_backend() == "cpu" else None)
 
 
 def test_chains_are_spread_over_devices_that_divide_them() -> None:
