@@ -44,7 +44,7 @@ from models.model import (
     site_priors,
 )
 from models.priors import Priors, resolve
-from models.sampler import Chains, Settings, run_nuts, shapes
+from models.sampler import PROGRESS_SEGMENTS, Chains, Settings, run_nuts, shapes
 from models.transforms import SATURATIONS
 
 METHODS = ("nuts", "svi")
@@ -145,8 +145,9 @@ def _run_nuts(
         target_accept=target_accept,
         max_tree_depth=max_tree_depth,
         dense_mass=dense_mass,
-        progress_every=max(1, (warmup + samples) // 10) if progress else 0,
+        progress_every=max(1, (warmup + samples) // PROGRESS_SEGMENTS) if progress else 0,
         quick_compile=quick_compile(inputs),
+        segments=PROGRESS_SEGMENTS if progress else 1,
     )
     return run_nuts(_bound(spec, sds), inputs, settings, seed, init_strategy)
 
@@ -490,6 +491,7 @@ def fit(
             target_accept=target_accept,
             max_tree_depth=max_tree_depth,
             dense_mass=dense_mass,
+            progress=progress,  # the same program as the fit's, whose progress runs it in segments
         )
     fm.diagnostics = judge(
         method=method,

@@ -1,11 +1,11 @@
-"""NUTS chains as one compiled program per model structure and data shape, the data as arguments.
+"""NUTS chains as compiled programs per model structure and data shape, the data as arguments.
 
 NumPyro's ``MCMC`` compiles its warmup and its sampling phases apart, searches its starting point
 with a compiled retry loop, and its parallel (``pmap``) chains close over the data, so every new
 table is compiled again: seconds, more than the sampling of a weekly MMM takes. This driver runs
 NumPyro's own NUTS kernel (``numpyro.infer.hmc``: windowed step-size and mass-matrix adaptation, the
-multinomial NUTS of Betancourt) but builds the whole run (the start, warmup, draws and the
-constrained value of every site) as one function of ``(keys, inputs)``:
+multinomial NUTS of Betancourt) but builds the run (the start, warmup, draws and the constrained
+value of every site) as functions of the data (:class:`Program`):
 
 * compiled once per model structure, settings and input shapes, then reused by every fit of that
   shape in the process, and across processes through XLA's persistent cache
@@ -20,8 +20,11 @@ constrained value of every site) as one function of ``(keys, inputs)``:
   jittered by up to ``jitter`` in unconstrained space, so chains start apart and r-hat means
   something; a jittered start whose density is not finite falls back to the unjittered one.
 
-Progress, when asked for, is reported from inside the compiled loop every ``progress_every``
-iterations through a host callback.
+A run that reports progress is split into segments (``Settings.segments``): one program called
+once per segment, with the iteration it starts from as an argument (:class:`Program`), the host
+reporting between calls. A host callback inside the program would keep it out of XLA's persistent
+cache. A run without progress is one call of a program with static loop bounds, which compiles
+faster (:data:`PROGRESS_SEGMENTS`).
 """
 
 from __future__ import annotations
@@ -29,14 +32,14 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from numpyro.distributions import biject_to
 from numpyro.handlers import seed, substitute, trace
@@ -59,6 +62,7 @@ class Settings:
     progress_every: int = 0  # 0: silent
     how: str | None = None  # "pmap" or "vmap"; None: by the backend (:func:`layout`)
     quick_compile: bool = False  # compile with :data:`QUICK_COMPILE` (on a CPU)
+    segments: int = 1  # calls a run is split into; progress is reported between them
 
 
 #: XLA options that make the CPU compiler do about a quarter less work on the sampler: its older
@@ -126,46 +130,79 @@ def _start(model: Model, inputs: Any, transforms: dict[str, Any], init_strategy:
     return {name: t.inv(tr[name]["value"]) for name, t in transforms.items()}
 
 
-def _progress(settings: Settings) -> Callable[[Array, Array], None]:
+def _progress(settings: Settings) -> Callable[[int, float], None]:
     total = settings.warmup + settings.samples
-    lock = threading.Lock()
 
-    def report(i: Array, steps: Array) -> None:
-        i = int(i)
-        phase = "warmup" if i <= settings.warmup else "sample"
-        with lock:
-            print(f"  NUTS {phase} {i}/{total}, {int(steps)} leapfrog steps", file=sys.stderr, flush=True)
+    def report(done: int, steps: float) -> None:
+        phase = "warmup" if done <= settings.warmup else "sample"
+        print(
+            f"  NUTS {phase} {done}/{total}, {steps:.0f} leapfrog steps per iteration",
+            file=sys.stderr,
+            flush=True,
+        )
 
     return report
 
 
-def build(
-    model: Model, settings: Settings, init_strategy: Any, transforms: dict[str, Any]
-) -> Callable[[Array, Any], Any]:
-    """The run of ``settings.chains`` chains as a function ``(keys [chains, 2], inputs) -> outputs``."""
+#: the segments of a run that reports progress: one report per tenth. A run in one segment compiles
+#: faster (its loop bounds are static, it takes no state in; on the weekly bench table 4.7-5.1 s of
+#: XLA against 5.5-5.9 s, and the whole fit from nothing 1.3-1.5 s faster), so runs without
+#: progress keep it.
+PROGRESS_SEGMENTS = 10
+
+
+@dataclass(frozen=True)
+class Program:
+    """A compiled run, in segments: ``segment(keys, states, first, count, inputs) -> (states,
+    outputs)`` advances every chain by ``count <= length`` iterations from iteration ``first``;
+    at ``first == 0`` it sets the chains up from their ``keys`` (jittered start, NUTS state) and
+    ignores ``states``, for which ``blank(keys, inputs)`` gives zeros of the right shapes. The
+    outputs (constrained sites, divergence, energy, leapfrog steps) are by chain and by iteration of
+    the segment; rows past ``count`` hold zeros, and so do the rows of warmup iterations except
+    their leapfrog steps. The start is computed inside the segment, not by a program of its own:
+    two programs compiled about a second longer than one (measured). A run in one segment
+    (``settings.segments == 1``) ignores ``states``, ``first`` and ``count``: it runs every
+    iteration from the start, its outputs the ``length == samples`` draws."""
+
+    segment: Callable[[Array, Any, Array, Array, Any], Any]
+    blank: Callable[[Array, Any], Any]
+    length: int
+
+
+def build(model: Model, settings: Settings, init_strategy: Any, inputs: Any) -> Program:
+    """The compiled parts of a run of ``settings.chains`` chains of ``model`` on inputs shaped like
+    ``inputs`` (:class:`Program`)."""
     how, devices = layout(settings.chains, settings.how)
+    transforms = latent_sites(model, inputs, init_strategy)
     pe_gen, constrain_gen = get_potential_fn(model, transforms, replay_model=True, dynamic_args=True)
-    total = settings.warmup + settings.samples
-    report = _progress(settings) if settings.progress_every else None
+    # rows of a call's outputs: the draws of a whole run, or every iteration of a segment
+    length = (
+        settings.samples
+        if settings.segments == 1
+        else -(-(settings.warmup + settings.samples) // settings.segments)
+    )
+    # NUTS moves one flat vector: its tree building applies every step to each leaf of the position,
+    # so a model with ten sites compiled ten copies of that machinery (about twice the compile time
+    # of the same model seen as one vector, measured); the sites are unravelled inside the potential
+    sites = jax.eval_shape(lambda inputs: _start(model, inputs, transforms, init_strategy), inputs)
+    position, unravel = ravel_pytree(jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), sites))
 
-    def one_chain(key: Array, inputs: Any) -> Any:
+    def start_point(inputs: Any) -> Array:
+        return ravel_pytree(_start(model, inputs, transforms, init_strategy))[0]
+
+    def flat_potential(inputs: Any) -> Callable[[Array], Array]:
+        potential = pe_gen(inputs)
+        return lambda q: potential(unravel(q))
+
+    kernels = hmc(potential_fn_gen=flat_potential, algo="NUTS")
+
+    def start_chain(key: Array, inputs: Any) -> Any:
         key_jitter, key_run = jax.random.split(key)
-        # NUTS moves one flat vector: its tree building applies every step to each leaf of the
-        # position, so a model with ten sites compiled ten copies of that machinery (about twice the
-        # compile time of the same model seen as one vector, measured); the sites are unravelled
-        # inside the potential
-        z0, unravel = ravel_pytree(_start(model, inputs, transforms, init_strategy))
-
-        def flat_potential(inputs: Any) -> Callable[[Array], Array]:
-            potential = pe_gen(inputs)
-            return lambda q: potential(unravel(q))
-
+        z0 = start_point(inputs)
         potential = flat_potential(inputs)
         jittered = z0 + settings.jitter * jax.random.uniform(key_jitter, z0.shape, minval=-1.0, maxval=1.0)
-        ok = jnp.isfinite(potential(jittered))
-        z = jnp.where(ok, jittered, z0)
-        init_kernel, sample_kernel = hmc(potential_fn_gen=flat_potential, algo="NUTS")
-        state = init_kernel(
+        z = jnp.where(jnp.isfinite(potential(jittered)), jittered, z0)
+        return kernels[0](
             z,
             settings.warmup,
             target_accept_prob=settings.target_accept,
@@ -174,6 +211,18 @@ def build(
             model_args=(inputs,),
             rng_key=key_run,
         )
+
+    single = settings.segments == 1
+    total = settings.warmup + settings.samples
+
+    def run_chain(key: Array, state: Any, first: Any, count: Any, inputs: Any) -> Any:
+        """``count`` iterations of one chain from iteration ``first``; in one segment, the whole run
+        from the start, with static bounds and rows for the draws alone (what compiles fastest)."""
+        if single:
+            state = start_chain(key, inputs)
+        else:  # computed by every segment, kept by the first: straight-line code compiles faster
+            fresh = start_chain(key, inputs)
+            state = jax.tree.map(lambda a, b: jnp.where(first == 0, a, b), fresh, state)
         constrain_sites = constrain_gen(inputs)
 
         def constrain(q: Array) -> Any:
@@ -181,52 +230,90 @@ def build(
 
         proto = jax.eval_shape(constrain, state.z)
         buffers = (
-            jax.tree.map(lambda a: jnp.zeros((settings.samples, *a.shape), a.dtype), proto),
-            jnp.zeros(settings.samples, bool),
-            jnp.zeros(settings.samples, state.energy.dtype),
-            jnp.zeros(settings.samples, jnp.int32),
+            jax.tree.map(lambda a: jnp.zeros((length, *a.shape), a.dtype), proto),
+            jnp.zeros(length, bool),
+            jnp.zeros(length, state.energy.dtype),
+            jnp.zeros(length, jnp.int32),
         )
 
-        def body(i: Array, carry: Any) -> Any:
-            state, bufs, step_size = carry
-            state = sample_kernel(state, model_args=(inputs,))
-            if report is not None:
-                jax.lax.cond(
-                    (i + 1) % settings.progress_every == 0,
-                    lambda: jax.debug.callback(report, i + 1, state.num_steps),
-                    lambda: None,
-                )
-            step_size = jnp.where(i == settings.warmup - 1, state.adapt_state.step_size, step_size)
+        def body(j: Array, carry: Any) -> Any:
+            state, bufs = carry
+            state = kernels[1](state, model_args=(inputs,))
+            row = j - settings.warmup if single else j
 
             def store(bufs: Any) -> Any:
-                j = i - settings.warmup
                 values = (constrain(state.z), state.diverging, state.energy, state.num_steps)
-                return jax.tree.map(lambda b, v: b.at[j].set(v), bufs, values)
+                return jax.tree.map(lambda b, v: b.at[row].set(v), bufs, values)
 
-            bufs = jax.lax.cond(i >= settings.warmup, store, lambda b: b, bufs)
-            return state, bufs, step_size
+            def skip(bufs: Any) -> Any:  # a segment keeps a warmup iteration's leapfrog steps (progress)
+                return bufs if single else (*bufs[:3], bufs[3].at[row].set(state.num_steps))
 
-        _, bufs, step_size = jax.lax.fori_loop(0, total, body, (state, buffers, state.adapt_state.step_size))
-        return (*bufs, step_size)
+            return state, jax.lax.cond(first + j >= settings.warmup, store, skip, bufs)
+
+        return jax.lax.fori_loop(0, count, body, (state, buffers))
 
     options = compiler_options(settings)
+    if single:
+
+        def whole(key: Array, inputs: Any) -> Any:
+            return run_chain(key, None, 0, total, inputs)
+
+        if how == "vmap":
+            compiled = jax.jit(jax.vmap(whole, in_axes=(0, None)), compiler_options=options)
+        else:
+            mesh = Mesh(np.array(jax.devices()[:devices]), ("chains",))
+            by_chain = (P("chains"), P())
+            compiled = _spread(
+                lambda keys, inputs: jax.lax.map(lambda k: whole(k, inputs), keys), mesh, by_chain, options
+            )
+        return Program(
+            lambda keys, states, first, count, inputs: compiled(keys, inputs), lambda k, i: None, length
+        )
+
+    def blanks(sharding: Any) -> Callable[[Array, Any], Any]:
+        shapes: list[Any] = []  # traced on first use, then kept
+
+        def blank(keys: Array, inputs: Any) -> Any:
+            if not shapes:  # NUTS' state depends on the position's size alone: traced on a stand-in
+                z = jax.ShapeDtypeStruct((len(keys), *position.shape), position.dtype)
+
+                def stand_in(key: Array, z: Array) -> Any:
+                    return hmc(potential_fn=lambda q: jnp.sum(q**2), algo="NUTS")[0](
+                        z, settings.warmup, dense_mass=settings.dense_mass, rng_key=key
+                    )
+
+                shapes.append(jax.eval_shape(jax.vmap(stand_in), keys, z))
+            return jax.tree.map(lambda a: jax.device_put(np.zeros(a.shape, a.dtype), sharding), shapes[0])
+
+        return blank
+
     if how == "vmap":
-        return jax.jit(jax.vmap(one_chain, in_axes=(0, None)), compiler_options=options)
+        segment = jax.vmap(run_chain, in_axes=(0, 0, None, None, None))
+        return Program(jax.jit(segment, compiler_options=options), blanks(None), length)
 
-    def device(keys: Array, inputs: Any) -> Any:  # this device's chains, one after the other
-        return jax.lax.map(lambda k: one_chain(k, inputs), keys)
+    def device(keys: Array, states: Any, first: Array, count: Array, inputs: Any) -> Any:
+        return jax.lax.map(lambda ks: run_chain(ks[0], ks[1], first, count, inputs), (keys, states))
 
-    # the chains' axis split over the devices, the inputs replicated: what ``pmap`` does, written
-    # as a sharded ``jit`` because only ``jit`` takes compiler options. NumPyro's kernel mixes
-    # per-chain values with constants in its branches, which the replication check would reject.
     mesh = Mesh(np.array(jax.devices()[:devices]), ("chains",))
-    spread = jax.shard_map(
-        device, mesh=mesh, in_specs=(P("chains"), P()), out_specs=P("chains"), check_vma=False
-    )
-    return jax.jit(spread, compiler_options=options)
+    # the blank states are placed as the segments leave theirs: the first segment and the later
+    # ones run one executable
+    in_specs = (P("chains"), P("chains"), P(), P(), P())
+    return Program(_spread(device, mesh, in_specs, options), blanks(NamedSharding(mesh, P("chains"))), length)
 
 
-_PROGRAMS: dict[tuple[Any, ...], Callable[[Array, Any], Any]] = {}
+def _spread(
+    fn: Callable[..., Any], mesh: Mesh, in_specs: tuple[Any, ...], options: dict[str, Any] | None
+) -> Any:
+    """``fn`` over the chains' axis split across the mesh's devices (``P("chains")`` arguments; the
+    ``P()`` ones are given whole to each): what ``pmap`` does, written as a sharded ``jit`` because
+    only ``jit`` takes compiler options. Each device runs its chains one after the other. NumPyro's
+    kernel mixes per-chain values with constants in its branches, which the replication check would
+    reject."""
+    mapped = jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=P("chains"), check_vma=False)
+    return jax.jit(mapped, compiler_options=options)
+
+
+_PROGRAMS: dict[tuple[Any, ...], Program] = {}
 _PROGRAMS_LOCK = threading.Lock()
 _MAX_PROGRAMS = 8
 
@@ -238,13 +325,15 @@ def shapes(inputs: Any) -> tuple[Any, ...]:
     return (tree, *((np.shape(leaf), np.asarray(leaf).dtype.str) for leaf in leaves))
 
 
-def program(model: Model, settings: Settings, init_strategy: Any, inputs: Any) -> Callable[[Array, Any], Any]:
-    """The cached program for this model, settings, init strategy and input shapes."""
+def program(model: Model, settings: Settings, init_strategy: Any, inputs: Any) -> Program:
+    """The cached program for this model, settings, init strategy and input shapes (progress is
+    reported from the host, so a run with it and one without share the program)."""
+    settings = replace(settings, progress_every=0)
     key = (model, settings, init_strategy, shapes(inputs))
     with _PROGRAMS_LOCK:
         found = _PROGRAMS.get(key)
         if found is None:
-            found = build(model, settings, init_strategy, latent_sites(model, inputs, init_strategy))
+            found = build(model, settings, init_strategy, inputs)
             if len(_PROGRAMS) >= _MAX_PROGRAMS:
                 _PROGRAMS.pop(next(iter(_PROGRAMS)))
             _PROGRAMS[key] = found
@@ -252,14 +341,39 @@ def program(model: Model, settings: Settings, init_strategy: Any, inputs: Any) -
 
 
 def run_nuts(model: Model, inputs: Any, settings: Settings, seed: int, init_strategy: Any) -> Chains:
-    """Run ``settings.chains`` NUTS chains of ``model(inputs)``; draws of every site, by chain."""
+    """Run ``settings.chains`` NUTS chains of ``model(inputs)``; draws of every site, by chain.
+
+    The run is ``settings.segments`` calls of the compiled program; with ``settings.progress_every``
+    the host reports the iterations done and the mean leapfrog steps after each call that crosses a
+    multiple of it (a run in one segment reports once, at its end)."""
     run = program(model, settings, init_strategy, inputs)
+    report = _progress(settings) if settings.progress_every else None
+    warmup, total = settings.warmup, settings.warmup + settings.samples
     keys = jax.random.split(jax.random.PRNGKey(seed), settings.chains)
-    samples, diverging, energy, num_steps, step_size = run(keys, inputs)
+    states = run.blank(keys, inputs)
+    spans = (
+        [(0, total)]
+        if settings.segments == 1
+        else [(f, min(run.length, total - f)) for f in range(0, total, run.length)]
+    )
+    kept: list[Any] = []
+    for first, count in spans:
+        states, out = run.segment(keys, states, np.int32(first), np.int32(count), inputs)
+        # the rows of sampling iterations: all of a whole run's, those past the warmup of a segment's
+        rows = slice(None) if settings.segments == 1 else slice(max(0, warmup - first), count)
+        if first + count > warmup:
+            kept.append(jax.tree.map(lambda a, rows=rows: np.asarray(a[:, rows]), out))
+        if (
+            report is not None
+            and (first + count) // settings.progress_every > first // settings.progress_every
+        ):
+            steps = np.asarray(out[3])[:, rows if settings.segments == 1 else slice(0, count)]
+            report(first + count, float(np.mean(steps)))
+    samples, diverging, energy, num_steps = jax.tree.map(lambda *parts: np.concatenate(parts, axis=1), *kept)
     return Chains(
-        samples={k: np.asarray(v) for k, v in samples.items()},
-        diverging=np.asarray(diverging),
-        energy=np.asarray(energy),
-        num_steps=np.asarray(num_steps),
-        step_size=np.asarray(step_size),
+        samples=samples,
+        diverging=diverging,
+        energy=energy,
+        num_steps=num_steps,
+        step_size=np.asarray(states.adapt_state.step_size),
     )

@@ -75,6 +75,41 @@ def test_the_quick_compile_is_a_program_of_its_own_with_its_own_options() -> Non
     assert compiler_options(quick) == (QUICK_COMPILE if jax.default_backend() == "cpu" else None)
 
 
+@pytest.mark.parametrize("how", ["pmap", "vmap"])
+def test_a_run_in_segments_reports_progress_and_draws_the_same_posterior(
+    how: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Progress comes from the host between the calls of one segment program, not from a callback
+    inside it (which XLA's persistent cache refuses to store). The segments continue each other's
+    chains: the same iterations as a run in one call, whose draws they match until floating point
+    differences grow along the chains (a chain amplifies them), and the same posterior."""
+    y = np.random.default_rng(0).normal(3.0, 2.0, size=40).astype(np.float32)
+    whole = Settings(chains=2, warmup=400, samples=1000, how=how)
+    parts = Settings(chains=2, warmup=400, samples=1000, how=how, segments=5, progress_every=200)
+    one = run_nuts(normal_mean, {"y": y}, whole, 0, init_to_mean)
+    seg = run_nuts(normal_mean, {"y": y}, parts, 0, init_to_mean)
+    assert seg.samples["mu"].shape == (2, 1000) and seg.num_steps.shape == (2, 1000)
+    np.testing.assert_allclose(seg.step_size, one.step_size, rtol=0.05)
+    mean, sd = posterior(y)
+    mu = seg.samples["mu"].ravel()
+    assert abs(mu.mean() - mean) < 0.1 * sd * 4 and abs(mu.std() / sd - 1) < 0.1
+    assert not np.array_equal(seg.samples["mu"][0], seg.samples["mu"][1])
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split()[2] for line in lines] == [
+        "280/1400,",
+        "560/1400,",
+        "840/1400,",
+        "1120/1400,",
+        "1400/1400,",
+    ]
+    assert lines[0].split()[1] == "warmup" and lines[-1].split()[1] == "sample"
+    run = program(normal_mean, parts, init_to_mean, {"y": y})
+    keys = jax.random.split(jax.random.PRNGKey(0), 2)
+    states = run.blank(keys, {"y": y})
+    hlo = run.segment.lower(keys, states, np.int32(0), np.int32(run.length), {"y": y}).as_text()  # type: ignore[attr-defined]
+    assert "callback" not in hlo
+
+
 def test_chains_are_spread_over_devices_that_divide_them() -> None:
     how, devices = layout(4)
     assert how in ("pmap", "vmap")
