@@ -271,10 +271,10 @@ def build(model: Model, settings: Settings, init_strategy: Any, inputs: Any) -> 
         )
 
     def blanks(sharding: Any) -> Callable[[Array, Any], Any]:
-        shapes: list[Any] = []  # traced on first use, then kept
+        traced: list[Any] = []  # the states' shapes, traced on first use, then kept
 
         def blank(keys: Array, inputs: Any) -> Any:
-            if not shapes:  # NUTS' state depends on the position's size alone: traced on a stand-in
+            if not traced:  # NUTS' state depends on the position's size alone: traced on a stand-in
                 z = jax.ShapeDtypeStruct((len(keys), *position.shape), position.dtype)
 
                 def stand_in(key: Array, z: Array) -> Any:
@@ -282,8 +282,8 @@ def build(model: Model, settings: Settings, init_strategy: Any, inputs: Any) -> 
                         z, settings.warmup, dense_mass=settings.dense_mass, rng_key=key
                     )
 
-                shapes.append(jax.eval_shape(jax.vmap(stand_in), keys, z))
-            return jax.tree.map(lambda a: jax.device_put(np.zeros(a.shape, a.dtype), sharding), shapes[0])
+                traced.append(jax.eval_shape(jax.vmap(stand_in), keys, z))
+            return jax.tree.map(lambda a: jax.device_put(np.zeros(a.shape, a.dtype), sharding), traced[0])
 
         return blank
 
