@@ -81,8 +81,8 @@ def test_a_run_in_segments_reports_progress_and_draws_the_same_posterior(
 ) -> None:
     """Progress comes from the host between the calls of one segment program, not from a callback
     inside it (which XLA's persistent cache refuses to store). The segments continue each other's
-    chains: the same iterations as a run in one call, whose draws they match until floating point
-    differences grow along the chains (a chain amplifies them), and the same posterior."""
+    chains: they adapt the step size a run in one call adapts, and draw the same posterior (not
+    the same draws: the two programs' floating point differs, and a chain amplifies that)."""
     y = np.random.default_rng(0).normal(3.0, 2.0, size=40).astype(np.float32)
     whole = Settings(chains=2, warmup=400, samples=1000, how=how)
     parts = Settings(chains=2, warmup=400, samples=1000, how=how, segments=5, progress_every=200)
