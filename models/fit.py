@@ -137,6 +137,7 @@ def _run_nuts(
     target_accept: float,
     max_tree_depth: int,
     dense_mass: bool,
+    quick: bool,
 ) -> Chains:
     settings = Settings(
         chains=chains,
@@ -146,7 +147,7 @@ def _run_nuts(
         max_tree_depth=max_tree_depth,
         dense_mass=dense_mass,
         progress_every=max(1, (warmup + samples) // PROGRESS_SEGMENTS) if progress else 0,
-        quick_compile=quick_compile(inputs),
+        quick_compile=quick,
         segments=PROGRESS_SEGMENTS if progress else 1,
     )
     return run_nuts(_bound(spec, sds), inputs, settings, seed, init_strategy)
@@ -369,11 +370,13 @@ def fit(
     spec = ModelSpec.for_data(data, adstock=adstock, baseline=baseline, saturation=saturation)
     tests = tuple(lift_tests or ())
     inputs = model_inputs(data, spec, priors, tests, lift_source=lift_source)
-    extent = pad_to or Extent.of(inputs)
+    exact = Extent.of(inputs)
+    extent = pad_to or exact
     if round_shapes is not None:
         extent = extent.rounded(periods=round_shapes == "all")
-    sampled = inputs if extent == Extent.of(inputs) else pad_inputs(inputs, extent)
+    sampled = inputs if extent == exact else pad_inputs(inputs, extent)
     sds = _scalar_sds(priors)
+    quick = method == "nuts" and quick_compile(sampled)  # the sampler's compile, recorded below
 
     svi_ok: bool | None = None
     t_sample = time.perf_counter()
@@ -387,6 +390,7 @@ def fit(
             "progress": progress,
             "max_tree_depth": max_tree_depth,
             "dense_mass": dense_mass,
+            "quick": quick,
         }
         run = _run_nuts(sampled, spec, sds, target_accept=target_accept, **nuts_kw)
         first_div = int(run.diverging.sum())
@@ -458,7 +462,7 @@ def fit(
             "dense_mass": dense_mass,
             "divergence_retry": retried,
             "round_shapes": round_shapes,
-            "quick_compile": method == "nuts" and quick_compile(sampled),
+            "quick_compile": quick,
         },
         lift_tests=tests,
         versions=library_versions(),

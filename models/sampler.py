@@ -175,12 +175,9 @@ def build(model: Model, settings: Settings, init_strategy: Any, inputs: Any) -> 
     how, devices = layout(settings.chains, settings.how)
     transforms = latent_sites(model, inputs, init_strategy)
     pe_gen, constrain_gen = get_potential_fn(model, transforms, replay_model=True, dynamic_args=True)
+    single, total = settings.segments == 1, settings.warmup + settings.samples
     # rows of a call's outputs: the draws of a whole run, or every iteration of a segment
-    length = (
-        settings.samples
-        if settings.segments == 1
-        else -(-(settings.warmup + settings.samples) // settings.segments)
-    )
+    length = settings.samples if single else -(-total // settings.segments)
     # NUTS moves one flat vector: its tree building applies every step to each leaf of the position,
     # so a model with ten sites compiled ten copies of that machinery (about twice the compile time
     # of the same model seen as one vector, measured); the sites are unravelled inside the potential
@@ -211,9 +208,6 @@ def build(model: Model, settings: Settings, init_strategy: Any, inputs: Any) -> 
             model_args=(inputs,),
             rng_key=key_run,
         )
-
-    single = settings.segments == 1
-    total = settings.warmup + settings.samples
 
     def run_chain(key: Array, state: Any, first: Any, count: Any, inputs: Any) -> Any:
         """``count`` iterations of one chain from iteration ``first``; in one segment, the whole run
@@ -348,26 +342,22 @@ def run_nuts(model: Model, inputs: Any, settings: Settings, seed: int, init_stra
     multiple of it (a run in one segment reports once, at its end)."""
     run = program(model, settings, init_strategy, inputs)
     report = _progress(settings) if settings.progress_every else None
-    warmup, total = settings.warmup, settings.warmup + settings.samples
+    warmup, total, single = settings.warmup, settings.warmup + settings.samples, settings.segments == 1
     keys = jax.random.split(jax.random.PRNGKey(seed), settings.chains)
     states = run.blank(keys, inputs)
-    spans = (
-        [(0, total)]
-        if settings.segments == 1
-        else [(f, min(run.length, total - f)) for f in range(0, total, run.length)]
-    )
+    spans = [(0, total)] if single else [(f, min(run.length, total - f)) for f in range(0, total, run.length)]
     kept: list[Any] = []
     for first, count in spans:
         states, out = run.segment(keys, states, np.int32(first), np.int32(count), inputs)
         # the rows of sampling iterations: all of a whole run's, those past the warmup of a segment's
-        rows = slice(None) if settings.segments == 1 else slice(max(0, warmup - first), count)
+        rows = slice(None) if single else slice(max(0, warmup - first), count)
         if first + count > warmup:
             kept.append(jax.tree.map(lambda a, rows=rows: np.asarray(a[:, rows]), out))
         if (
             report is not None
             and (first + count) // settings.progress_every > first // settings.progress_every
         ):
-            steps = np.asarray(out[3])[:, rows if settings.segments == 1 else slice(0, count)]
+            steps = np.asarray(out[3])[:, rows if single else slice(0, count)]
             report(first + count, float(np.mean(steps)))
     samples, diverging, energy, num_steps = jax.tree.map(lambda *parts: np.concatenate(parts, axis=1), *kept)
     return Chains(
