@@ -181,17 +181,26 @@ def _run_request(
             )
         with session_scope(session_factory) as session:
             cr = _load(session, change_request_id)
-            problems = recheck(session, cr, live=live, policy=policy, now=clock.now())
-            if problems:
-                reason = "blocked at execution time: " + "; ".join(problems)
-                _transition(session, run, Event.BLOCK, reason=reason, payload={"problems": problems})
-                return _report_in(session, run, "blocked", reason)
-            stale = _stale_items(cr.items, live)
-            if stale:
-                reason = "stale plan, re-plan: live budgets moved since planning (" + "; ".join(stale) + ")"
-                _transition(session, run, Event.CANCEL, reason=reason, payload={"stale": stale})
-                return _report_in(session, run, "stale", reason)
+            if cr.status != State.APPROVED.value:
+                # Another executor (the service's on_approved, a second worker) started it while we read
+                # the live budgets, which may therefore already carry its changes: they are not ours to
+                # judge as stale or blocked.
+                return _report_in(
+                    session, run, "skipped", f"another executor started this request (now {cr.status})"
+                )
             try:
+                problems = recheck(session, cr, live=live, policy=policy, now=clock.now())
+                if problems:
+                    reason = "blocked at execution time: " + "; ".join(problems)
+                    _transition(session, run, Event.BLOCK, reason=reason, payload={"problems": problems})
+                    return _report_in(session, run, "blocked", reason)
+                stale = _stale_items(cr.items, live)
+                if stale:
+                    reason = (
+                        "stale plan, re-plan: live budgets moved since planning (" + "; ".join(stale) + ")"
+                    )
+                    _transition(session, run, Event.CANCEL, reason=reason, payload={"stale": stale})
+                    return _report_in(session, run, "stale", reason)
                 _transition(
                     session,
                     run,
@@ -199,7 +208,8 @@ def _run_request(
                     payload={"calls": [_plan_entry(i) for i in cr.items], "kind": kind},
                 )
             except (IllegalTransition, ConcurrentTransition) as exc:
-                # Another executor (the service's on_approved, a second worker) started it first.
+                # The same race, lost between the check above and our write: the other executor owns it.
+                session.rollback()
                 return _report_in(session, run, "skipped", f"another executor started this request ({exc})")
     else:
         if policy.kill_switch:

@@ -248,6 +248,50 @@ def test_two_executors_racing_on_one_request_apply_it_once(database_url: str) ->
         assert load(world, rid).status == "monitoring"
 
 
+class _LateReader:
+    """A real connector whose budget read waits until another executor has finished the request."""
+
+    def __init__(self, inner: Any, reading: threading.Event, done: threading.Event) -> None:
+        self._inner, self._reading, self._done = inner, reading, done
+
+    def get_budgets(self) -> dict[str, float]:
+        self._reading.set()
+        assert self._done.wait(timeout=60)
+        return dict(self._inner.get_budgets())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def test_an_executor_that_reads_live_budgets_after_another_applied_them_steps_aside(
+    database_url: str,
+) -> None:
+    """The loser of the race saw `approved`, then reads budgets the winner has already moved: it must
+    neither cancel the request as stale nor block it, only step aside (`skipped`)."""
+    with loop(database_url) as world:
+        rid = approved_request(world, MOVES)
+        reading, done = threading.Event(), threading.Event()
+        late = {name: _LateReader(c, reading, done) for name, c in world.connectors.platforms.items()}
+        reports: dict[str, ExecutionReport] = {}
+
+        def loser() -> None:
+            reports["late"] = execute_request(
+                world.sessions, change_request_id=rid, connectors=late, policy=policy(), clock=world.clock
+            )
+
+        thread = threading.Thread(target=loser)
+        thread.start()
+        assert reading.wait(timeout=60)  # the loser has seen `approved` and is reading live budgets
+        reports["first"] = run(world, rid)
+        done.set()
+        thread.join(timeout=60)
+        assert reports["first"].outcome == "executed", reports["first"].reason
+        assert reports["late"].outcome == "skipped", reports["late"].reason
+        assert "another executor" in (reports["late"].reason or "")
+        assert load(world, rid).status == "monitoring"
+        assert sorted(_applied_per_key(world).values()) == [1, 1]
+
+
 def test_an_outage_while_reading_live_budgets_defers_without_touching_anything(sqlite_url: str) -> None:
     with loop(sqlite_url) as world:
         rid = approved_request(world, MOVES)
