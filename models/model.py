@@ -494,17 +494,31 @@ def lift_predictions(
         spend = x[rows, j] * inside  # the table's spend in the window, zero after it
         up = jnp.where(geo, spend * share / (1.0 - share), 0.0)  # full spend - table spend
         down = jnp.where(geo, spend, -delta * inside)  # table spend - changed spend
-        zero = jnp.zeros((1,), x.dtype)
         here = stock[rows, j]
-        s = None if shape is None else shape[j]
-        base = saturate(
-            spec.saturation, here + geometric_adstock(up[:, None], d[None], zero)[:, 0], half[j], s
-        )
-        after = here - geometric_adstock(down[:, None], d[None], zero)[:, 0]
-        after = saturate(spec.saturation, jnp.maximum(after, 0.0), half[j], s)
-        return beta[j] * jnp.where(geo, share, 1.0) * jnp.sum(inside * (base - after))
+        # the two changes' adstock from a zero state, as two columns of one product (one program)
+        moved = _window_adstock(jnp.stack([up, down], axis=1), d)  # [W, 2]
+        levels = jnp.stack([here + moved[:, 0], jnp.maximum(here - moved[:, 1], 0.0)], axis=1)
+        curve = saturate(spec.saturation, levels, half[j], None if shape is None else shape[j])
+        return beta[j] * jnp.where(geo, share, 1.0) * jnp.sum(inside * (curve[:, 0] - curve[:, 1]))
 
     return jax.vmap(one)(lift["channel"], lift["rows"], lift["inside"], lift["delta"], lift["share"])
+
+
+#: Lift windows up to this many rows take their adstock as one direct [W, W] product, which XLA
+#: compiles faster than the blocked closed form and runs as fast at these sizes (a weekly table's
+#: 4-row tests); longer windows take the blocked form, the direct one sampling 35% slower at 64 rows.
+DIRECT_WINDOW_ROWS = 16
+
+
+def _window_adstock(v: Array, decay: Array) -> Array:
+    """Geometric adstock of ``v`` [W, K] from a zero state, one scalar ``decay``: for a lift test's
+    few rows the lower-triangular Toeplitz product ``(1 - d) d^(i - j)``, direct."""
+    if v.shape[0] > DIRECT_WINDOW_ROWS:
+        return geometric_adstock(v, decay, jnp.zeros((v.shape[1],), v.dtype))
+    lag = np.arange(v.shape[0])[:, None] - np.arange(v.shape[0])[None, :]
+    log_d = jnp.log(jnp.maximum(decay, 1e-30))  # d^k as exp(k log d): finite gradients at k = 0
+    weights = jnp.where(lag >= 0, jnp.exp(np.maximum(lag, 0).astype(v.dtype) * log_d), 0.0) * (1.0 - decay)
+    return weights @ v
 
 
 def _lift_full(

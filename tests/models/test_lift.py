@@ -12,14 +12,15 @@ import pytest
 from budgetloop.errors import InputError
 from models.fit import fit
 from models.lift import LiftTest, load_lift_tests, to_arrays
-from models.model import ModelSpec, lift_predictions
+from models.model import DIRECT_WINDOW_ROWS, ModelSpec, lift_predictions
 from models.priors import LogNormalPrior, Priors
 from models.simulate import media_np, simulate
 
 
-def test_lift_prediction_is_table_minus_changed_spend_inside_the_window() -> None:
+@pytest.mark.parametrize("n", [4, DIRECT_WINDOW_ROWS + 4])  # the direct product, and the blocked form
+def test_lift_prediction_is_table_minus_changed_spend_inside_the_window(n: int) -> None:
     data, truth = simulate(periods=30, channels=2, seed=4)
-    j, start, n = 1, 10, 4
+    j, start = 1, 10
     per_row = -0.5 * float(data.spend[start : start + n, j].min())
     test = LiftTest(
         data.channels[j],
