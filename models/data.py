@@ -255,12 +255,12 @@ def from_frame(
         )
     for col in names:
         if col not in df.columns:
-            raise InputError(
-                "column not found",
-                file=source,
-                key=col,
-                fix=f"the table's columns are {list(map(str, df.columns))}",
-            )
+            fix = f"the table's columns are {list(map(str, df.columns))}"
+            if len(df.columns) == 1:  # one column: the file is not comma-separated
+                sep = next((c for c in (";", "\t", "|") if c in str(df.columns[0])), None)
+                if sep is not None:
+                    fix += f"; the file seems separated by {sep!r}: save it with commas (CSV)"
+            raise InputError("column not found", file=source, key=col, fix=fix)
     if len(df) == 0:
         raise InputError("the table has no rows", file=source, fix="supply one row per period")
     try:

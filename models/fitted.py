@@ -284,7 +284,7 @@ class FittedModel:
             return ()
         expected = y - resid
         named = ", ".join(
-            f"{str(self.data.dates[i])[:10]} ({y[i]:,.0f} against {expected[i]:,.0f} expected, "
+            f"{str(self.data.dates[i])[:10]} ({_amount(y[i])} against {_amount(expected[i])} expected, "
             f"{z[i]:+.1f} SD)"
             for i in sorted(rows[:OUTLIERS_NAMED])
         )
@@ -421,3 +421,9 @@ class FittedModel:
         from models.serialize import load
 
         return load(path)
+
+
+def _amount(value: float) -> str:
+    """A revenue figure for a message: whole units with separators, or 4 significant digits when it
+    is small (a table in millions or in thousandths reads as well as one in units)."""
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"

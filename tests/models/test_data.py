@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +138,15 @@ def test_dates_with_mixed_utc_offsets_name_the_row_and_the_fix(tmp_path: Path) -
     assert str(path) in str(err.value) and "YYYY-MM-DD" in str(err.value)
     same = _table(tmp_path / "same.csv", week=[w.replace("+01:00", "+00:00") for w in weeks])  # type: ignore[arg-type]
     assert _load(same).periods == 12  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("sep", [";", "\t"])
+def test_a_table_separated_by_something_else_than_commas_says_so(tmp_path: Path, sep: str) -> None:
+    path = _table(tmp_path / "semi.csv")
+    path.write_text(path.read_text().replace(",", sep))
+    hint = re.escape(f"separated by {sep!r}: save it with commas")
+    with pytest.raises(InputError, match=rf"`week`: column not found.*{hint}"):
+        _load(path)
 
 
 def test_a_repeated_header_name_is_refused_not_renamed(tmp_path: Path) -> None:

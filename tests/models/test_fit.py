@@ -415,6 +415,15 @@ def test_a_period_the_model_cannot_explain_is_named_with_what_to_do(small_fit: F
     assert warning in summarise(fm)["warnings"]
 
 
+def test_amounts_in_messages_keep_their_digits_at_any_scale() -> None:
+    from models.fitted import _amount
+
+    assert _amount(6815820146832.4) == "6,815,820,146,832"
+    assert _amount(6816.4) == "6,816"
+    assert _amount(0.0068164) == "0.006816"  # a table in millions of units: not "0 against 0"
+    assert _amount(-12.345) == "-12.35"
+
+
 def test_a_channel_whose_spend_barely_moves_is_flagged_as_read_from_the_priors(
     small_fit: FittedModel,
 ) -> None:
