@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from budgetloop.errors import InputError
-from models.curves import ResponseCurves, delayed_adstock_np, geometric_adstock_np
+from models.curves import ResponseCurves, delayed_adstock_np, geometric_adstock_np, saturation_np
 from models.data import FREQ_DAYS, MMMData
 from models.diagnostics import Diagnostics
 from models.lift import LiftTest
@@ -42,9 +42,82 @@ FLAT_SPEND_VARIATION = 0.05
 OUTLIER_Z = 5.0
 #: at most this many such periods are named; the warning counts the rest
 OUTLIERS_NAMED = 5
+#: A lift test whose measured lift sits further than this many standard deviations (its own and the
+#: posterior's prediction's, combined) from what the fitted model predicts for it is named in the
+#: warnings: the table and the test disagree, or the test was entered wrongly
+LIFT_CONFLICT_Z = 3.0
 #: A default ROI prior median above this (media spend under 1% of revenue at the default media
 #: share) is worth a warning: ROIs that high are rare, and a table may not be able to say so
 DEFAULT_ROI_WARN = 25.0
+
+
+@dataclass(frozen=True)
+class LiftCheck:
+    """How the fitted model sees one lift test: its own prediction of the test's incremental revenue
+    (per draw, currency) against the measured one."""
+
+    number: int  # 1-based, in the order the tests were given (row number - 1 in a lift-test CSV)
+    test: LiftTest
+    predicted: np.ndarray  # [N]
+
+    @property
+    def z(self) -> float:
+        """(measured - predicted mean) over the combined standard deviation of the two."""
+        sd = float(np.hypot(self.test.incremental_revenue_se, np.std(self.predicted)))
+        return float((self.test.incremental_revenue - np.mean(self.predicted)) / sd)
+
+    @property
+    def agrees(self) -> bool:
+        return abs(self.z) <= LIFT_CONFLICT_Z
+
+    @property
+    def reversed_sign(self) -> bool:
+        """The measurement says the change moved revenue the other way than spend, by more than two
+        standard errors: media effects here are positive, so no curve can follow it."""
+        t = self.test
+        expected_sign = -np.sign(t.spend_delta)  # table's spend minus the changed one
+        return bool(expected_sign * t.incremental_revenue < -2.0 * t.incremental_revenue_se)
+
+    def name(self) -> str:
+        t = self.test
+        return f"lift test {self.number} (`{t.channel}`, {str(t.start)[:10]}..{str(t.end)[:10]})"
+
+    def warning(self) -> str | None:
+        t = self.test
+        if self.reversed_sign:
+            kind, moved = ("holdout", "raised") if t.spend_delta < 0 else ("spend increase", "lowered")
+            return (
+                f"{self.name()}: incremental_revenue {t.incremental_revenue:,.6g} says the {kind} "
+                f"(spend_delta {t.spend_delta:,.6g}) {moved} revenue, which no positive media effect "
+                "can produce: incremental_revenue is the revenue with the table's spend minus the "
+                "revenue with the changed spend, positive when a holdout lost revenue (INTERFACES "
+                "section 2). Check its sign."
+            )
+        if self.agrees:
+            return None
+        lo, hi = np.quantile(self.predicted, [0.05, 0.95])
+        return (
+            f"{self.name()}: measured {t.incremental_revenue:,.6g} +- {t.incremental_revenue_se:,.6g}, "
+            f"the fit predicts {np.mean(self.predicted):,.6g} ({lo:,.6g} to {hi:,.6g}, 90%): "
+            f"{abs(self.z):.1f} standard deviations apart, so the table and the test disagree. Check "
+            "the test's window (the rows dated start..end are counted), spend_delta (the total over "
+            "the window) and units; if they are right, the curve's shape or carry-over is off "
+            "(--saturation, --adstock, priors)."
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        p = self.predicted
+        return {
+            **self.test.to_dict(),
+            "predicted": {
+                "mean": float(np.mean(p)),
+                "median": float(np.median(p)),
+                "p05": float(np.quantile(p, 0.05)),
+                "p95": float(np.quantile(p, 0.95)),
+            },
+            "z": self.z,
+            "agrees": self.agrees,
+        }
 
 
 @dataclass(frozen=True)
@@ -265,7 +338,47 @@ class FittedModel:
         whose ROI (or mROAS) the table does not measure, default priors it may be unable to
         correct, periods it cannot explain."""
         support = tuple(w for w in (s.warning() for s in self.spend_support()) if w)
-        return support + self.prior_warnings() + self.outlier_warnings()
+        lift = tuple(w for w in (c.warning() for c in self.lift_checks()) if w)
+        return support + lift + self.prior_warnings() + self.outlier_warnings()
+
+    def lift_checks(self) -> tuple[LiftCheck, ...]:
+        """Each lift test against the fitted model's own prediction of it (the quantity its
+        likelihood term reads, :func:`models.model.lift_predictions`), in NumPy per draw."""
+        if "lift_checks" not in self._cache:
+            self._cache["lift_checks"] = tuple(
+                LiftCheck(i + 1, t, self._lift_prediction(t)) for i, t in enumerate(self.lift_tests)
+            )
+        checks: tuple[LiftCheck, ...] = self._cache["lift_checks"]
+        return checks
+
+    def _lift_prediction(self, test: LiftTest) -> np.ndarray:
+        """A national test: media(table spend) - media(spend changed by its delta), summed over its
+        window; a geo holdout of share s: s x (media(full spend) - media(none in the window)), the
+        full spend being the table's / (1 - s). Currency, one value per draw."""
+        j = self.channels.index(test.channel)
+        days = self.data.dates.astype("datetime64[D]")
+        window = (days >= test.start) & (days <= test.end)
+        x = self.data.spend[:, j].astype(float)
+        s = test.holdout_share
+        if s is None:
+            full, changed, weight = x, np.maximum(x + window * test.spend_delta / window.sum(), 0.0), 1.0
+        else:
+            full = x * (1.0 + window * s / (1.0 - s))
+            changed, weight = full * ~window, s
+        scale = float(self.data.spend_scale[j])
+        draws = {k: np.asarray(v, dtype=float)[:, j] for k, v in self.draws.items() if np.ndim(v) == 2}
+
+        def media(spend: np.ndarray) -> np.ndarray:  # [T, N], scaled units as the draws are
+            xs = np.broadcast_to((spend / scale)[:, None], (len(spend), self.n_draws))
+            if self.spec.adstock == "delayed":
+                ad = delayed_adstock_np(xs, draws["decay"], draws["delay"], self.spec.max_lag)
+            else:  # from the table's first period held before it, as the model's lift term
+                ad = _geometric_from(xs, draws["decay"], x[0] / scale)
+            shape = draws.get("shape", np.ones(self.n_draws))
+            return draws["beta"] * saturation_np(self.spec.saturation, ad, draws["half"], shape)
+
+        lift = weight * ((media(full) - media(changed)) * window[:, None]).sum(axis=0)
+        return np.asarray(lift * self.data.y_scale, dtype=float)
 
     def outlier_warnings(self) -> tuple[str, ...]:
         """Periods the model cannot follow. Noise is normal, so one week of many times the usual
@@ -427,3 +540,13 @@ def _amount(value: float) -> str:
     """A revenue figure for a message: whole units with separators, or 4 significant digits when it
     is small (a table in millions or in thousandths reads as well as one in units)."""
     return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+
+def _geometric_from(x: np.ndarray, decay: np.ndarray, init: float) -> np.ndarray:
+    """Normalised geometric adstock of ``x`` [T, N] with ``decay`` [N], from the state ``init``."""
+    out = np.empty_like(x, dtype=float)
+    prev = np.full(x.shape[1], init, dtype=float)
+    for t in range(x.shape[0]):
+        prev = (1.0 - decay) * x[t] + decay * prev
+        out[t] = prev
+    return out

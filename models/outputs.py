@@ -118,6 +118,8 @@ def fit_json(fm: FittedModel, *, extras: bool = True, plots: dict[str, str] | No
         # what an analyst should know before reading the numbers (the fit may still be healthy)
         "warnings": list(fm.warnings()),
     }
+    if fm.lift_tests:  # each test against the fit's own prediction of it
+        out["lift_tests"] = [c.to_dict() for c in fm.lift_checks()]
     if not extras:
         return out
     out["model"] = {

@@ -11,8 +11,10 @@ import pytest
 
 from budgetloop.errors import InputError
 from models.fit import fit
+from models.fitted import FittedModel, LiftCheck
 from models.lift import LiftTest, load_lift_tests, to_arrays
 from models.model import DIRECT_WINDOW_ROWS, ModelSpec, lift_predictions
+from models.outputs import fit_json
 from models.priors import LogNormalPrior, Priors
 from models.simulate import media_np, simulate
 
@@ -148,3 +150,61 @@ def test_the_csv_may_mark_geo_holdouts_and_a_bad_share_names_its_row(tmp_path: P
     with pytest.raises(InputError) as err:
         load_lift_tests(path)
     assert err.value.row == 3 and err.value.key == "holdout_share"
+
+
+def _check_of(fm: FittedModel, test: LiftTest) -> LiftCheck:
+    (check,) = dataclasses.replace(fm, lift_tests=(test,), _cache={}).lift_checks()
+    return check
+
+
+def _test_on(
+    fm: FittedModel, j: int, start: int, n: int, lift: float, se: float, share: float | None = None
+) -> LiftTest:
+    data = fm.data
+    if share is None:
+        delta = -0.5 * float(data.spend[start : start + n, j].min()) * n
+    else:
+        delta = -share / (1 - share) * float(data.spend[start : start + n, j].sum())
+    day = data.dates.astype("datetime64[D]")
+    return LiftTest(data.channels[j], day[start], day[start + n - 1], delta, lift, se, share)
+
+
+@pytest.mark.parametrize(("share", "start"), [(None, 40), (0.1, 40), (0.1, 0)])  # 0: the table's first row
+def test_the_fits_view_of_a_lift_test_is_its_likelihood_terms_prediction(
+    small_fit: FittedModel, share: float | None, start: int
+) -> None:
+    """FIT.json reports each test against the model's own prediction of it: computed in NumPy from the
+    draws, it must be the very quantity the likelihood reads (models.model.lift_predictions)."""
+    fm = small_fit
+    test = _test_on(fm, 1, start, 4, 1.0, 1.0, share)
+    predicted = _check_of(fm, test).predicted
+    arr = to_arrays([test], fm.data)
+    assert arr is not None
+    lift = {k: jnp.asarray(v) for k, v in arr.__dict__.items()}
+    x = jnp.asarray(fm.data.spend / fm.data.spend_scale, dtype=jnp.float32)
+    picks = np.linspace(0, fm.n_draws - 1, 7).astype(int)
+    for i in picks:
+        d = {k: jnp.asarray(v[i], dtype=jnp.float32) for k, v in fm.draws.items() if np.ndim(v) == 2}
+        (want,) = lift_predictions(fm.spec, x, lift, d["decay"], None, d["half"], d.get("shape"), d["beta"])
+        assert predicted[i] == pytest.approx(float(want) * fm.data.y_scale, rel=2e-4)
+    assert np.all(predicted > 0)  # a holdout of a positive media effect loses revenue
+
+
+def test_a_lift_test_the_fit_cannot_follow_is_named_with_what_to_check(small_fit: FittedModel) -> None:
+    fm = small_fit
+    middle = float(np.mean(_check_of(fm, _test_on(fm, 0, 60, 4, 1.0, 1.0)).predicted))
+    sd = float(np.std(_check_of(fm, _test_on(fm, 0, 60, 4, 1.0, 1.0)).predicted))
+    agreeing = _check_of(fm, _test_on(fm, 0, 60, 4, middle, sd))
+    assert agreeing.agrees and agreeing.warning() is None and abs(agreeing.z) < 0.1
+    far = _check_of(fm, _test_on(fm, 0, 60, 4, 4 * middle, sd))
+    assert not far.agrees and far.z > 3
+    message = far.warning()
+    assert message is not None and "lift test 1 (`ch0`" in message and "disagree" in message
+    flipped = _check_of(fm, _test_on(fm, 0, 60, 4, -middle, 0.1 * middle))
+    assert flipped.reversed_sign
+    assert "Check its sign" in (flipped.warning() or "")
+    doc = fit_json(dataclasses.replace(fm, lift_tests=(far.test, flipped.test), _cache={}))
+    assert [t["agrees"] for t in doc["lift_tests"]] == [False, False]
+    assert doc["lift_tests"][0]["predicted"]["p05"] < middle < doc["lift_tests"][0]["predicted"]["p95"]
+    assert sum("lift test" in w for w in doc["warnings"]) == 2
+    assert "lift_tests" not in fit_json(fm)  # a plain fit has none
