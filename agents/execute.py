@@ -20,6 +20,11 @@ answer timed out after the platform applied it) is answered as a replay and noth
 A resumed request whose items were being compensated goes on compensating. The kill switch halts a
 resumed request where it stands (no call at all) until it is lifted.
 
+**Two executors at once** (an approval's immediate run and the daily sweep, two workers): every write
+is conditional on the state the run read (the request's status, each item's state), so the first
+writer wins and the other run ends ``skipped``; a run that finds the request ``executing`` cannot tell
+a live run from a crashed one and resumes it, its calls being replays of the other's keys.
+
 **Rollbacks** (``kind == "rollback"``) restore budgets the policy already accepted, so at execution
 time only the portfolio-wide stops (kill switch, freeze window, shadow autonomy) hold them back;
 learning phases, cooldowns and swing limits, which the change being undone set off, do not.
@@ -33,7 +38,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from agents.execute_guard import LiveState, known_channels, read_live, recheck
@@ -52,6 +57,10 @@ from guardrails.policy import Policy
 EXPERIMENT_KINDS = frozenset({"experiment", "experiment_end"})  # geo tests: agents.experiments runs them
 CENT = 0.01 + 1e-9  # budgets within a cent of each other are the same budget
 Outcome = Literal["executed", "blocked", "stale", "failed", "halted", "deferred", "skipped"]
+
+
+class LostRace(RuntimeError):
+    """Another executor recorded an item of this request before this run could."""
 
 
 class HasPlatforms(Protocol):
@@ -144,7 +153,11 @@ def execute_request(
     run = _Run(change_request_id, actor, clock, hooks or ExecutionHooks())
     try:
         return _run_request(session_factory, run, platforms_of(connectors), policy)
-    except ConcurrentTransition as exc:  # another executor moved the request first: it owns the rest
+    except (ConcurrentTransition, IllegalTransition, LostRace) as exc:
+        # Another executor (the sweep and an approval's immediate run, two workers) moved the request
+        # or one of its items after we read it: it owns the rest. Every write of ours is conditional
+        # on the state we read and every platform call carries the item's key, so nothing was applied
+        # or recorded twice.
         return _report(session_factory, run, "skipped", f"another executor is on it: {exc}")
 
 
@@ -352,15 +365,21 @@ def _record_item(
     response: Mapping[str, Any],
     action: str,
 ) -> None:
-    """One item's new state and its audit entry, committed together."""
+    """One item's new state and its audit entry, committed together; only from the state this run
+    read (``item.state``): an item another executor recorded first is theirs (:class:`LostRace`)."""
     now = run.clock.now()
+    values: dict[str, Any] = {"state": state, "platform_response": dict(response)}
+    if state == "applied":
+        values["applied_at"] = now
     with session_scope(session_factory) as session:
-        row = session.get(ChangeRequestItem, item.id)
-        assert row is not None
-        row.state = state
-        row.platform_response = dict(response)
-        if state == "applied":
-            row.applied_at = now
+        moved = session.execute(
+            update(ChangeRequestItem)
+            .where(ChangeRequestItem.id == item.id, ChangeRequestItem.state == item.state)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        if moved.rowcount != 1:  # type: ignore[attr-defined]
+            raise LostRace(f"item {item.key} was recorded by another executor first")
         _audit_item(session, run, item, action, {"item_state": state, "response": dict(response)})
 
 

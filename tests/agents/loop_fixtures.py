@@ -149,6 +149,13 @@ class Loop:
             run_ingest(session, self.connectors, start=day, end=day, now=self.clock.now())
 
 
+#: the connectors' HTTP timeout in these tests: several times a loaded CI machine's slowest answer (at
+#: 0.5 s, a first call under load timed out and came back as a replay of itself), and shorter than
+#: the hang of the faults that test a timeout (``HANG``)
+CLIENT_TIMEOUT = 2.0
+HANG = 2.5 * CLIENT_TIMEOUT
+
+
 @contextmanager
 def loop(database_url: str, sc: Scenario | None = None, **server_kw: Any) -> Iterator[Loop]:
     upgrade_database(database_url)
@@ -156,7 +163,7 @@ def loop(database_url: str, sc: Scenario | None = None, **server_kw: Any) -> Ite
     market = Market(sc or scenario())
     market.advance_to(D0)
     with SandboxServer(market, **server_kw) as server:
-        connectors = sandbox_connectors(server.base_url, sleep=lambda _s: None, timeout=0.5)
+        connectors = sandbox_connectors(server.base_url, sleep=lambda _s: None, timeout=CLIENT_TIMEOUT)
         try:
             clock = SimulatedClock(at(D0))
             world = Loop(server, connectors, session_factory(engine), clock, database_url)

@@ -16,7 +16,19 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from loop_fixtures import D0, REPO_ROOT_HINT, Loop, approved_request, at, audit_story, load, loop, policy
+from loop_fixtures import (
+    CLIENT_TIMEOUT,
+    D0,
+    HANG,
+    REPO_ROOT_HINT,
+    Loop,
+    approved_request,
+    at,
+    audit_story,
+    load,
+    loop,
+    policy,
+)
 
 from agents.execute import ExecutionHooks, ExecutionReport, execute_request
 from budgetloop.db.session import session_scope
@@ -113,7 +125,7 @@ def test_killed_process_mid_execution_is_finished_by_the_next_run(sqlite_url: st
             from budgetloop.db.session import make_engine, session_factory
             from connectors.registry import sandbox_connectors
             from loop_fixtures import policy
-            conns = sandbox_connectors({world.server.base_url!r}, sleep=lambda s: None, timeout=0.5)
+            conns = sandbox_connectors({world.server.base_url!r}, sleep=lambda s: None, timeout={CLIENT_TIMEOUT})
             die = ExecutionHooks(after_commit=lambda key: os._exit(9) if key.endswith("-1-social") else None)
             execute_request(session_factory(make_engine({sqlite_url!r})), change_request_id={rid},
                             connectors=conns, policy=policy(),
@@ -136,7 +148,7 @@ def test_killed_process_mid_execution_is_finished_by_the_next_run(sqlite_url: st
 
 def test_timeout_after_the_platform_applied_is_applied_exactly_once(database_url: str) -> None:
     with loop(database_url) as world:
-        world.server.arm(Fault(kind="timeout_after_apply", dialect="meta", delay=2.0))
+        world.server.arm(Fault(kind="timeout_after_apply", dialect="meta", delay=HANG))
         rid = approved_request(world, MOVES)
         report = run(world, rid)
         assert report.outcome == "executed", report.reason
@@ -246,6 +258,30 @@ def test_two_executors_racing_on_one_request_apply_it_once(database_url: str) ->
         assert sorted(r.outcome for r in reports) == ["executed", "skipped"], [r.reason for r in reports]
         assert sorted(_applied_per_key(world).values()) == [1, 1]
         assert load(world, rid).status == "monitoring"
+
+
+def test_a_second_executor_resuming_a_request_mid_execution_leaves_the_rest_to_one(database_url: str) -> None:
+    """The sweep finds a request `executing` while an approval's immediate run is still on it (it cannot
+    tell a live run from a crashed one) and resumes it. Between them each item is applied and recorded
+    once, the request finishes once, and the run that lost the race says so instead of failing."""
+    with loop(database_url) as world:
+        rid = approved_request(world, MOVES)
+        inner: list[ExecutionReport] = []
+
+        def second_executor(key: str) -> None:
+            if not inner:  # after the first run's first item is committed
+                inner.append(run(world, rid))
+
+        first = run(world, rid, hooks=ExecutionHooks(after_commit=second_executor))
+        (second,) = inner
+        assert second.outcome == "executed", second.reason
+        assert first.outcome == "skipped" and "another executor" in (first.reason or ""), first.reason
+        assert sorted(_applied_per_key(world).values()) == [1, 1]
+        assert load(world, rid).status == "monitoring"
+        story = [a for _s, a in audit_story(world, [rid])]
+        assert story.count("platform_call") == 2 and story.count("executed") == 1
+        with session_scope(world.sessions) as session:
+            assert audit_store.verify_chain(session).valid
 
 
 class _LateReader:
