@@ -192,38 +192,27 @@ def _run_request(
             return _report(
                 session_factory, run, "deferred", f"could not read live budgets, will retry: {exc}"
             )
+        # A transition below raises when another executor moved the request after we read it (it
+        # started the request, and the live budgets may carry its changes): execute_request reports
+        # that run as skipped, nothing of ours written.
         with session_scope(session_factory) as session:
             cr = _load(session, change_request_id)
-            if cr.status != State.APPROVED.value:
-                # Another executor (the service's on_approved, a second worker) started it while we read
-                # the live budgets, which may therefore already carry its changes: they are not ours to
-                # judge as stale or blocked.
-                return _report_in(
-                    session, run, "skipped", f"another executor started this request (now {cr.status})"
-                )
-            try:
-                problems = recheck(session, cr, live=live, policy=policy, now=clock.now())
-                if problems:
-                    reason = "blocked at execution time: " + "; ".join(problems)
-                    _transition(session, run, Event.BLOCK, reason=reason, payload={"problems": problems})
-                    return _report_in(session, run, "blocked", reason)
-                stale = _stale_items(cr.items, live)
-                if stale:
-                    reason = (
-                        "stale plan, re-plan: live budgets moved since planning (" + "; ".join(stale) + ")"
-                    )
-                    _transition(session, run, Event.CANCEL, reason=reason, payload={"stale": stale})
-                    return _report_in(session, run, "stale", reason)
-                _transition(
-                    session,
-                    run,
-                    Event.START_EXECUTION,
-                    payload={"calls": [_plan_entry(i) for i in cr.items], "kind": kind},
-                )
-            except (IllegalTransition, ConcurrentTransition) as exc:
-                # The same race, lost between the check above and our write: the other executor owns it.
-                session.rollback()
-                return _report_in(session, run, "skipped", f"another executor started this request ({exc})")
+            problems = recheck(session, cr, live=live, policy=policy, now=clock.now())
+            if problems:
+                reason = "blocked at execution time: " + "; ".join(problems)
+                _transition(session, run, Event.BLOCK, reason=reason, payload={"problems": problems})
+                return _report_in(session, run, "blocked", reason)
+            stale = _stale_items(cr.items, live)
+            if stale:
+                reason = "stale plan, re-plan: live budgets moved since planning (" + "; ".join(stale) + ")"
+                _transition(session, run, Event.CANCEL, reason=reason, payload={"stale": stale})
+                return _report_in(session, run, "stale", reason)
+            _transition(
+                session,
+                run,
+                Event.START_EXECUTION,
+                payload={"calls": [_plan_entry(i) for i in cr.items], "kind": kind},
+            )
     else:
         if policy.kill_switch:
             return _report(

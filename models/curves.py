@@ -57,11 +57,12 @@ def logistic_grad_np(x: np.ndarray, half: np.ndarray) -> np.ndarray:
 _Curve = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
-def geometric_adstock_np(x: np.ndarray, decay: np.ndarray) -> np.ndarray:
+def geometric_adstock_np(x: np.ndarray, decay: np.ndarray, init: Any = None) -> np.ndarray:
     """:func:`models.transforms.geometric_adstock` in NumPy: ``a_t = (1 - d) x_t + d a_(t-1)`` from
-    the first period's spend held before the table, for ``x`` [T, C] (or [T]) and ``decay`` [C]."""
+    ``init`` (default: the first period's spend held before the table), for ``x`` [T, C] (or [T])
+    and ``decay`` [C]."""
     out = np.empty_like(x, dtype=float)
-    prev = np.asarray(x[0], dtype=float)
+    prev = np.broadcast_to(np.asarray(x[0] if init is None else init, dtype=float), np.shape(x[0]))
     for t in range(x.shape[0]):
         prev = (1 - decay) * x[t] + decay * prev
         out[t] = prev

@@ -105,20 +105,6 @@ class LiftCheck:
             "(--saturation, --adstock, priors)."
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        p = self.predicted
-        return {
-            **self.test.to_dict(),
-            "predicted": {
-                "mean": float(np.mean(p)),
-                "median": float(np.median(p)),
-                "p05": float(np.quantile(p, 0.05)),
-                "p95": float(np.quantile(p, 0.95)),
-            },
-            "z": self.z,
-            "agrees": self.agrees,
-        }
-
 
 @dataclass(frozen=True)
 class SpendSupport:
@@ -373,7 +359,7 @@ class FittedModel:
             if self.spec.adstock == "delayed":
                 ad = delayed_adstock_np(xs, draws["decay"], draws["delay"], self.spec.max_lag)
             else:  # from the table's first period held before it, as the model's lift term
-                ad = _geometric_from(xs, draws["decay"], x[0] / scale)
+                ad = geometric_adstock_np(xs, draws["decay"], init=x[0] / scale)
             shape = draws.get("shape", np.ones(self.n_draws))
             return draws["beta"] * saturation_np(self.spec.saturation, ad, draws["half"], shape)
 
@@ -540,13 +526,3 @@ def _amount(value: float) -> str:
     """A revenue figure for a message: whole units with separators, or 4 significant digits when it
     is small (a table in millions or in thousandths reads as well as one in units)."""
     return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
-
-
-def _geometric_from(x: np.ndarray, decay: np.ndarray, init: float) -> np.ndarray:
-    """Normalised geometric adstock of ``x`` [T, N] with ``decay`` [N], from the state ``init``."""
-    out = np.empty_like(x, dtype=float)
-    prev = np.full(x.shape[1], init, dtype=float)
-    for t in range(x.shape[0]):
-        prev = (1.0 - decay) * x[t] + decay * prev
-        out[t] = prev
-    return out

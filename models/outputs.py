@@ -119,7 +119,10 @@ def fit_json(fm: FittedModel, *, extras: bool = True, plots: dict[str, str] | No
         "warnings": list(fm.warnings()),
     }
     if fm.lift_tests:  # each test against the fit's own prediction of it
-        out["lift_tests"] = [c.to_dict() for c in fm.lift_checks()]
+        out["lift_tests"] = [
+            {**c.test.to_dict(), "predicted": summarize(c.predicted), "z": c.z, "agrees": c.agrees}
+            for c in fm.lift_checks()
+        ]
     if not extras:
         return out
     out["model"] = {

@@ -247,6 +247,7 @@ def build(model: Model, settings: Settings, init_strategy: Any, inputs: Any) -> 
         return jax.lax.fori_loop(0, count, body, (state, buffers))
 
     options = compiler_options(settings)
+    mesh = Mesh(np.array(jax.devices()[:devices]), ("chains",))  # the "pmap" layout's devices
     if single:
 
         def whole(key: Array, inputs: Any) -> Any:
@@ -255,7 +256,6 @@ def build(model: Model, settings: Settings, init_strategy: Any, inputs: Any) -> 
         if how == "vmap":
             compiled = jax.jit(jax.vmap(whole, in_axes=(0, None)), compiler_options=options)
         else:
-            mesh = Mesh(np.array(jax.devices()[:devices]), ("chains",))
             by_chain = (P("chains"), P())
             compiled = _spread(
                 lambda keys, inputs: jax.lax.map(lambda k: whole(k, inputs), keys), mesh, by_chain, options
@@ -288,7 +288,6 @@ def build(model: Model, settings: Settings, init_strategy: Any, inputs: Any) -> 
     def device(keys: Array, states: Any, first: Array, count: Array, inputs: Any) -> Any:
         return jax.lax.map(lambda ks: run_chain(ks[0], ks[1], first, count, inputs), (keys, states))
 
-    mesh = Mesh(np.array(jax.devices()[:devices]), ("chains",))
     # the blank states are placed as the segments leave theirs: the first segment and the later
     # ones run one executable
     in_specs = (P("chains"), P("chains"), P(), P(), P())
