@@ -177,10 +177,42 @@ def infer_frequency(dates: np.ndarray, *, source: str, date_col: str) -> str:
     return "day" if step == 1 else "week"
 
 
-def _numeric_column(df: pd.DataFrame, col: str, *, source: str, nonneg: bool, hint: str) -> np.ndarray:
-    """A column of finite numbers; ``hint`` ends the fix of a bad cell (it depends on the column's kind)."""
+#: the spellings of a flag a control column may use instead of 1 / 0 (compared case-insensitively)
+FLAG_VALUES = {"true": 1.0, "false": 0.0}
+
+
+def _flag_column(raw: pd.Series, *, source: str, col: str) -> pd.Series | None:
+    """A column of true / false cells (a promotion flag as pandas or a spreadsheet writes it) as
+    1 / 0, an empty cell left NaN to be named by the caller; None for a column without such cells.
+    A column that mixes them with anything else names the first other cell."""
+    if raw.dtype == bool:
+        return raw.astype(float)
+    text = raw.astype(str).str.strip().str.lower()
+    filled = (raw.notna() & (text != "")).to_numpy()
+    is_flag = text.isin(list(FLAG_VALUES)).to_numpy()
+    if not is_flag.any():
+        return None
+    other = filled & ~is_flag
+    if other.any():
+        i = int(np.flatnonzero(other)[0])
+        raise InputError(
+            f"value {raw.iloc[i]!r} is neither true nor false, as this column's other cells are",
+            file=source,
+            row=i + 2,
+            key=col,
+            fix="write every cell of a flag column as true / false (or every cell as 1 / 0)",
+        )
+    return text.map(FLAG_VALUES)
+
+
+def _numeric_column(
+    df: pd.DataFrame, col: str, *, source: str, nonneg: bool, hint: str, flags: bool = False
+) -> np.ndarray:
+    """A column of finite numbers; ``hint`` ends the fix of a bad cell (it depends on the column's
+    kind). With ``flags``, a column of true / false cells reads as 1 / 0."""
     raw = df[col]
-    num = pd.to_numeric(raw, errors="coerce")
+    flag = _flag_column(raw, source=source, col=col) if flags else None
+    num = flag if flag is not None else pd.to_numeric(raw, errors="coerce")
     bad = num.isna() | ~np.isfinite(num.to_numpy(dtype=float, na_value=np.nan))
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
@@ -284,7 +316,10 @@ def from_frame(
     )
     ctrl = (
         np.stack(
-            [_numeric_column(df, c, source=source, nonneg=False, hint=CONTROL_HINT) for c in controls],
+            [
+                _numeric_column(df, c, source=source, nonneg=False, hint=CONTROL_HINT, flags=True)
+                for c in controls
+            ],
             axis=1,
         )
         if controls

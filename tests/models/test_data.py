@@ -237,3 +237,21 @@ def test_a_replaced_table_keeps_its_own_fingerprint() -> None:
     changed = replace(data, spend=data.spend * 2.0)
     assert changed.fingerprint() != data.fingerprint()
     assert data.fingerprint() == replace(data).fingerprint()
+
+
+def test_a_control_of_true_and_false_flags_reads_as_one_and_zero(tmp_path: Path) -> None:
+    """A promotion flag as pandas or a spreadsheet writes it (True / FALSE / true) is a 0/1 control;
+    a flag column with an empty cell or another value names that cell; spend and revenue take
+    numbers only."""
+    flags = ["True", "FALSE", " true", "False"] * 3
+    data = _load(_table(tmp_path / "t.csv", promo=flags), controls=["price", "promo"])
+    assert data.controls[:, 1].tolist() == [1.0, 0.0, 1.0, 0.0] * 3  # type: ignore[attr-defined]
+    gap = _table(tmp_path / "gap.csv", promo=[*flags[:6], "", *flags[7:]])
+    with pytest.raises(InputError, match=r"row 8, `promo`: value .* is not a number") as err:
+        _load(gap, controls=["promo"])
+    mixed = _table(tmp_path / "mixed.csv", promo=[*flags[:6], "1", *flags[7:]])
+    with pytest.raises(InputError, match=r"row 8, `promo`: value '1' is neither true nor false") as err:
+        _load(mixed, controls=["promo"])
+    assert "write every cell of a flag column as true / false" in str(err.value)
+    with pytest.raises(InputError, match=r"row 2, `tv`: value 'True' is not a number"):
+        _load(_table(tmp_path / "spend.csv", tv=flags))
