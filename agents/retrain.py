@@ -98,6 +98,7 @@ def summarise(fm: FittedModel) -> dict[str, Any]:
     priors', the holdout and the fit's warnings, for the version's record (``GET /models``)."""
     m = fm.channel_metrics()
     support = fm.spend_support()
+    contraction = fm.roi_prior_contraction()
     out: dict[str, Any] = {"channels": {}}
     for i, ch in enumerate(fm.channels):
         out["channels"][ch] = {
@@ -110,6 +111,7 @@ def summarise(fm: FittedModel) -> dict[str, Any]:
         }
         out["channels"][ch]["roi_extrapolated"] = support[i].roi_extrapolated
         out["channels"][ch]["mroas_from_prior"] = support[i].mroas_from_prior
+        out["channels"][ch]["roi_prior_contraction"] = float(contraction[i])
     out["holdout"] = None if fm.holdout is None else fm.holdout.to_dict()
     out["warnings"] = list(fm.warnings())  # e.g. a day of revenue the model cannot explain
     return out

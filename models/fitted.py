@@ -25,7 +25,7 @@ from models.data import FREQ_DAYS, MMMData
 from models.diagnostics import Diagnostics
 from models.lift import LiftTest
 from models.model import ModelSpec, baseline_value, media_per_draw
-from models.priors import ChannelPrior, Priors
+from models.priors import ROI_CONTRACTION_MIN, ChannelPrior, Priors, resolve
 
 MROAS_STEP = 0.01
 #: a period's carried-over spend (the adstock the response curve reads) is "low" below this share
@@ -325,7 +325,50 @@ class FittedModel:
         correct, periods it cannot explain."""
         support = tuple(w for w in (s.warning() for s in self.spend_support()) if w)
         lift = tuple(w for w in (c.warning() for c in self.lift_checks()) if w)
-        return support + lift + self.prior_warnings() + self.outlier_warnings()
+        return support + self.contraction_warnings() + lift + self.prior_warnings() + self.outlier_warnings()
+
+    def roi_prior_contraction(self) -> np.ndarray:
+        """Per channel [C], the share of the ROI prior's variance that the data (the table and its
+        lift tests) removed: ``1 - var(log ROI | data) / sigma**2``, the ROI's prior being
+        LogNormal with scale ``sigma`` (the posterior contraction of Betancourt's Bayesian
+        workflow). Near 1 the data measured the ROI; near 0 the posterior repeats the prior, however
+        healthy the sampler's diagnostics: the channel's effect is too small against the revenue's
+        noise, or moves too much with the other channels and the baseline, for the table to size it."""
+        if "contraction" not in self._cache:
+            resolved = resolve(
+                self.priors,
+                channels=self.channels,
+                frequency=self.data.frequency,
+                y_total=float(self.data.y.sum()),
+                spend_total=self.data.spend.sum(0),
+                spend_scale=self.data.spend_scale,
+            )
+            log_roi = np.log(np.maximum(self.channel_metrics().roi, np.finfo(float).tiny))
+            self._cache["contraction"] = 1.0 - log_roi.var(axis=0) / resolved.roi_scale**2
+        contraction: np.ndarray = self._cache["contraction"]
+        return contraction
+
+    def contraction_warnings(self) -> tuple[str, ...]:
+        """A warning per channel whose ROI mostly repeats its prior (:meth:`roi_prior_contraction`
+        under ``ROI_CONTRACTION_MIN``), unless its flat spend already says so (``mroas_from_prior``)."""
+        contraction = self.roi_prior_contraction()
+        support = self.spend_support()
+        roi = self.channel_metrics().roi
+        out = []
+        for j, ch in enumerate(self.channels):
+            if contraction[j] >= ROI_CONTRACTION_MIN or support[j].mroas_from_prior:
+                continue
+            lo, hi = np.quantile(roi[:, j], [0.05, 0.95])
+            out.append(
+                f"{ch}: the data removed only {max(contraction[j], 0.0):.0%} of its ROI prior's "
+                f"variance (roi_prior_contraction, under {ROI_CONTRACTION_MIN:.0%}), so its ROI "
+                f"({np.median(roi[:, j]):.3g}, {lo:.3g} to {hi:.3g}, 90%) and "
+                "its mROAS mostly repeat the prior: its effect is too small against the revenue's "
+                "noise, or moves too much with the other channels and the baseline, for this table to "
+                "size it. Add a lift test of it (--lift-tests), or set its roi prior from what you "
+                "know (--priors), before acting on it."
+            )
+        return tuple(out)
 
     def lift_checks(self) -> tuple[LiftCheck, ...]:
         """Each lift test against the fitted model's own prediction of it (the quantity its

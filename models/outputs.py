@@ -78,6 +78,7 @@ def fit_json(fm: FittedModel, *, extras: bool = True, plots: dict[str, str] | No
     spend = fm.data.spend.sum(axis=0)
     support = fm.spend_support()
     carried = fm.carried_spend()
+    contraction = fm.roi_prior_contraction()
     channels: dict[str, Any] = {}
     for j, ch in enumerate(fm.channels):
         channels[ch] = {
@@ -95,6 +96,8 @@ def fit_json(fm: FittedModel, *, extras: bool = True, plots: dict[str, str] | No
             "roi_extrapolated": support[j].roi_extrapolated,
             "spend_variation": support[j].spend_variation,
             "mroas_from_prior": support[j].mroas_from_prior,
+            # the share of the ROI prior's (log) variance the data removed: near 0, the prior's ROI
+            "roi_prior_contraction": float(contraction[j]),
         }
     d = fm.diagnostics
     out: dict[str, Any] = {

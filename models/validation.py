@@ -40,7 +40,7 @@ from models.fit import METHODS, fit
 from models.fitted import FittedModel
 from models.lift import LiftTest
 from models.optimize import optimize
-from models.priors import BetaPrior, LogNormalPrior, Priors
+from models.priors import ROI_CONTRACTION_MIN, BetaPrior, LogNormalPrior, Priors
 from models.simulate import Truth, media_np, simulate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,6 +69,8 @@ class ChannelScore:
     # posterior medians (FIT.json's `median`); None in scores written before they were kept
     roi_median: float | None = None
     mroas_median: float | None = None
+    # the share of the ROI prior's variance the data removed (None in older scores)
+    roi_prior_contraction: float | None = None
 
     @property
     def roi_error(self) -> float:
@@ -126,6 +128,7 @@ def score_fit(
     """Per-channel errors of the posterior mean ROI / mROAS and 90% coverage of the true ROI."""
     m = fm.channel_metrics()
     p05, p95 = np.quantile(m.roi, [0.05, 0.95], axis=0)
+    contraction = fm.roi_prior_contraction()
     chans = tuple(
         ChannelScore(
             channel=name,
@@ -137,6 +140,7 @@ def score_fit(
             mroas_mean=float(m.mroas[:, j].mean()),
             roi_median=float(np.median(m.roi[:, j])),
             mroas_median=float(np.median(m.mroas[:, j])),
+            roi_prior_contraction=float(contraction[j]),
         )
         for j, name in enumerate(fm.channels)
     )
@@ -166,6 +170,19 @@ def _median_estimate_errors(chans: Sequence[ChannelScore]) -> dict[str, float]:
     }
 
 
+def _contraction_summary(chans: Sequence[ChannelScore]) -> dict[str, float]:
+    """How much of the ROI prior the data removed, where the scores have it: a channel under
+    ``ROI_CONTRACTION_MIN`` gets a warning in FIT.json, so a study's tables should have none."""
+    values = [c.roi_prior_contraction for c in chans if c.roi_prior_contraction is not None]
+    if len(values) < len(chans):
+        return {}
+    return {
+        "median_roi_prior_contraction": float(np.median(values)),
+        "min_roi_prior_contraction": float(np.min(values)),
+        "roi_prior_contraction_under_min": int(sum(v < ROI_CONTRACTION_MIN for v in values)),
+    }
+
+
 def summarize(scores: Sequence[FitScore]) -> dict[str, Any]:
     """Medians over every channel of every fit, coverage share, and the health of the fits."""
     chans = [c for s in scores for c in s.channels]
@@ -182,6 +199,7 @@ def summarize(scores: Sequence[FitScore]) -> dict[str, Any]:
         "covered": int(sum(c.covered for c in chans)),
         # how wide the intervals are: coverage alone rewards intervals that say nothing
         "median_roi_interval_ratio": float(np.median([c.roi_p95 / c.roi_p05 for c in chans])),
+        **_contraction_summary(chans),
         "unhealthy_fits": int(sum(not s.healthy for s in scores)),
         "max_r_hat": max((s.r_hat_max or 0.0) for s in scores),
         "total_divergences": int(sum(s.divergences for s in scores)),
@@ -526,6 +544,10 @@ def smoke_fit(
         "periods": data.periods,
         "diagnostics": fm.diagnostics.to_dict(),
         "roi_mean": {c: float(m.roi[:, j].mean()) for j, c in enumerate(data.channels)},
+        "roi_prior_contraction": {
+            c: float(v) for c, v in zip(data.channels, fm.roi_prior_contraction(), strict=True)
+        },
+        "warnings": list(fm.warnings()),
     }
 
 

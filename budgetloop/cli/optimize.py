@@ -284,18 +284,32 @@ def _below_the_data(doc: dict[str, Any], allocation: dict[str, float], period: s
 def _prior_only_moves(
     doc: dict[str, Any], allocation: dict[str, float], current: dict[str, float], period: str
 ) -> list[str]:
-    """A note per channel the plan moves although FIT.json marks its mROAS as the priors' (its
-    spend barely moved in the fitted table): the gain on it is an assumption, not a measurement."""
+    """A note per channel the plan moves although FIT.json says its figures are the priors': its
+    spend barely moved in the fitted table (``mroas_from_prior``), or the data removed little of its
+    ROI prior's variance (``roi_prior_contraction`` under ``models.priors.ROI_CONTRACTION_MIN``).
+    The gain on it is an assumption, not a measurement. Older FIT.json files, without the
+    contraction, get the first note only."""
+    from models.priors import ROI_CONTRACTION_MIN
+
     out: list[str] = []
     for ch, after in allocation.items():
-        if _fitted(doc, ch).get("mroas_from_prior") is not True:
-            continue
+        info = _fitted(doc, ch)
         before = current[ch]
-        if abs(after - before) > 0.01 * max(before, 1e-9):
-            out.append(
-                f"{ch}: the plan moves it from {before:,.2f} to {after:,.2f} per {period} on an mROAS "
-                "that comes from the priors (its spend barely moved in the fitted table, FIT.json "
-                "`mroas_from_prior`): try the move on a small scale, or measure the channel with a "
-                "lift test, before trusting that part of the gain"
+        if abs(after - before) <= 0.01 * max(before, 1e-9):
+            continue
+        contraction = info.get("roi_prior_contraction")
+        if info.get("mroas_from_prior") is True:
+            why = "its spend barely moved in the fitted table, FIT.json `mroas_from_prior`"
+        elif isinstance(contraction, int | float) and contraction < ROI_CONTRACTION_MIN:
+            why = (
+                f"the data removed {max(contraction, 0.0):.0%} of its ROI prior's variance, FIT.json "
+                "`roi_prior_contraction`"
             )
+        else:
+            continue
+        out.append(
+            f"{ch}: the plan moves it from {before:,.2f} to {after:,.2f} per {period} on an mROAS "
+            f"that comes from the priors ({why}): try the move on a small scale, or measure the "
+            "channel with a lift test, before trusting that part of the gain"
+        )
     return out

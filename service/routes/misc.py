@@ -26,7 +26,9 @@ tokens_router = APIRouter(prefix="/tokens", tags=["tokens"])
     summary="Model versions, newest first, with diagnostics",
     description=(
         "Each version's `summary` holds ROI and mROAS per channel (mean, p05, p95), whether the "
-        "table measures them (`roi_extrapolated`, `mroas_from_prior`), the holdout, and the fit's "
+        "table measures them (`roi_extrapolated`, `mroas_from_prior`), the share of each ROI "
+        "prior's variance the data removed (`roi_prior_contraction`: near 0, the ROI is the prior's), "
+        "the holdout, and the fit's "
         "`warnings` (for example a day of revenue the model cannot explain: a tracking glitch or "
         "an event the data do not mark)."
     ),

@@ -486,3 +486,39 @@ def test_a_default_roi_prior_far_above_plausible_roi_is_warned_about(small_fit: 
     for ch in small_fit.channels:
         priors = priors.with_channel(ch, roi=LogNormalPrior(1.5, 0.5))
     assert replace(tiny, priors=priors).prior_warnings() == ()  # the analyst has set them
+
+
+def test_a_channel_the_table_cannot_size_is_flagged_as_repeating_its_roi_prior(
+    small_fit: FittedModel,
+) -> None:
+    """A channel spending a ten-thousandth of the others is invisible against the revenue's noise:
+    its ROI posterior is its prior, however healthy the sampler. FIT.json gives each channel the
+    share of its ROI prior's variance the data removed, and warns about the one that keeps it."""
+    from dataclasses import replace
+
+    from models.priors import ROI_CONTRACTION_MIN
+
+    measured = small_fit.roi_prior_contraction()
+    assert np.all(measured > ROI_CONTRACTION_MIN) and np.all(measured < 1.0), measured
+    assert small_fit.contraction_warnings() == ()
+    spend = small_fit.data.spend.copy()
+    spend[:, 0] *= 1e-4
+    fm = fit(
+        replace(small_fit.data, spend=spend), chains=2, warmup=300, samples=300, seed=1, holdout_periods=8
+    )
+    assert fm.healthy
+    contraction = fm.roi_prior_contraction()
+    assert contraction[0] < ROI_CONTRACTION_MIN < min(contraction[1:]), contraction
+    # the definition: 1 - posterior variance of log ROI / the prior's (LogNormal, default sigma)
+    log_roi = np.log(fm.channel_metrics().roi[:, 0])
+    assert contraction[0] == pytest.approx(1.0 - log_roi.var() / fm.priors.roi_sigma**2)
+    doc = fit_json(fm, extras=False)
+    assert doc["channels"]["ch0"]["roi_prior_contraction"] == pytest.approx(contraction[0])
+    (warning,) = [w for w in doc["warnings"] if "roi_prior_contraction" in w]
+    assert warning.startswith("ch0:") and "--lift-tests" in warning and "--priors" in warning
+    # the version's record, as GET /models shows it
+    from agents.retrain import summarise
+
+    summary = summarise(fm)
+    assert summary["channels"]["ch0"]["roi_prior_contraction"] == pytest.approx(contraction[0])
+    assert warning in summary["warnings"]

@@ -265,17 +265,32 @@ def _replan(
     return plan
 
 
+@pytest.mark.parametrize(
+    ("field", "flagged", "unflagged", "why"),
+    [
+        ("mroas_from_prior", True, False, "`mroas_from_prior`"),
+        ("roi_prior_contraction", 0.05, 0.6, "removed 5% of its ROI prior's variance"),
+    ],
+)
 def test_the_plan_says_when_it_moves_a_channel_whose_mroas_is_the_priors(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    field: str,
+    flagged: object,
+    unflagged: object,
+    why: str,
 ) -> None:
+    """A channel whose spend barely moved, or whose ROI prior the data hardly narrowed: the plan's
+    move on it rests on the priors, and the plan says so."""
     fit, doc, plan = _plan_without_flags(tmp_path)
     assert not any("from the priors" in n for n in plan["notes"])
     moved = [ch for ch, row in plan["channels"].items() if abs(row["after"] - row["before"]) > 100]
     assert moved
     for ch in CHANNELS:
-        doc["channels"][ch]["mroas_from_prior"] = ch == moved[0]
+        doc["channels"][ch][field] = flagged if ch == moved[0] else unflagged
     notes = [n for n in _replan(fit, doc, 11000, capsys)["notes"] if "from the priors" in n]
-    assert len(notes) == 1 and notes[0].startswith(f"{moved[0]}: the plan moves it")
+    assert len(notes) == 1 and notes[0].startswith(f"{moved[0]}: the plan moves it"), notes
+    assert why in notes[0]
     assert f"note: {moved[0]}: the plan moves it" in capsys.readouterr().out
 
 
