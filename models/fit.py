@@ -25,7 +25,7 @@ from numpyro.optim import ClippedAdam
 
 from budgetloop.errors import FitError, InputError
 from models.data import MIN_PERIODS, MMMData
-from models.diagnostics import DIVERGENCE_MAX, bfmi, chain_stats, coverage, judge, mape
+from models.diagnostics import DIVERGENCE_MAX, RHAT_MAX, bfmi, chain_stats, coverage, judge, mape
 from models.fitted import FittedModel, Holdout, media_jit
 from models.lift import LiftTest, to_arrays
 from models.loo import loo
@@ -44,7 +44,7 @@ from models.model import (
     site_priors,
 )
 from models.priors import Priors, resolve
-from models.sampler import PROGRESS_SEGMENTS, Chains, Settings, run_nuts, shapes
+from models.sampler import PROGRESS_SEGMENTS, WARMUP_TREE_DEPTH, Chains, Settings, run_nuts, shapes
 from models.transforms import SATURATIONS
 
 METHODS = ("nuts", "svi")
@@ -124,6 +124,12 @@ def quick_compile(inputs: dict[str, Any]) -> bool:
     return int(np.size(inputs["x"])) <= QUICK_COMPILE_CELLS
 
 
+def _chain_stats(run: Chains) -> tuple[float | None, float | None, float | None, str | None]:
+    """r-hat max, bulk and tail ESS min and the worst site of a run (``beta`` is derived from the
+    ROIs and the curves, so it is left out)."""
+    return chain_stats({k: v for k, v in run.samples.items() if k != "beta"})
+
+
 def _run_nuts(
     inputs: dict[str, Any],
     spec: ModelSpec,
@@ -136,6 +142,7 @@ def _run_nuts(
     progress: bool,
     target_accept: float,
     max_tree_depth: int,
+    warmup_tree_depth: int,
     dense_mass: bool,
     quick: bool,
 ) -> Chains:
@@ -145,6 +152,7 @@ def _run_nuts(
         samples=samples,
         target_accept=target_accept,
         max_tree_depth=max_tree_depth,
+        warmup_tree_depth=warmup_tree_depth,
         dense_mass=dense_mass,
         progress_every=max(1, (warmup + samples) // PROGRESS_SEGMENTS) if progress else 0,
         quick_compile=quick,
@@ -304,9 +312,10 @@ def fit(
     svi_steps: int = 3000,
     target_accept: float = 0.85,
     max_tree_depth: int = 8,
+    warmup_tree_depth: int = WARMUP_TREE_DEPTH,
     dense_mass: bool = True,
     lift_source: str = "<lift tests>",
-    divergence_retry: bool = True,
+    retry: bool = True,
     pad_to: Extent | None = None,
     round_shapes: str | None = None,
     checks: bool = True,
@@ -314,8 +323,11 @@ def fit(
     """Fit the MMM to ``data``; see the module docstrings of :mod:`models.model` and :mod:`models.fitted`.
 
     A NUTS run with more than 1% divergent transitions is run again once with ``target_accept``
-    raised to ``RETRY_TARGET_ACCEPT`` (unless ``divergence_retry=False``), and the run with fewer
-    divergences is kept; ``settings["divergence_retry"]`` records the other one. The health gate
+    raised to ``RETRY_TARGET_ACCEPT``, and the run with fewer divergences is kept;
+    ``settings["divergence_retry"]`` records the other one. A run whose chains disagree (r-hat over
+    ``RHAT_MAX``) after a warmup with capped trees (``warmup_tree_depth``) is run again once with
+    the uncapped warmup, and the run with the lower r-hat is kept; ``settings["warmup_retry"]``
+    records the other one. ``retry=False`` turns both reruns off. The health gate
     judges the run that is kept.
 
     ``pad_to`` samples on the model's inputs padded with masked rows and inert lift tests to that
@@ -381,6 +393,7 @@ def fit(
     svi_ok: bool | None = None
     t_sample = time.perf_counter()
     retried: dict[str, Any] | None = None
+    warmup_retry: dict[str, Any] | None = None
     if method == "nuts":
         nuts_kw: dict[str, Any] = {
             "chains": chains,
@@ -389,16 +402,13 @@ def fit(
             "seed": seed,
             "progress": progress,
             "max_tree_depth": max_tree_depth,
+            "warmup_tree_depth": warmup_tree_depth,
             "dense_mass": dense_mass,
             "quick": quick,
         }
         run = _run_nuts(sampled, spec, sds, target_accept=target_accept, **nuts_kw)
         first_div = int(run.diverging.sum())
-        if (
-            divergence_retry
-            and target_accept < RETRY_TARGET_ACCEPT
-            and first_div > DIVERGENCE_MAX * run.diverging.size
-        ):
+        if retry and target_accept < RETRY_TARGET_ACCEPT and first_div > DIVERGENCE_MAX * run.diverging.size:
             # divergences mark curvature the step size cannot follow: smaller steps usually cure them
             # (Stan's advice, "raise adapt_delta"); one automatic retry, the run not kept in the settings
             again = _run_nuts(sampled, spec, sds, target_accept=RETRY_TARGET_ACCEPT, **nuts_kw)
@@ -408,9 +418,21 @@ def fit(
                 run, target_accept = again, RETRY_TARGET_ACCEPT
             else:  # a posterior it cannot cure is judged on the better, first run
                 retried = {"target_accept": RETRY_TARGET_ACCEPT, "divergences": again_div}
+        rhat, ess, tail, worst = _chain_stats(run)
+        if retry and warmup_tree_depth < max_tree_depth and rhat is not None and rhat > RHAT_MAX:
+            # a chain whose capped warmup (models.sampler.WARMUP_TREE_DEPTH) left it adapted to the
+            # wrong scales: one run with the uncapped warmup, kept where its chains agree better
+            nuts_kw["warmup_tree_depth"] = max_tree_depth
+            again = _run_nuts(sampled, spec, sds, target_accept=target_accept, **nuts_kw)
+            again_stats = _chain_stats(again)
+            if again_stats[0] is not None and again_stats[0] < rhat:
+                warmup_retry = {"warmup_tree_depth": warmup_tree_depth, "r_hat_max": rhat}
+                run, warmup_tree_depth = again, max_tree_depth
+                rhat, ess, tail, worst = again_stats
+            else:
+                warmup_retry = {"warmup_tree_depth": max_tree_depth, "r_hat_max": again_stats[0]}
         grouped = run.samples
         flat = {k: v.reshape((-1, *v.shape[2:])) for k, v in grouped.items()}
-        rhat, ess, tail, worst = chain_stats({k: v for k, v in grouped.items() if k != "beta"})
         n_div = int(run.diverging.sum())
         transitions = int(run.diverging.size)
         bfmi_min = bfmi(run.energy)
@@ -459,8 +481,10 @@ def fit(
             "svi_steps": svi_steps,
             "target_accept": target_accept,
             "max_tree_depth": max_tree_depth,
+            "warmup_tree_depth": warmup_tree_depth,
             "dense_mass": dense_mass,
             "divergence_retry": retried,
+            "warmup_retry": warmup_retry,
             "round_shapes": round_shapes,
             "quick_compile": quick,
         },
@@ -494,6 +518,7 @@ def fit(
             svi_steps=svi_steps,
             target_accept=target_accept,
             max_tree_depth=max_tree_depth,
+            warmup_tree_depth=warmup_tree_depth,
             dense_mass=dense_mass,
             progress=progress,  # the same program as the fit's, whose progress runs it in segments
         )

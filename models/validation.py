@@ -41,6 +41,7 @@ from models.fitted import FittedModel
 from models.lift import LiftTest
 from models.optimize import optimize
 from models.priors import ROI_CONTRACTION_MIN, BetaPrior, LogNormalPrior, Priors
+from models.sampler import WARMUP_TREE_DEPTH
 from models.simulate import Truth, media_np, simulate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -298,6 +299,7 @@ def recovery_study(
     oracle: bool = False,
     variation: float = STUDY_VARIATION,
     method: str = "nuts",
+    warmup_tree_depth: int = WARMUP_TREE_DEPTH,
 ) -> dict[str, Any]:
     """Fit each seed's table plain and/or calibrated; return every score and the summaries.
 
@@ -319,6 +321,7 @@ def recovery_study(
                 priors=priors,
                 lift_tests=tests,
                 method=method,
+                warmup_tree_depth=warmup_tree_depth,
                 chains=chains,
                 warmup=warmup,
                 samples=samples,
@@ -347,6 +350,7 @@ def recovery_study(
             "oracle": oracle,
             "variation": variation,
             "method": method,
+            "warmup_tree_depth": warmup_tree_depth,
         },
         "seeds": list(seeds),
         "summary": {("calibrated" if c else "plain"): summarize(v) for c, v in scores.items()},
@@ -568,6 +572,12 @@ def main(argv: list[str] | None = None) -> int:
         help="how far budgets move in the simulated histories (default %(default)s)",
     )
     st.add_argument("--method", choices=METHODS, default="nuts")
+    st.add_argument(
+        "--warmup-tree-depth",
+        type=int,
+        default=WARMUP_TREE_DEPTH,
+        help="NUTS's deepest tree during warmup (8, the sampling depth: no cap)",
+    )
     sm = sub.add_parser("summary", help="summaries of the fits in JSON-lines files")
     sm.add_argument("files", type=Path, nargs="+")
     py = sub.add_parser("pymc", help="PyMC-Marketing's example: contributions, intervals, regret")
@@ -594,6 +604,7 @@ def main(argv: list[str] | None = None) -> int:
             oracle=args.oracle,
             variation=args.variation,
             method=args.method,
+            warmup_tree_depth=args.warmup_tree_depth,
             calibrated=(False,) if args.plain_only else (False, True),
             **kw,
         )

@@ -14,6 +14,7 @@ from models.fit import QUICK_COMPILE_CELLS, fit, quick_compile
 from models.fitted import FittedModel
 from models.lift import LiftTest
 from models.outputs import fit_json
+from models.sampler import WARMUP_TREE_DEPTH
 from models.serialize import dumps, load, save
 from models.simulate import Truth
 
@@ -165,7 +166,7 @@ def test_a_divergent_run_is_retried_once_with_smaller_steps(
 ) -> None:
     data, _ = easy_case
     # a target acceptance of 0.2 adapts steps far too large for this posterior: it diverges
-    first = fit(data, chains=2, warmup=150, samples=150, seed=2, target_accept=0.2, divergence_retry=False)  # type: ignore[arg-type]
+    first = fit(data, chains=2, warmup=150, samples=150, seed=2, target_accept=0.2, retry=False)  # type: ignore[arg-type]
     assert first.diagnostics.divergence_rate > 0.01 and not first.healthy
     fm = fit(data, chains=2, warmup=150, samples=150, seed=2, target_accept=0.2)  # type: ignore[arg-type]
     assert fm.settings["divergence_retry"] == {
@@ -176,9 +177,34 @@ def test_a_divergent_run_is_retried_once_with_smaller_steps(
     assert fm.diagnostics.divergences < first.diagnostics.divergences
 
 
+def test_chains_that_disagree_after_a_capped_warmup_are_run_again_with_the_whole_warmup(
+    easy_case: tuple[object, Truth], jax_cache: Path
+) -> None:
+    """A warmup whose trees are capped at one leapfrog step leaves the chains where they started:
+    r-hat over the gate. The fit runs again once with the uncapped warmup, keeps whichever run's
+    chains agree better, and records the other."""
+    from models.diagnostics import RHAT_MAX
+
+    data, _ = easy_case
+    kw: dict[str, Any] = {"chains": 2, "warmup": 60, "samples": 60, "seed": 4, "checks": False}
+    first = fit(data, warmup_tree_depth=1, retry=False, **kw)  # type: ignore[arg-type]
+    assert first.diagnostics.r_hat_max is not None and first.diagnostics.r_hat_max > RHAT_MAX
+    assert first.settings["warmup_retry"] is None
+    fm = fit(data, warmup_tree_depth=1, **kw)  # type: ignore[arg-type]
+    other = fm.settings["warmup_retry"]
+    assert other is not None and fm.diagnostics.r_hat_max is not None
+    if fm.settings["warmup_tree_depth"] == 8:  # the uncapped run's chains agree better: kept
+        assert other["warmup_tree_depth"] == 1 and other["r_hat_max"] > RHAT_MAX
+    else:  # it did no better: the capped run stands
+        assert other["warmup_tree_depth"] == 8
+    assert fm.diagnostics.r_hat_max <= other["r_hat_max"]
+
+
 def test_a_healthy_run_is_not_retried(small_fit: FittedModel) -> None:
     assert small_fit.settings["divergence_retry"] is None
+    assert small_fit.settings["warmup_retry"] is None
     assert small_fit.settings["target_accept"] == 0.85
+    assert small_fit.settings["warmup_tree_depth"] == WARMUP_TREE_DEPTH < small_fit.settings["max_tree_depth"]
 
 
 def test_a_small_table_compiles_its_sampler_quickly_a_large_one_thoroughly(small_fit: FittedModel) -> None:
@@ -356,7 +382,7 @@ def test_tables_of_similar_length_share_one_sampler_when_shapes_are_rounded(
         for j, s in enumerate((40, 50, 60, 70))
     ]
     three = four[:3]
-    kw: dict[str, Any] = {"chains": 1, "warmup": 23, "samples": 20, "seed": 3, "divergence_retry": False}
+    kw: dict[str, Any] = {"chains": 1, "warmup": 23, "samples": 20, "seed": 3, "retry": False}
     known = set(sampler._PROGRAMS)
     a = fit(short, lift_tests=three, round_shapes="all", **kw)
     b = fit(longer, lift_tests=four, round_shapes="all", **kw)

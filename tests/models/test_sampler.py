@@ -134,3 +134,27 @@ def test_chains_vectorised_on_one_device_draw_the_posterior() -> None:
     assert not chains.diverging.any()
     with pytest.raises(ValueError, match="`how`"):
         layout(2, "threads")
+
+
+def badly_scaled(inputs: dict[str, jnp.ndarray]) -> None:
+    """Two independent normals a thousand times apart in scale: with the identity mass matrix that
+    a warmup starts from, NUTS's step fits the narrow one and its trees run long to cross the wide."""
+    numpyro.sample("wide", dist.Normal(0.0, 1.0))
+    numpyro.sample("narrow", dist.Normal(0.0, 1e-3))
+
+
+@pytest.mark.parametrize("depth", [3, 8])
+def test_the_warmup_caps_its_trees_and_sampling_does_not(depth: int) -> None:
+    """``warmup_tree_depth`` caps the leapfrog steps of a warmup iteration at 2**depth - 1 (those of
+    the first iterations, before any mass matrix is estimated, run to the cap); the draws that
+    follow use ``max_tree_depth`` and sample the posterior."""
+    inputs = {"y": np.zeros(1, np.float32)}
+    settings = Settings(chains=1, warmup=150, samples=600, warmup_tree_depth=depth, segments=5)
+    run = program(badly_scaled, settings, init_to_mean, inputs)
+    keys = jax.random.split(jax.random.PRNGKey(0), 1)
+    _, out = run.segment(keys, run.blank(keys, inputs), np.int32(0), np.int32(run.length), inputs)
+    warmup_steps = np.asarray(out[3])[0, :60]  # the first 60 warmup iterations
+    assert warmup_steps.max() == 2**depth - 1, warmup_steps
+    chains = run_nuts(badly_scaled, inputs, settings, 0, init_to_mean)
+    assert abs(chains.samples["wide"].std() - 1.0) < 0.15
+    assert abs(chains.samples["narrow"].std() / 1e-3 - 1.0) < 0.15
