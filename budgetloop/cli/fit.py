@@ -161,6 +161,8 @@ def fit_command(
     ess = "n/a" if d.ess_bulk_min is None else f"{d.ess_bulk_min:.0f}"
     hold = f", holdout MAPE {fm.holdout.mape:.1%}" if fm.holdout else ""
     say(f"done in {d.fit_seconds:.1f}s: r-hat max {rhat}, ESS min {ess}, divergences {d.divergences}{hold}")
+    for line in _rerun_lines(fm.settings):
+        say(line)
     for line in _summary_lines(fm, doc):
         say(line)
     if not fm.healthy:
@@ -169,6 +171,30 @@ def fit_command(
             typer.echo(f"  - {r}", err=True)
         if not allow_unhealthy:
             raise typer.Exit(3)
+
+
+def _rerun_lines(settings: dict[str, Any]) -> list[str]:
+    """What the fit ran twice, and which run it kept (``models.fit.fit``'s automatic reruns; FIT.json's
+    ``model.settings`` records the run not kept): why a fit took about twice its usual time."""
+    lines = []
+    div = settings.get("divergence_retry")
+    if div:  # the other run's target acceptance and divergences; the rerun's target is the higher
+        rerun_kept = div["target_accept"] < settings["target_accept"]
+        lines.append(
+            "note: divergent transitions made the sampler run again with smaller steps (target_accept "
+            f"{max(div['target_accept'], settings['target_accept']):g}); kept "
+            f"{'the rerun' if rerun_kept else 'the first run'}, the other had {div['divergences']} "
+            "divergent transitions"
+        )
+    warm = settings.get("warmup_retry")
+    if warm:  # the other run's warmup tree depth and r-hat; the rerun's depth is the larger
+        rerun_kept = warm["warmup_tree_depth"] < settings["warmup_tree_depth"]
+        lines.append(
+            "note: the chains disagreed after the quick warmup, so the sampler ran again with the "
+            f"whole one; kept {'the rerun' if rerun_kept else 'the first run'}, the other had r-hat "
+            f"{warm['r_hat_max']:.3f}"
+        )
+    return lines
 
 
 def _summary_lines(fm: Any, doc: dict[str, Any]) -> list[str]:

@@ -6,6 +6,7 @@ import json
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -272,3 +273,38 @@ def test_the_summary_stars_extrapolated_rois_under_one_note(small_fit: FittedMod
     assert "below 25% of its mean in 0.0% of the periods" in star
     assert any(n.startswith("note: ** ch1: its spend barely moved") for n in notes)
     assert len([w for w in doc["warnings"] if w.startswith(("ch0:", "ch1:"))]) == 2
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({"divergence_retry": None, "warmup_retry": None}, []),
+        (  # the rerun at 0.95 kept: the settings hold its target, the record the first run's
+            {"target_accept": 0.95, "divergence_retry": {"target_accept": 0.85, "divergences": 40}},
+            ["with smaller steps (target_accept 0.95); kept the rerun, the other had 40 divergent"],
+        ),
+        (  # the rerun did no better: the first run stands, the record is the rerun's
+            {"target_accept": 0.85, "divergence_retry": {"target_accept": 0.95, "divergences": 51}},
+            ["with smaller steps (target_accept 0.95); kept the first run, the other had 51 divergent"],
+        ),
+        (
+            {"warmup_tree_depth": 8, "warmup_retry": {"warmup_tree_depth": 6, "r_hat_max": 1.18}},
+            ["ran again with the whole one; kept the rerun, the other had r-hat 1.180"],
+        ),
+        (
+            {"warmup_tree_depth": 6, "warmup_retry": {"warmup_tree_depth": 8, "r_hat_max": 1.09}},
+            ["ran again with the whole one; kept the first run, the other had r-hat 1.090"],
+        ),
+    ],
+)
+def test_the_summary_says_when_the_sampler_ran_twice_and_which_run_it_kept(
+    settings: dict[str, Any], expected: list[str]
+) -> None:
+    """A fit that took twice its usual time says why: its automatic rerun, and which run it kept
+    (FIT.json's model.settings records the other)."""
+    from budgetloop.cli.fit import _rerun_lines
+
+    lines = _rerun_lines(settings)
+    assert len(lines) == len(expected)
+    for line, part in zip(lines, expected, strict=True):
+        assert line.startswith("note: ") and part in line, line
