@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -158,3 +160,30 @@ def test_the_warmup_caps_its_trees_and_sampling_does_not(depth: int) -> None:
     chains = run_nuts(badly_scaled, inputs, settings, 0, init_to_mean)
     assert abs(chains.samples["wide"].std() - 1.0) < 0.15
     assert abs(chains.samples["narrow"].std() / 1e-3 - 1.0) < 0.15
+
+
+def walled(inputs: dict[str, jnp.ndarray]) -> None:
+    """A normal cut to |x| < 0.05: the density is zero (log density -inf) outside."""
+    x = numpyro.sample("x", dist.Normal(0.0, 1.0))
+    numpyro.factor("wall", jnp.where(jnp.abs(x) < 0.05, 0.0, -jnp.inf))
+
+
+@pytest.mark.parametrize(("model", "jittered"), [(normal_mean, True), (walled, False)])
+def test_a_jittered_start_outside_the_support_falls_back_to_the_unjittered_one(
+    model: Any, jittered: bool
+) -> None:
+    """Starts are jittered by up to ``jitter`` around the init strategy's point (here 0); where the
+    density there is not finite, the chain starts from that point itself, with the finite density
+    and gradient NUTS is handed."""
+    inputs = {"y": np.zeros(3, np.float32)}
+    settings = Settings(chains=2, warmup=50, samples=50, jitter=1.0, segments=2)
+    run = program(model, settings, init_to_mean, inputs)
+    keys = jax.random.split(jax.random.PRNGKey(0), 2)
+    states, _ = run.segment(keys, run.blank(keys, inputs), np.int32(0), np.int32(0), inputs)
+    start = np.asarray(states.z)[:, 0]  # the first site's unconstrained value, per chain
+    assert np.all(start != 0.0) if jittered else np.all(start == 0.0), start
+    assert np.all(np.isfinite(np.asarray(states.potential_energy)))
+    assert np.all(np.isfinite(np.asarray(states.z_grad)))
+    chains = run_nuts(model, inputs, settings, 0, init_to_mean)
+    if not jittered:
+        assert np.all(np.abs(chains.samples["x"]) < 0.05)
