@@ -57,9 +57,10 @@ Model = Callable[..., None]  # model(inputs); hashable (a frozen dataclass or a 
 #: channel's carry-over to tens of percent): its step fits the tightest direction and the trees ran
 #: to the 255-step limit for the first 160 iterations, half of a weekly fit's leapfrog steps.
 #: Capped, the warmup lands on as good a mass matrix (the draws' steps per iteration unchanged,
-#: their effective sample sizes about the same) and a fit samples 25-45% faster (docs/validation.md, section 5). A
-#: cap of 5 was faster still but left one of the recovery study's 40 weekly fits with chains that
-#: disagreed (r-hat 1.18); ``models.fit.fit`` reruns such a fit once with the uncapped warmup.
+#: their effective sample sizes about the same) and a fit samples 25-45% faster
+#: (docs/validation.md, section 5). A cap of 5 was faster still but left one of the recovery
+#: study's 40 weekly fits with chains that disagreed (r-hat 1.18); ``models.fit.fit`` reruns such a
+#: fit once with the uncapped warmup.
 WARMUP_TREE_DEPTH = 6
 
 
