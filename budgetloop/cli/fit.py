@@ -176,23 +176,29 @@ def fit_command(
 def _rerun_lines(settings: dict[str, Any]) -> list[str]:
     """What the fit ran twice, and which run it kept (``models.fit.fit``'s automatic reruns; FIT.json's
     ``model.settings`` records the run not kept): why a fit took about twice its usual time."""
+
+    def note(why: str, rerun_kept: bool, other: str) -> str:
+        return f"note: {why}; kept {'the rerun' if rerun_kept else 'the first run'}, the other had {other}"
+
     lines = []
     div = settings.get("divergence_retry")
     if div:  # the other run's target acceptance and divergences; the rerun's target is the higher
-        rerun_kept = div["target_accept"] < settings["target_accept"]
+        target = max(div["target_accept"], settings["target_accept"])
         lines.append(
-            "note: divergent transitions made the sampler run again with smaller steps (target_accept "
-            f"{max(div['target_accept'], settings['target_accept']):g}); kept "
-            f"{'the rerun' if rerun_kept else 'the first run'}, the other had {div['divergences']} "
-            "divergent transitions"
+            note(
+                f"divergent transitions made the sampler run again with smaller steps (target_accept {target:g})",
+                div["target_accept"] < settings["target_accept"],
+                f"{div['divergences']} divergent transitions",
+            )
         )
     warm = settings.get("warmup_retry")
     if warm:  # the other run's warmup tree depth and r-hat; the rerun's depth is the larger
-        rerun_kept = warm["warmup_tree_depth"] < settings["warmup_tree_depth"]
         lines.append(
-            "note: the chains disagreed after the quick warmup, so the sampler ran again with the "
-            f"whole one; kept {'the rerun' if rerun_kept else 'the first run'}, the other had r-hat "
-            f"{warm['r_hat_max']:.3f}"
+            note(
+                "the chains disagreed after the quick warmup, so the sampler ran again with the whole one",
+                warm["warmup_tree_depth"] < settings["warmup_tree_depth"],
+                f"r-hat {warm['r_hat_max']:.3f}",
+            )
         )
     return lines
 
