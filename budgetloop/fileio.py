@@ -1,5 +1,9 @@
-"""A user's files: output written atomically, with normal permissions, and checked before the work;
-YAML that does not parse reported with its line.
+"""A user's files: input read with a reason when it cannot be, output written atomically, with normal
+permissions, and checked before the work; YAML that does not parse reported with its line.
+
+``read_user_text`` reads a user's text file (YAML, CSV, ...) as UTF-8 and turns every way that can fail
+(no such file, a folder, no permission, bytes that are not UTF-8) into an :class:`InputError` that names
+the file, says why, and what to change.
 
 ``write_atomic`` writes through a temporary file in the target's folder and a rename, so a reader
 never sees half a file. The temporary file is created like ``open(path, "w")`` would create it
@@ -17,6 +21,47 @@ import tempfile
 from pathlib import Path
 
 from budgetloop.errors import InputError
+
+
+def read_user_text(path: str | Path, *, what: str = "the file") -> str:
+    """The text of a user's file, decoded as UTF-8 (a leading byte-order mark dropped).
+
+    Raises :class:`InputError` naming the file, with the message ``cannot read {what}: <why>`` and a fix,
+    where the file does not exist, is a folder, cannot be read, or is not UTF-8 text (the message gives
+    the first offending byte, its 1-based position in the file and its line).
+    """
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise InputError(
+            f"cannot read {what}: it does not exist", file=str(p), fix="check the path"
+        ) from None
+    except IsADirectoryError:
+        raise InputError(
+            f"cannot read {what}: it is a folder, not a file",
+            file=str(p),
+            fix="give the path of the file itself",
+        ) from None
+    except PermissionError:
+        raise InputError(
+            f"cannot read {what}: permission denied", file=str(p), fix="make the file readable"
+        ) from None
+    except OSError as exc:
+        raise InputError(
+            f"cannot read {what}: {exc.strerror or exc}", file=str(p), fix="check the path"
+        ) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InputError(
+            f"cannot read {what}: it is not UTF-8 text "
+            f"(byte {exc.start + 1} of the file, on line {line}, is 0x{data[exc.start]:02x})",
+            file=str(p),
+            fix="save the file as UTF-8",
+        ) from None
+    return text.removeprefix("\ufeff")
 
 
 def write_atomic(path: str | Path, text: str) -> None:

@@ -2,7 +2,9 @@
 
 :func:`parse_policy` composes the YAML into nodes first (PyYAML keeps each node's position), so any
 problem found later, by pydantic or by :func:`~guardrails.policy.cross_problems`, can be pointed at
-the line that holds it. Duplicate keys, which YAML loaders silently collapse, are problems too.
+the line that holds it. Duplicate keys, which YAML loaders silently collapse, are problems too, and
+so is a scalar PyYAML cannot build (``2026-02-30`` resolves as a date that does not exist): such a
+value becomes a problem at its path and line instead of an exception.
 """
 
 from __future__ import annotations
@@ -10,13 +12,16 @@ from __future__ import annotations
 import difflib
 import types
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from yaml.constructor import ConstructorError
 
-from budgetloop.errors import PolicyError
+from budgetloop.errors import InputError, PolicyError
+from budgetloop.fileio import read_user_text
 from guardrails.policy import (
     Approval,
     Budget,
@@ -27,6 +32,7 @@ from guardrails.policy import (
     Problem,
     RuleName,
     cross_problems,
+    date_problem,
 )
 
 Loc = tuple[str | int, ...]
@@ -36,11 +42,9 @@ def load_policy(path: str | Path) -> Policy:
     """Read and validate a policy file; raise :class:`PolicyError` listing every problem."""
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PolicyError(
-            f"cannot read the policy file ({exc.strerror or exc}); check the path", file=str(file)
-        ) from None
+        text = read_user_text(file, what="the policy file")
+    except InputError as exc:  # missing, a folder, unreadable, not UTF-8: no problems list, one reason
+        raise PolicyError(f"{exc.message} — {exc.fix}" if exc.fix else exc.message, file=str(file)) from None
     return parse_policy(text, source=str(file))
 
 
@@ -72,10 +76,30 @@ def check_policy_text(text: str) -> tuple[Policy | None, list[Problem]]:
         return None, [Problem((), f"not valid YAML: {exc}", "fix the syntax")]
     if node is None:
         return None, [Problem((), "the policy is empty", "start from examples/policy.yaml")]
-    lines: dict[Loc, int] = {}
-    problems: list[Problem] = []
-    _index(node, (), lines, problems)
-    data = yaml.SafeLoader("").construct_document(node)
+    index = _Index()
+    index.walk(node, ())
+    lines, problems = index.lines, index.problems
+    loader = _Constructor("")
+    try:
+        data = loader.construct_document(node)
+    except (yaml.YAMLError, ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+        # a collection PyYAML cannot build (`!!python/object`, a malformed `!!omap`): one problem
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        what = getattr(exc, "problem", None) or str(exc)
+        loc = index.marks.get((mark.line, mark.column), ()) if mark is not None else ()
+        line = mark.line + 1 if mark is not None else None
+        problems.append(
+            Problem(loc, f"cannot read the YAML: {what}", "remove the tag or fix the value", line)
+        )
+        return None, sorted(problems, key=lambda p: (p.line or 0, p.path))
+    finally:
+        loader.dispose()
+    unreadable: set[Loc] = set()  # values already reported: pydantic's complaint about them is noise
+    for bad, message, fix in loader.unreadable:
+        loc, is_key = index.paths.get(id(bad), ((), False))
+        if not is_key:
+            unreadable.add(loc)
+        problems.append(Problem(loc, message, fix, bad.start_mark.line + 1))
     if not isinstance(data, dict):
         problems.append(
             Problem((), "the policy must be a mapping of sections", "start from examples/policy.yaml", 1)
@@ -85,13 +109,56 @@ def check_policy_text(text: str) -> tuple[Policy | None, list[Problem]]:
     try:
         policy = Policy.model_validate(data, context={"skip_cross_checks": True})
     except ValidationError as exc:
-        problems.extend(_from_pydantic(exc))
+        problems.extend(_from_pydantic(exc, skip=unreadable))
     problems.extend(cross_problems(_parsed_sections(data)))
     located = sorted(
         (_locate(p, lines) for p in problems), key=lambda p: (p.line if p.line is not None else 0, p.path)
     )
     unique = list(dict.fromkeys(located))
     return (policy if not unique else None), unique
+
+
+class _Constructor(yaml.SafeLoader):
+    """PyYAML's safe constructor, except that a value it cannot build (a date that does not exist, an
+    explicit ``!!int abc``, an unknown or unsafe ``!tag``) is listed in ``unreadable`` as
+    (node, message, fix) instead of raising, and kept as its text (a scalar) or None (a collection),
+    so the rest of the document is still checked."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.unreadable: list[tuple[yaml.Node, str, str]] = []
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        if node in self.constructed_objects or node in self.recursive_objects:
+            return super().construct_object(node, deep=deep)  # cached, or PyYAML's own recursion error
+        deep_before = self.deep_construct
+        scalar = isinstance(node, yaml.ScalarNode)
+        caught: tuple[type[Exception], ...] = (
+            (ConstructorError, ValueError, TypeError, KeyError, AttributeError, OverflowError)
+            if scalar
+            else (ConstructorError,)
+        )
+        try:
+            return super().construct_object(node, deep=deep)
+        except caught as exc:
+            self.deep_construct = deep_before
+            self.recursive_objects.pop(node, None)
+            self.unreadable.append((node, *_unreadable_problem(node, exc)))
+            value = node.value if scalar else None
+            self.constructed_objects[node] = value
+            return value
+
+
+def _unreadable_problem(node: yaml.Node, exc: Exception) -> tuple[str, str]:
+    """(message, fix) for a value PyYAML could not build."""
+    timestamp = isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:timestamp"
+    if timestamp and isinstance(exc, ValueError | OverflowError):
+        return date_problem(str(node.value), str(exc))
+    if isinstance(exc, ConstructorError):
+        return f"cannot read the value: {exc.problem}", "remove the tag and write a plain value"
+    text = str(node.value)
+    tag = str(node.tag).removeprefix("tag:yaml.org,2002:")
+    return f"{text!r} is not a valid {tag}", f"remove the `!!{tag}` tag or write a valid {tag}"
 
 
 def _compose(text: str) -> yaml.Node | None:
@@ -102,37 +169,49 @@ def _compose(text: str) -> yaml.Node | None:
         loader.dispose()
 
 
-def _index(
-    node: yaml.Node, loc: Loc, lines: dict[Loc, int], problems: list[Problem], visited: set[int] | None = None
-) -> None:
-    """Record the line of every path; each node is walked once (aliases cannot make this blow up or loop)."""
-    lines.setdefault(loc, node.start_mark.line + 1)
-    visited = set() if visited is None else visited
-    if id(node) in visited:
-        return
-    visited.add(id(node))
-    if isinstance(node, yaml.MappingNode):
-        seen: dict[str, int] = {}
-        for key_node, value_node in node.value:
-            key = str(key_node.value)
-            line = key_node.start_mark.line + 1
-            if key in seen:
-                problems.append(
-                    Problem(
-                        (*loc, key),
-                        f"duplicate key (first given on line {seen[key]})",
-                        "keep one of them; YAML would silently use the last",
-                        line,
+@dataclass
+class _Index:
+    """What a walk of the composed YAML records: the line of every path, the first path of every node
+    (by ``id``; whether it is a mapping key), the path at each node's start (line, column), and
+    duplicate keys as problems."""
+
+    lines: dict[Loc, int] = field(default_factory=dict)
+    paths: dict[int, tuple[Loc, bool]] = field(default_factory=dict)
+    marks: dict[tuple[int, int], Loc] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    visited: set[int] = field(default_factory=set)
+
+    def walk(self, node: yaml.Node, loc: Loc) -> None:
+        """Each node is walked once (aliases cannot make this blow up or loop)."""
+        self.lines.setdefault(loc, node.start_mark.line + 1)
+        if id(node) in self.visited:
+            return
+        self.visited.add(id(node))
+        self.paths[id(node)] = (loc, False)
+        self.marks.setdefault((node.start_mark.line, node.start_mark.column), loc)
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key_node, value_node in node.value:
+                key = str(key_node.value)
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    self.problems.append(
+                        Problem(
+                            (*loc, key),
+                            f"duplicate key (first given on line {seen[key]})",
+                            "keep one of them; YAML would silently use the last",
+                            line,
+                        )
                     )
-                )
-                continue
-            seen[key] = line
-            lines[(*loc, key)] = line
-            _index(value_node, (*loc, key), lines, problems, visited)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            lines[(*loc, i)] = item.start_mark.line + 1
-            _index(item, (*loc, i), lines, problems, visited)
+                    continue
+                seen[key] = line
+                self.lines[(*loc, key)] = line
+                self.paths.setdefault(id(key_node), ((*loc, key), True))
+                self.walk(value_node, (*loc, key))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self.lines[(*loc, i)] = item.start_mark.line + 1
+                self.walk(item, (*loc, i))
 
 
 def _locate(problem: Problem, lines: Mapping[Loc, int]) -> Problem:
@@ -140,6 +219,11 @@ def _locate(problem: Problem, lines: Mapping[Loc, int]) -> Problem:
         return problem
     loc = problem.loc
     while loc and loc not in lines:
+        # a mapping key YAML read as a number (`7:`) is indexed by its text
+        as_text = tuple(str(p) for p in loc)
+        if as_text in lines:
+            loc = as_text
+            break
         loc = loc[:-1]
     return Problem(problem.loc, problem.message, problem.fix, lines.get(loc))
 
@@ -149,11 +233,15 @@ def _clean_loc(loc: Sequence[str | int]) -> Loc:
     return tuple(p for p in loc if isinstance(p, int) or ("[" not in p and "(" not in p))
 
 
-def _from_pydantic(exc: ValidationError) -> list[Problem]:
+def _from_pydantic(exc: ValidationError, skip: set[Loc] | None = None) -> list[Problem]:
+    """One problem per error; ``skip``: paths whose value is already reported as unreadable (only an
+    unknown key is still reported there)."""
     out: list[Problem] = []
     for err in exc.errors(include_url=False):
         loc = _clean_loc(err["loc"])
         kind = err["type"]
+        if skip and loc in skip and kind != "extra_forbidden":
+            continue
         if kind == "extra_forbidden":
             allowed = _allowed_keys(loc[:-1])
             near = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
@@ -165,6 +253,14 @@ def _from_pydantic(exc: ValidationError) -> list[Problem]:
         elif kind == "literal_error" and "[key]" in [str(p) for p in err["loc"]]:
             expected = err.get("ctx", {}).get("expected", "")
             out.append(Problem(loc, f"unknown rule `{loc[-1]}`", f"use one of {expected}"))
+        elif kind == "finite_number":
+            out.append(
+                Problem(
+                    loc,
+                    f"input should be a finite number (got {_short(err.get('input'))})",
+                    "write a finite amount; .inf, .nan and numbers too large for a float are not allowed",
+                )
+            )
         else:
             message = str(err["msg"]).removeprefix("Value error, ")
             fix = ""
@@ -220,6 +316,9 @@ def _parsed_sections(data: Mapping[str, Any]) -> dict[str, Any]:
 
     attempt("budget", Budget.model_validate)
     attempt("channels", _each(ChannelRule.model_validate))
+    declared = data.get("channels")
+    if isinstance(declared, dict):  # every channel declared, whatever its own errors (unknown-channel checks)
+        out["channel_names"] = frozenset(str(k) for k in declared)
     attempt("campaigns", _each(CampaignRule.model_validate), {})
     attempt("freeze_windows", _each(FreezeWindow.model_validate), {})
     attempt("approval", Approval.model_validate)

@@ -1,17 +1,22 @@
 """The guardrail policy: what the agents may propose and execute, as validated pydantic models.
 
 Every section but ``budget.total_daily_max`` and ``channels`` is optional. Each model forbids unknown
-keys, so a misspelt rule is an error rather than a silently ignored safety limit. Checks that span
-sections (caps below the sum of minimums, overlapping freeze windows, approvers, ...) live in
-:func:`cross_problems`, which the loader runs on every section that parsed, so a user sees every
-problem at once; :class:`Policy` runs the same checks when it is built in code.
+keys, so a misspelt rule is an error rather than a silently ignored safety limit. Numbers must be
+finite (no ``.inf``, ``.nan`` or ``1e400``) and are never booleans; channel and campaign names are
+neither empty nor padded with spaces. Checks that span sections (caps below the sum of minimums,
+overlapping freeze windows, approvers, ...) live in :func:`cross_problems`, which the loader runs on
+every section that parsed, so a user sees every problem at once; :class:`Policy` runs the same checks
+when it is built in code. :meth:`Policy.warnings` lists what is valid but probably not meant (no
+approver although changes need approval).
 
 Rule names (the keys of ``enforcement`` and of every verdict) are listed in :data:`RULES`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import json
+import re
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cached_property
@@ -19,6 +24,7 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -50,8 +56,50 @@ RULES: tuple[str, ...] = RuleName.__args__  # type: ignore[attr-defined]
 ALWAYS_HARD: frozenset[str] = frozenset({"kill_switch"})
 
 
+_NUMERIC: tuple[object, ...] = (float, int, float | None, int | None)
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Unknown keys forbidden; numbers finite (no .inf/.nan/1e400) and never booleans."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, value: object, info: ValidationInfo) -> object:
+        """YAML's true/false/yes/no are booleans, which pydantic would otherwise read as 1 and 0."""
+        if isinstance(value, bool) and info.field_name is not None:
+            field_info = cls.model_fields.get(info.field_name)
+            if field_info is not None and field_info.annotation in _NUMERIC:
+                raise ValueError(
+                    f"expected a number, got a boolean ({str(value).lower()}); "
+                    "write a number (true/false, yes/no and on/off are booleans in YAML)"
+                )
+        return value
+
+
+def _clean_name(value: str) -> str:
+    if not value.strip():
+        raise ValueError("the name is empty; write the channel's or campaign's name (e.g. search)")
+    if value != value.strip():
+        raise ValueError(f"the name {value!r} starts or ends with spaces; write it as {value.strip()!r}")
+    return value
+
+
+Name = Annotated[str, AfterValidator(_clean_name)]
+"""A channel or campaign name: not empty, no leading or trailing whitespace."""
+
+_DATE_LIKE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}")
+
+
+def date_problem(text: str, why: str) -> tuple[str, str]:
+    """(message, fix) for a date or datetime that does not exist (``2026-02-30``, month 13, hour 25)."""
+    if len(text.strip()) > 10:
+        return (
+            f"not a valid date and time: {text} ({why})",
+            "write a date that exists and a time of day as YYYY-MM-DDTHH:MM (e.g. 2026-03-16T09:00)",
+        )
+    return f"not a calendar date: {text} ({why})", "write a date that exists as YYYY-MM-DD (e.g. 2026-03-16)"
 
 
 def _parse_bound(value: object) -> date | datetime:
@@ -62,8 +110,9 @@ def _parse_bound(value: object) -> date | datetime:
         text = value.strip()
         try:
             return date.fromisoformat(text) if len(text) == 10 else datetime.fromisoformat(text)
-        except ValueError:
-            pass
+        except ValueError as exc:
+            if _DATE_LIKE.match(text):
+                raise ValueError("; ".join(date_problem(text, str(exc)))) from None
     raise ValueError(f"expected a date (2026-03-16) or a datetime (2026-03-16T09:00), got {value!r}")
 
 
@@ -233,8 +282,8 @@ class Policy(_Section):
     change: ChangeRules = ChangeRules()
     learning_phase: LearningPhase = LearningPhase()
     freeze_windows: list[FreezeWindow] = Field(default_factory=list)
-    channels: dict[str, ChannelRule] = Field(min_length=1)
-    campaigns: dict[str, CampaignRule] = Field(default_factory=dict)
+    channels: dict[Name, ChannelRule] = Field(min_length=1)
+    campaigns: dict[Name, CampaignRule] = Field(default_factory=dict)
     enforcement: dict[RuleName, Level] = Field(default_factory=dict)
     owners: list[str] = Field(default_factory=list)
     exploration_share: float = Field(default=0.05, ge=0, le=0.5)
@@ -301,6 +350,24 @@ class Policy(_Section):
     def _freeze_intervals(self) -> tuple[tuple[datetime, datetime, FreezeWindow], ...]:
         return tuple((*w.interval(self.zone), w) for w in self.freeze_windows)
 
+    def warnings(self) -> list[Problem]:
+        """What is valid but probably not meant; `budgetloop policy validate` prints each after its summary.
+
+        Approval required (the default) but the ``approval`` section, and so every approver, left out:
+        valid (ops may add approvers later, and nothing moves meanwhile), but no change request can
+        ever be approved. (An ``approval`` section that is written without approvers is a problem.)
+        """
+        out: list[Problem] = []
+        if self.autonomy != "shadow" and self.approval.required and not self.approval.approvers:
+            out.append(
+                Problem(
+                    ("approval", "approvers"),
+                    "no approver is listed, so no change request can be approved and budgets will not move",
+                    "list the Slack user ids allowed to approve under `approval.approvers`",
+                )
+            )
+        return out
+
     def summary(self) -> str:
         caps = f"daily cap {self.budget.total_daily_max:,.2f} {self.budget.currency}"
         if self.budget.total_monthly_max is not None:
@@ -354,15 +421,27 @@ def format_path(loc: Sequence[str | int]) -> str:
     """``("freeze_windows", 1, "end")`` -> ``freeze_windows[1].end``."""
     text = ""
     for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif part == "" or part != part.strip() or any(c in part for c in '.[]"'):
+            text += f"[{json.dumps(part)}]"  # `channels[""]`, `channels["search "]`
+        else:
+            text += f".{part}" if text else part
     return text
 
 
 def cross_problems(sections: Mapping[str, Any]) -> list[Problem]:
-    """Checks that span sections. ``sections`` holds parsed section objects; missing ones are skipped."""
+    """Checks that span sections. ``sections`` holds parsed section objects; missing ones are skipped.
+
+    ``channel_names`` (optional) is every channel the author declared, including those whose own entry
+    is broken; "unknown channel" checks and their hints use it, falling back to ``channels``' keys.
+    """
     out: list[Problem] = []
     budget: Budget | None = sections.get("budget")
     channels: Mapping[str, ChannelRule] | None = sections.get("channels")
+    declared: Collection[str] | None = sections.get("channel_names")
+    if declared is None and channels is not None:
+        declared = frozenset(channels)
     if budget is not None and channels:
         min_sum = sum(c.min_daily for c in channels.values())
         if min_sum > budget.total_daily_max:
@@ -387,21 +466,21 @@ def cross_problems(sections: Mapping[str, Any]) -> list[Problem]:
                 )
             )
     campaigns: Mapping[str, CampaignRule] | None = sections.get("campaigns")
-    if channels and campaigns:
+    if declared and campaigns:
         for key, campaign in campaigns.items():
-            if campaign.channel not in channels:
+            if campaign.channel not in declared:
                 out.append(
                     Problem(
                         ("campaigns", key, "channel"),
                         f"unknown channel {campaign.channel!r}",
-                        f"use one of {sorted(channels)} or add it under `channels`",
+                        f"use one of {sorted(declared)} or add it under `channels`",
                     )
                 )
     windows: Sequence[FreezeWindow] | Mapping[int, FreezeWindow] | None = sections.get("freeze_windows")
     zone_name = sections.get("timezone") or "UTC"
     if windows:
         indexed = windows if isinstance(windows, Mapping) else dict(enumerate(windows))
-        out.extend(_window_problems(indexed, zone_name, channels))
+        out.extend(_window_problems(indexed, zone_name, declared))
     out.extend(_approval_problems(sections))
     enforcement: Mapping[str, str] | None = sections.get("enforcement")
     if enforcement:
@@ -423,7 +502,7 @@ def cross_problems(sections: Mapping[str, Any]) -> list[Problem]:
 
 
 def _window_problems(
-    windows: Mapping[int, FreezeWindow], zone_name: str, channels: Mapping[str, ChannelRule] | None
+    windows: Mapping[int, FreezeWindow], zone_name: str, channels: Collection[str] | None
 ) -> list[Problem]:
     """Unknown channels and overlaps; ``windows`` maps each window's index in the YAML to it."""
     out: list[Problem] = []

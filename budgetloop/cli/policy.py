@@ -1,6 +1,8 @@
 """`budgetloop policy validate|schema|apply|show`: the guardrail policy from the command line.
 
-``validate`` exits 0 with a one-line summary, or 2 with every problem (``path (line N): what — fix``).
+``validate`` exits 0 with a one-line summary (then a ``warning:`` line, on stderr, for each thing that is
+valid but probably not meant, such as no approvers), or 2 with every problem (``path (line N): what — fix``)
+or with why the file cannot be read (missing, a folder, not UTF-8).
 ``schema`` writes the JSON Schema editors use. ``apply`` records a new version in the database (an
 invalid one is stored as rejected and never becomes active); ``show`` prints the active version.
 """
@@ -9,11 +11,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from budgetloop.cli import app
 from budgetloop.errors import InputError, PolicyError
+
+if TYPE_CHECKING:
+    from guardrails.policy import Policy
 
 policy_app = typer.Typer(
     name="policy",
@@ -32,11 +38,20 @@ def validate(path: Path = typer.Argument(..., help="The policy YAML file")) -> N
     try:
         policy = load_policy(path)
     except PolicyError as exc:
+        if not exc.problems:  # the file itself could not be read: say why
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
         typer.echo(f"error: {path}: {len(exc.problems)} problem(s) in the guardrail policy:", err=True)
         for problem in exc.problems:
             typer.echo(f"  {problem}", err=True)
         raise typer.Exit(2) from None
     typer.echo(f"ok: {path}: {policy.summary()}")
+    _print_warnings(policy)
+
+
+def _print_warnings(policy: Policy) -> None:
+    for warning in policy.warnings():
+        typer.echo(f"warning: {warning}", err=True)
 
 
 @policy_app.command("schema", help="Write the policy's JSON Schema (for editors) to stdout or --out.")
@@ -63,14 +78,11 @@ def apply(
 ) -> None:
     from budgetloop.clock import WallClock
     from budgetloop.db.session import make_engine, session_scope, upgrade_database
+    from budgetloop.fileio import read_user_text
     from budgetloop.store.policy import record_policy
+    from guardrails.loading import parse_policy
 
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(
-            f"cannot read the policy ({exc.strerror})", file=str(path), fix="check the path"
-        ) from None
+    text = read_user_text(path, what="the policy file")  # InputError (exit 2) says why it cannot be read
     url = _database_url(database_url)
     upgrade_database(url)
     engine = make_engine(url)
@@ -87,6 +99,7 @@ def apply(
             typer.echo(f"  {problem}", err=True)
         raise typer.Exit(2)
     typer.echo(f"ok: {path}: active as version {record.version} (sha256 {record.sha256[:12]})")
+    _print_warnings(parse_policy(text, source=str(path)))
 
 
 @policy_app.command("show", help="Print the active policy version (the last valid one).")

@@ -247,3 +247,196 @@ def test_aliases_cannot_blow_up_or_loop_the_loader() -> None:
     found = problems_of(bomb)  # 9^12 strings if expanded
     assert ("bombs", 5) in found and ("owners[0]", 18) in found
     assert problems_of(MINIMAL + "owners: &loop [*loop]\n")[0][0].startswith("owners")
+
+
+# ---- review round 2: impossible dates, unreadable files, names, amounts, hints, warnings
+
+
+def test_impossible_calendar_dates_are_problems_with_path_and_line_not_exceptions() -> None:
+    policy, problems = check_policy_text(
+        textwrap.dedent(
+            """\
+            budget: {total_daily_max: 10000}
+            freeze_windows:
+              - {start: 2026-02-30, end: 2026-03-01}
+              - {start: 2026-13-01, end: 2026-12-01}
+              - {start: 2026-03-01T10:00:00, end: 2026-03-01T25:00:00}
+              - {start: "2026-02-30", end: 2026-03-05, reason: 2026-04-31}
+            owners: [2026-02-29]
+            channels:
+              a: {max_daily: 5000}
+            """
+        )
+    )
+    assert policy is None
+    found = [(p.path, p.line, p.message.split(" (")[0], p.fix) for p in problems]
+    date_fix = "write a date that exists as YYYY-MM-DD (e.g. 2026-03-16)"
+    time_fix = "write a date that exists and a time of day as YYYY-MM-DDTHH:MM (e.g. 2026-03-16T09:00)"
+    assert found == [
+        ("freeze_windows[0].start", 3, "not a calendar date: 2026-02-30", date_fix),
+        ("freeze_windows[1].start", 4, "not a calendar date: 2026-13-01", date_fix),
+        ("freeze_windows[2].end", 5, "not a valid date and time: 2026-03-01T25:00:00", time_fix),
+        ("freeze_windows[3].reason", 6, "not a calendar date: 2026-04-31", date_fix),
+        ("freeze_windows[3].start", 6, "not a calendar date: 2026-02-30", date_fix),
+        ("owners[0]", 7, "not a calendar date: 2026-02-29", date_fix),
+    ]
+    assert "(day is out of range for month)" in problems[0].message
+    with pytest.raises(PolicyError, match=r"freeze_windows\[0\]\.start \(line 5\): not a calendar date"):
+        parse_policy(MINIMAL + "freeze_windows: [{start: 2026-02-30, end: 2026-03-01}]\n")
+
+
+def test_scalars_yaml_cannot_build_are_problems_and_the_rest_is_still_checked() -> None:
+    found = problems_of(
+        MINIMAL
+        + "version: !!int abc\ntimezone: !shout UTC\nkill_switch: !!bool maybe\nexploration_share: 9\n"
+        + "owners: !!python/object:os.system {}\n"
+    )
+    assert found == [
+        ("version", 5),
+        ("timezone", 6),
+        ("kill_switch", 7),
+        ("exploration_share", 8),
+        ("owners", 9),
+    ]
+    _policy, problems = check_policy_text(MINIMAL + "owners: !!omap [x]\n")
+    assert [(p.path, p.line) for p in problems] == [("owners[0]", 5)]
+    assert problems[0].message.startswith("cannot read the YAML: expected a mapping")
+
+
+def test_cli_validate_reports_an_impossible_date_with_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "feb30.yaml"
+    bad.write_text(
+        "budget: {total_daily_max: 10000}\nfreeze_windows:\n  - {start: 2026-02-30, end: 2026-03-01}\n"
+        "channels:\n  a: {max_daily: 5000}\n"
+    )
+    done = _cli("policy", "validate", str(bad))
+    assert done.exit_code == 2 and isinstance(done.exception, SystemExit), done.exception
+    assert "freeze_windows[0].start (line 3): not a calendar date: 2026-02-30" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "reason"),
+    [
+        ("nope.yaml", None, "cannot read the policy file: it does not exist — check the path"),
+        ("folder", "dir", "cannot read the policy file: it is a folder, not a file"),
+        (
+            "latin.yaml",
+            b"# caf\xe9\nbudget: {total_daily_max: 1}\n",
+            "cannot read the policy file: it is not UTF-8 text (byte 6 of the file, on line 1, is 0xe9)"
+            " — save the file as UTF-8",
+        ),
+        ("first.yaml", b"\xff\xfebudget", "is not UTF-8 text (byte 1 of the file, on line 1, is 0xff)"),
+    ],
+)
+def test_cli_validate_says_why_a_file_cannot_be_read(
+    tmp_path: Path, name: str, content: bytes | str | None, reason: str
+) -> None:
+    path = tmp_path / name
+    if content == "dir":
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    with pytest.raises(PolicyError, match="cannot read the policy file") as caught:
+        load_policy(path)
+    assert reason in str(caught.value) and caught.value.problems == []
+    done = _cli("policy", "validate", str(path))
+    assert done.exit_code == 2 and isinstance(done.exception, SystemExit), done.exception
+    assert done.stderr.strip() == f"error: {path}: " + str(caught.value).split(f"{path}: ", 1)[1]
+    assert reason in done.stderr and "0 problem" not in done.stderr
+
+
+def test_shared_reader_drops_a_byte_order_mark_and_counts_lines(tmp_path: Path) -> None:
+    from budgetloop.errors import InputError
+    from budgetloop.fileio import read_user_text
+
+    bom = tmp_path / "bom.yaml"
+    bom.write_bytes(b"\xef\xbb\xbf" + MINIMAL.encode())
+    assert read_user_text(bom) == MINIMAL and list(load_policy(bom).channels) == ["search"]
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"a,b\n1,2\n3,\x80\n")
+    with pytest.raises(InputError) as caught:
+        read_user_text(bad, what="the table")
+    assert caught.value.message == (
+        "cannot read the table: it is not UTF-8 text (byte 11 of the file, on line 3, is 0x80)"
+    )
+    assert caught.value.file == str(bad) and caught.value.fix == "save the file as UTF-8"
+
+
+@pytest.mark.parametrize(
+    ("text", "path", "words"),
+    [
+        (BUDGET + 'channels:\n  "": {max_daily: 5000}\n  ok: {}\n', 'channels[""]', "the name is empty"),
+        (
+            BUDGET + 'channels:\n  "search ": {max_daily: 5000}\n',
+            'channels["search "]',
+            "starts or ends with spaces",
+        ),
+        (MINIMAL + 'campaigns:\n  " brand": {channel: search}\n', 'campaigns[" brand"]', "spaces"),
+        ("budget: {total_daily_max: .inf}\n" + CHANNELS, "budget.total_daily_max", "finite number (got inf)"),
+        ("budget: {total_daily_max: 1e400}\n" + CHANNELS, "budget.total_daily_max", "finite number"),
+        (
+            "budget: {total_daily_max: 1000, total_monthly_max: .nan}\n" + CHANNELS,
+            "budget.total_monthly_max",
+            "finite number (got nan)",
+        ),
+        (BUDGET + "channels:\n  a: {max_daily: .inf}\n", "channels.a.max_daily", "finite number"),
+        (MINIMAL + "exploration_share: -.inf\n", "exploration_share", "finite number"),
+        (BUDGET + "channels:\n  a: {max_daily: true}\n", "channels.a.max_daily", "got a boolean (true)"),
+        (BUDGET + "channels:\n  a: {min_daily: no}\n", "channels.a.min_daily", "got a boolean (false)"),
+        ("budget: {total_daily_max: yes}\n" + CHANNELS, "budget.total_daily_max", "got a boolean"),
+        (MINIMAL + "experiments: {days: true}\n", "experiments.days", "got a boolean"),
+    ],
+)
+def test_names_amounts_and_booleans_that_were_let_through(text: str, path: str, words: str) -> None:
+    policy, problems = check_policy_text(text)
+    assert policy is None
+    matching = [p for p in problems if p.path == path]
+    assert matching and words in matching[0].message, problems
+    assert matching[0].line is not None and matching[0].fix, matching[0]
+
+
+def test_unknown_channel_hint_lists_every_declared_channel_even_broken_ones() -> None:
+    _policy, problems = check_policy_text(
+        textwrap.dedent(
+            """\
+            budget: {total_daily_max: 10000}
+            channels:
+              a: {max_daily: 5000, locked: maybe}
+              "": {max_daily: 1}
+              7: {max_daily: 1}
+            campaigns:
+              c1: {channel: nosuch, max_daily: 1}
+              c2: {channel: a, max_daily: 1}
+            freeze_windows:
+              - {start: 2026-03-01, end: 2026-03-02, channels: [a, radio]}
+            """
+        )
+    )
+    by_path = {p.path: p for p in problems}
+    assert by_path["campaigns.c1.channel"].fix == "use one of ['', '7', 'a'] or add it under `channels`"
+    assert by_path["freeze_windows[0].channels"].message == "unknown channel 'radio'"
+    assert by_path["freeze_windows[0].channels"].fix == "use one of ['', '7', 'a']"
+    assert "campaigns.c2.channel" not in by_path  # `a` is declared, though its entry is broken
+    assert by_path["channels[7]"].line == 5 and by_path['channels[""]'].line == 4
+
+
+def test_no_approvers_is_valid_but_warned(tmp_path: Path) -> None:
+    policy = parse_policy(MINIMAL)
+    assert [str(w) for w in policy.warnings()] == [
+        "approval.approvers: no approver is listed, so no change request can be approved and budgets "
+        "will not move — list the Slack user ids allowed to approve under `approval.approvers`"
+    ]
+    assert parse_policy(MINIMAL + "autonomy: shadow\n").warnings() == []
+    assert parse_policy(MINIMAL + "approval: {required: false}\n").warnings() == []
+    assert parse_policy(MINIMAL + "approval: {approvers: [U1]}\n").warnings() == []
+    assert problems_of(MINIMAL + "approval: {approvers: []}\n") == [
+        ("approval.approvers", 5)
+    ]  # written: an error
+    file = tmp_path / "policy.yaml"
+    file.write_text(MINIMAL)
+    done = _cli("policy", "validate", str(file))
+    assert done.exit_code == 0
+    assert done.stdout.startswith(f"ok: {file}: policy v1") and len(done.stdout.splitlines()) == 1
+    assert done.stderr.splitlines() == [f"warning: {policy.warnings()[0]}"]
+    quiet = _cli("policy", "validate", "examples/policy.yaml")
+    assert quiet.exit_code == 0 and quiet.stderr == ""

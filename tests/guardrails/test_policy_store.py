@@ -101,3 +101,36 @@ def test_cli_apply_keeps_the_last_valid_version(tmp_path: Path) -> None:
     shown = runner.invoke(app, ["policy", "show", "--database-url", url])
     assert shown.exit_code == 0 and shown.stdout.startswith("# version 1 by U0OPSLEAD")
     assert "timezone: America/New_York" in shown.stdout
+
+
+def test_an_impossible_date_is_recorded_as_a_rejected_version_not_an_error(migrated_engine: Engine) -> None:
+    # PUT /api/v1/policy stores through record_policy: PyYAML's ValueError for 2026-02-30 made it a 500
+    text = (
+        "budget: {total_daily_max: 10000}\nfreeze_windows:\n  - {start: 2026-02-30, end: 2026-03-01}\n"
+        "channels:\n  a: {max_daily: 5000}\n"
+    )
+    with session_scope(migrated_engine) as session:
+        record = record_policy(session, text=text, source="rest", author="U0OPS", now=NOW)
+    assert not record.valid and not record.active
+    assert record.problems == [
+        "freeze_windows[0].start (line 3): not a calendar date: 2026-02-30 (day is out of range for month)"
+        " — write a date that exists as YYYY-MM-DD (e.g. 2026-03-16)"
+    ]
+
+
+def test_cli_apply_of_an_unreadable_file_says_why_and_writes_nothing(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    import budgetloop.cli.policy  # noqa: F401  (registers `policy` on the app)
+    from budgetloop.cli import app
+
+    database = tmp_path / "cli.db"
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(b"\xff\xfebudget")
+    for path, why in ((latin, "is not UTF-8 text (byte 1"), (tmp_path / "nope.yaml", "does not exist")):
+        done = CliRunner().invoke(
+            app,
+            ["policy", "apply", str(path), "--author", "U0OPS", "--database-url", f"sqlite:///{database}"],
+        )
+        assert isinstance(done.exception, InputError) and why in str(done.exception), done.exception
+    assert not database.exists()
