@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from budgetloop.errors import InputError
-from budgetloop.fileio import invalid_yaml
+from budgetloop.fileio import invalid_yaml, read_user_text
 
 #: A channel whose data removed less than this share of its ROI prior's variance (on the log scale,
 #: :meth:`models.fitted.FittedModel.roi_prior_contraction`) has an ROI that mostly repeats its
@@ -261,10 +261,7 @@ def load_priors(path: str | Path) -> Priors:
     import yaml
 
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except OSError as e:
-        raise InputError(f"cannot read the priors file: {e.strerror or e}", file=str(p)) from None
+    text = read_user_text(p, what="the priors file")
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as e:

@@ -23,7 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from budgetloop.errors import InputError
-from budgetloop.fileio import invalid_yaml
+from budgetloop.fileio import invalid_yaml, read_user_text
 
 __all__ = [
     "PLATFORMS",
@@ -234,19 +234,27 @@ class Scenario(_Strict):
 # ---------------------------------------------------------------------------------------------- loading
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a date-shaped scalar that is no calendar date (2024-02-30,
+    month 13) stays text, so validation names its key and line instead of PyYAML raising."""
+
+
+def _timestamp_or_text(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+    try:
+        return loader.construct_yaml_timestamp(node)
+    except ValueError:
+        return loader.construct_scalar(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_or_text)
+
+
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario YAML file; :class:`InputError` names the file, key and line."""
     source = str(path)
+    text = read_user_text(path, what="the scenario file")
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(
-            "scenario file not found", file=source, fix="pass the path of a scenario YAML; " + _EXAMPLE
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read the scenario file ({exc})", file=source) from None
-    try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_Loader)  # a SafeLoader (below)
         root = yaml.compose(text)
     except yaml.YAMLError as exc:
         raise invalid_yaml(exc, source=source) from None

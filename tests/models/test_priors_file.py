@@ -71,6 +71,13 @@ def test_a_missing_file_is_an_input_error(tmp_path: Path) -> None:
         load_priors(tmp_path / "nope.yaml")
 
 
+def test_a_file_that_is_not_utf8_says_so(tmp_path: Path) -> None:
+    p = tmp_path / "latin.yaml"
+    p.write_bytes(b"media_share: 0.2\n# r\xe9sum\xe9\n")
+    with pytest.raises(InputError, match="cannot read the priors file: it is not UTF-8 text"):
+        load_priors(p)
+
+
 def test_the_example_priors_file_loads() -> None:
     pr = load_priors(Path(__file__).resolve().parents[2] / "examples" / "priors.yaml")
     assert pr.channels["search"].roi == LogNormalPrior(2.4, 0.3) and pr.channels["tv"].half is not None

@@ -193,7 +193,7 @@ def test_file_errors_carry_the_yaml_line(tmp_path: Path) -> None:
 
 
 def test_unreadable_files_say_so(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="scenario file not found"):
+    with pytest.raises(InputError, match="cannot read the scenario file: it does not exist"):
         load_scenario(tmp_path / "missing.yaml")
     broken = tmp_path / "broken.yaml"
     broken.write_text("name: x\nchannels: [unclosed\n")
@@ -203,3 +203,15 @@ def test_unreadable_files_say_so(tmp_path: Path) -> None:
     listed.write_text("- a\n- b\n")
     with pytest.raises(InputError, match="must be a YAML mapping at the top level, got list"):
         load_scenario(listed)
+
+
+@pytest.mark.parametrize("bad", ["2025-02-30", "2025-13-01"])
+def test_a_date_that_is_no_calendar_day_names_its_key_and_line(tmp_path: Path, bad: str) -> None:
+    text = EXAMPLE.read_text().replace("start: 2025-01-06", f"start: {bad}")
+    assert bad in text
+    path = tmp_path / "bad-date.yaml"
+    path.write_text(text)
+    with pytest.raises(InputError) as caught:
+        load_scenario(path)
+    assert caught.value.key == "start"
+    assert f"got '{bad}'" in str(caught.value) and "(line 3)" in str(caught.value)
