@@ -4,7 +4,8 @@ A candidate is promoted when
 
 1. its sampler diagnostics pass (r-hat <= 1.05, divergences <= 1%, as judged by ``models.diagnostics``),
 2. its time-series holdout (refit without the last ``holdout_days``, predict them) has a MAPE below
-   ``MAX_HOLDOUT_MAPE``, and
+   ``MAX_HOLDOUT_MAPE``, or its 90% predictive band holds at least ``MIN_HOLDOUT_COVERAGE`` of the
+   held-out days (a noisy market's errors are noise, not a model that cannot predict), and
 3. it is not wildly different from the promoted version without cause: a channel whose mROAS, or
    whose ROI where the table pins it, moved by more than ``MAX_SHIFT`` (relative) *and* left the
    previous version's 90% interval needs a new calibration point (a lift test) on that channel since
@@ -13,7 +14,8 @@ A candidate is promoted when
    curve family's extrapolation, which refits of the same data move by multiples while the marginal
    return the planner acts on stays put (measured in the demo), so it is not held against a refit.
 
-Otherwise the previous version stays promoted and the reason is stored and audited.
+Otherwise the previous version stays promoted and the reason is stored and audited. A young account
+trains on its clean days, in whole four-week blocks, once it has ``MIN_TRAINING_DAYS`` of them.
 """
 
 from __future__ import annotations
@@ -36,11 +38,20 @@ from budgetloop.store import metrics as metrics_store
 from budgetloop.store import models as model_store
 from models.data import from_frame
 from models.fit import fit
-from models.fitted import FittedModel
+from models.fitted import FittedModel, Holdout
 from models.lift import LiftTest
 from models.serialize import from_dict, to_dict
 
 MAX_HOLDOUT_MAPE = 0.15
+#: Where the holdout's MAPE is above ``MAX_HOLDOUT_MAPE``, the candidate still passes when the held-out
+#: days fall inside its 90% predictive band as often as this: its errors are the market's own noise
+#: (a daily noise of 20% gives a MAPE near 16% to a perfect model), not a model that cannot predict.
+#: Of a 28-day holdout a calibrated band holds 22 or more days 95% of the time, and 19 or fewer (under
+#: 0.7) once in about 850 holdouts.
+MIN_HOLDOUT_COVERAGE = 0.7
+#: The first model waits for eight weeks of clean data (two fewer and the yearly and weekly terms,
+#: the trend and every channel's curve rest on a handful of points each).
+MIN_TRAINING_DAYS = 56
 MAX_SHIFT = 0.5
 
 
@@ -149,13 +160,23 @@ def _shifted_without_cause(session: Session, previous: ModelVersion, summary: Ma
     return shifts(previous.summary, summary, calibrated)
 
 
+def holdout_ok(h: Holdout) -> bool:
+    if h.mape <= MAX_HOLDOUT_MAPE:
+        return True
+    return h.coverage_90 is not None and h.coverage_90 >= MIN_HOLDOUT_COVERAGE
+
+
 def gate(fm: FittedModel, previous_reasons: list[str]) -> tuple[bool, str]:
     reasons: list[str] = []
     diag = fm.diagnostics
     if not diag.healthy:
         reasons.append("unhealthy fit: " + "; ".join(diag.reasons))
-    if fm.holdout is not None and not fm.holdout.mape <= MAX_HOLDOUT_MAPE:
-        reasons.append(f"holdout MAPE {fm.holdout.mape:.1%} above {MAX_HOLDOUT_MAPE:.0%}")
+    h = fm.holdout
+    if h is not None and not holdout_ok(h):
+        covered = (
+            "" if h.coverage_90 is None else f" and its 90% band held only {h.coverage_90:.0%} of the days"
+        )
+        reasons.append(f"holdout MAPE {h.mape:.1%} above {MAX_HOLDOUT_MAPE:.0%}{covered}")
     if previous_reasons:
         reasons.append(
             "wildly different from the promoted version without a new lift test: "
@@ -163,7 +184,9 @@ def gate(fm: FittedModel, previous_reasons: list[str]) -> tuple[bool, str]:
         )
     if reasons:
         return False, "kept the previous version: " + "; ".join(reasons)
-    holdout = "" if fm.holdout is None else f", holdout MAPE {fm.holdout.mape:.1%}"
+    holdout = "" if h is None else f", holdout MAPE {h.mape:.1%}"
+    if h is not None and h.coverage_90 is not None:
+        holdout += f" with {h.coverage_90:.0%} of its days in the 90% band"
     return True, f"healthy (r-hat max {diag.r_hat_max}, divergences {diag.divergences}{holdout})"
 
 
@@ -174,7 +197,20 @@ def retrain(
     end = metrics_store.last_complete_day(session)
     if end is None:
         return RetrainOutcome(None, False, "no clean data yet: run ingestion first")
-    start = end - timedelta(days=options.window_days - 1)
+    first = metrics_store.first_complete_day(session) or end
+    days = min(options.window_days, (end - first).days + 1)
+    if days < MIN_TRAINING_DAYS:
+        return RetrainOutcome(
+            None,
+            False,
+            f"only {days} day(s) of clean data ({first} to {end}); the first model needs "
+            f"{MIN_TRAINING_DAYS}, so it waits {MIN_TRAINING_DAYS - days} more day(s)",
+        )
+    if days < options.window_days:
+        # A young account trains on what it has, in whole four-week blocks: each new table length
+        # compiles the fit again (seconds), so the window grows once every four weeks, not weekly.
+        days -= days % 28
+    start = end - timedelta(days=days - 1)
     channels = metrics_store.channels(session)
     try:
         table = metrics_store.daily_table(session, start=start, end=end, channel_names=channels)

@@ -34,6 +34,7 @@ from slack_sdk import WebClient
 from sqlalchemy import func, select
 
 from agents import jobs
+from agents.demo import market_policy
 from agents.demo import report as reports
 from agents.demo import score as scoring
 from agents.demo.approver import SimulatedApprover
@@ -43,12 +44,15 @@ from agents.experiments.lifecycle import experiments_report
 from agents.ingest import run_ingest
 from agents.notify import SlackNotifier
 from agents.plan import daily_curves, load_model
+from agents.retrain import MIN_TRAINING_DAYS
 from agents.runtime import FitOptions, Runtime
 from agents.scheduler import SimulatedScheduler
 from budgetloop.clock import SimulatedClock
 from budgetloop.config import Settings
 from budgetloop.db.loop import ChangeRequest, ChangeRequestItem, ModelVersion
 from budgetloop.db.session import make_engine, upgrade_database
+from budgetloop.errors import InputError
+from budgetloop.fileio import read_user_text
 from budgetloop.lifecycle import State
 from budgetloop.store import audit
 from budgetloop.store import metrics as metrics_store
@@ -86,6 +90,9 @@ class DemoConfig:
     report_dir: Path = Path("report")
     database_url: str | None = None
     fit: FitOptions = field(default_factory=lambda: FitOptions(method="svi", samples=500, holdout_days=28))
+    # False: ``policy_path`` is the example policy the user did not choose, which the demo may fit
+    # to a market with other channels (:func:`agents.demo.market_policy.policy_for_scenario`)
+    policy_given: bool = True
 
 
 @dataclass
@@ -239,12 +246,46 @@ def _violations(
     return len(found), found
 
 
+def _demo_policy(config: DemoConfig, scenario: Scenario, progress: Progress) -> tuple[str, Policy, str]:
+    """The policy the loop runs under, checked against the market before anything is written."""
+    source = str(config.policy_path)
+    text = read_user_text(config.policy_path, what="the guardrail policy")
+    policy = parse_policy(text, source=source)
+    if not config.policy_given and set(policy.channels) != set(scenario.channel_names):
+        text = market_policy.policy_for_scenario(text, scenario)
+        source = f"{source} (derived for scenario {scenario.name!r})"
+        policy = parse_policy(text, source=source)
+        progress(
+            f"no --policy given and the example policy's channels are not the scenario's: using its rules "
+            f"with a daily cap of {policy.budget.total_daily_max:,.0f} (the starting budgets' sum) and each "
+            "channel between a quarter and twice its starting budget"
+        )
+    market_policy.check_policy_fits_market(
+        policy, scenario, source=str(config.policy_path), scenario_source=str(config.scenario_path)
+    )
+    text, policy, added = market_policy.with_demo_approvers(text, policy, source=source)
+    if added:
+        source += " (simulated approvers added)"
+        progress(
+            "the policy names no approvers (approval.approvers): the simulated marketers "
+            f"{', '.join(market_policy.DEMO_APPROVERS)} approve in this demo"
+        )
+    return text, policy, source
+
+
 def run_demo(config: DemoConfig, progress: Progress = print) -> dict[str, Any]:
     started = time.perf_counter()
     enable_compilation_cache(Path("var") / "jax-cache")  # a second demo run skips XLA compilation
     scenario: Scenario = load_scenario(config.scenario_path)
-    policy_text = Path(config.policy_path).read_text()
-    policy = parse_policy(policy_text, source=str(config.policy_path))
+    if scenario.history_days < 1:
+        raise InputError(
+            "the demo backfills the scenario's history before its first day, and there is none",
+            file=str(config.scenario_path),
+            key="history_days",
+            fix=f"set history_days to 1 or more (the first model waits for {MIN_TRAINING_DAYS} days of data; "
+            "the example has 364)",
+        )
+    policy_text, policy, policy_source = _demo_policy(config, scenario, progress)
     url = config.database_url or _default_database_url(config.report_dir)
     upgrade_database(url)
     engine = make_engine(url)
@@ -278,7 +319,7 @@ def run_demo(config: DemoConfig, progress: Progress = print) -> dict[str, Any]:
         )
         with rt.unit_of_work() as session:
             policy_store.record_policy(
-                session, text=policy_text, source=str(config.policy_path), author="ops", now=clock.now()
+                session, text=policy_text, source=policy_source, author="ops", now=clock.now()
             )
         app = create_app(
             settings=settings,
@@ -378,17 +419,32 @@ def run_demo(config: DemoConfig, progress: Progress = print) -> dict[str, Any]:
 def _progress_week(
     progress: Progress, rt: Runtime, day: date, first: date, weeks: int, result: dict[str, Any], state: _State
 ) -> None:
-    week = (day - first).days // 7 + 1
+    # a loop that starts mid-week retrains on its first day and again on the first Monday
+    week = (
+        "loop start"
+        if day == first and first.weekday() != 0
+        else f"week {(day - first).days // 7 + 1:>2}/{weeks}"
+    )
     with rt.unit_of_work() as session:
         counts = dict(
             session.execute(select(ChangeRequest.status, func.count()).group_by(ChangeRequest.status)).all()
         )
+        has_model = model_store.promoted(session) is not None
     revenue = sum(d.revenue for d in state.days)
-    verdict = "promoted" if result.get("promoted") else "kept previous"
+    if result.get("promoted"):
+        verdict = "promoted"
+    else:
+        reason = str(result.get("reason") or result.get("status") or "")
+        reason = reason.removeprefix("kept the previous version: ")
+        verdict = f"{'kept previous' if has_model else 'no model yet'} ({_clip(reason, 120)})"
     progress(
-        f"week {week:>2}/{weeks} {day}  retrain {result.get('wall_s', 0):.1f}s {verdict}; "
+        f"{week} {day}  retrain {result.get('wall_s', 0):.1f}s {verdict}; "
         f"revenue so far {revenue:,.0f}; requests {dict(sorted(counts.items()))}"
     )
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _summarise(

@@ -21,7 +21,12 @@ def demo(
         "--scenario",
         help="Market scenario YAML (default: the example market in 7 regions, so geo experiments can run).",
     ),
-    policy: Path = typer.Option(EXAMPLES / "policy.yaml", "--policy", help="Guardrail policy YAML."),
+    policy: Path | None = typer.Option(
+        None,
+        "--policy",
+        help="Guardrail policy YAML (default: the example policy; for a market with other channels, its "
+        "rules with the budget cap and channel bounds derived from the scenario's starting budgets).",
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the simulated marketer and the model fits."),
     report_dir: Path = typer.Option(
         Path("report"), "--report-dir", help="Where report.json and report.html go."
@@ -38,7 +43,7 @@ def demo(
 ) -> None:
     """Run the closed loop for N simulated weeks and write the report (INTERFACES section 4)."""
     for label, path in (("--scenario", scenario), ("--policy", policy)):
-        if not path.is_file():
+        if path is not None and not path.is_file():
             raise InputError(f"no such file: {path}", key=label, fix="pass the path of an existing YAML file")
     from agents.demo.loop import DemoConfig, run_demo
     from agents.runtime import FitOptions
@@ -51,7 +56,8 @@ def demo(
     summary = run_demo(
         DemoConfig(
             scenario_path=scenario,
-            policy_path=policy,
+            policy_path=policy or EXAMPLES / "policy.yaml",
+            policy_given=policy is not None,
             weeks=weeks,
             seed=seed,
             report_dir=report_dir,

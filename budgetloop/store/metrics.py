@@ -183,6 +183,15 @@ def last_complete_day(session: Session) -> date | None:
     return min(revenue_day, spend_day)
 
 
+def first_complete_day(session: Session) -> date | None:
+    """The earliest day with both revenue and at least one campaign's spend landed, or None."""
+    revenue_day: date | None = session.scalar(select(func.min(DailyRevenue.day)))
+    spend_day: date | None = session.scalar(select(func.min(DailyMetric.day)))
+    if revenue_day is None or spend_day is None:
+        return None
+    return max(revenue_day, spend_day)
+
+
 # --- writes for ingestion -------------------------------------------------------------------------
 
 
