@@ -8,9 +8,13 @@
 - a request whose relative move is above ``approval.two_approvers_above`` needs two distinct approvers:
   the first approval is recorded and the request stays pending until a second, different one arrives;
 - one rejection by an approver rejects the request;
+- a request past its ``expires_at`` (by the ``now`` the caller passes, never the wall clock) cannot be
+  decided any more: the first late click expires it exactly as the expire job would
+  (:func:`agents.expire.expire_request`, audited ``expired`` by ``expirer``) and is answered ``expired``;
+  a request already expired is answered ``expired`` too;
 - the decision itself is a compare-and-set (:func:`budgetloop.store.change_requests.transition`), and the
   request's row is locked first, so double clicks, Slack retries and concurrent approvals produce exactly
-  one decision; a late decider gets ``already_decided`` naming who decided.
+  one decision; a late decider gets ``already_decided`` naming who decided (and the approvals recorded).
 
 The caller commits, and after the commit calls ``on_approved`` when the outcome is ``approved``.
 """
@@ -22,18 +26,22 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from agents.expire import expire_request, is_overdue
 from budgetloop.clock import ensure_utc
 from budgetloop.db.loop import Approval, ChangeRequest
 from budgetloop.lifecycle import Event, State
 from budgetloop.store import audit
+from budgetloop.store import change_requests as crs
 from budgetloop.store.change_requests import ConcurrentTransition, transition
 
 Decision = Literal["approve", "reject"]
-OutcomeStatus = Literal["approved", "rejected", "recorded", "refused", "already_decided", "not_found"]
+OutcomeStatus = Literal[
+    "approved", "rejected", "recorded", "refused", "already_decided", "expired", "not_found"
+]
 
 
 class ApprovalRules(Protocol):
@@ -82,6 +90,24 @@ def _lock_request(session: Session, change_request_id: int) -> bool:
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+def _expired(
+    session: Session, cr: ChangeRequest, *, decision: Decision, needed: int, expired_now: bool
+) -> DecisionOutcome:
+    deadline = cr.expires_at.isoformat() if cr.expires_at is not None else "its deadline"
+    verb = "approved" if decision == "approve" else "rejected"
+    how = "has just expired" if expired_now else "expired"
+    return DecisionOutcome(
+        "expired",
+        cr.id,
+        cr.status,
+        f"change request {cr.id} {how}: no decision was taken before {deadline}, "
+        f"so it can no longer be {verb}",
+        cr.decided_by,
+        tuple(crs.approvers(session, cr.id)),
+        needed,
+    )
+
+
 def _refuse(
     session: Session,
     cr: ChangeRequest,
@@ -126,15 +152,24 @@ def decide(
     cr = session.get(ChangeRequest, change_request_id)
     assert cr is not None
     session.refresh(cr)
+    needed = approvals_needed(policy, cr.relative_move)
+    if cr.status == State.EXPIRED.value:
+        return _expired(session, cr, decision=decision, needed=needed, expired_now=False)
     if cr.status != State.PENDING_APPROVAL.value:
-        who = f" by {cr.decided_by}" if cr.decided_by else ""
-        return DecisionOutcome(
-            "already_decided",
-            cr.id,
-            cr.status,
-            f"change request {cr.id} is already {cr.status}{who}",
-            cr.decided_by,
-        )
+        return _already_decided(session, cr.id, cr.status, cr.decided_by, needed)
+    if is_overdue(cr, now=now):
+        # The deadline passed and the expire job has not run yet: expire it now, as the job would, so a
+        # decision never depends on when the job last ran. The row lock taken above serialises this.
+        try:
+            cr = expire_request(
+                session,
+                cr,
+                now=now,
+                payload={"source": source, "attempted_by": actor, "attempted": decision},
+            )
+        except ConcurrentTransition as exc:
+            return _already_decided(session, cr.id, exc.current, exc.decided_by, needed)
+        return _expired(session, cr, decision=decision, needed=needed, expired_now=True)
     if actor not in policy.approval.approvers:
         return _refuse(
             session,
@@ -155,14 +190,7 @@ def decide(
             now=now,
             source=source,
         )
-    prior = list(
-        session.execute(
-            select(Approval.approver)
-            .where(Approval.change_request_id == cr.id, Approval.decision == "approve")
-            .order_by(Approval.id)
-        ).scalars()
-    )
-    needed = approvals_needed(policy, cr.relative_move)
+    prior = crs.approvers(session, cr.id)
     if decision == "approve" and actor in prior:
         return DecisionOutcome(
             "recorded",
@@ -244,11 +272,19 @@ def decide(
             "approved", cr.id, cr.status, f"approved by {decided_by}", decided_by, tuple(approvers), needed
         )
     except ConcurrentTransition as exc:
-        who = f" by {exc.decided_by}" if exc.decided_by else ""
-        return DecisionOutcome(
-            "already_decided",
-            cr.id,
-            exc.current,
-            f"change request {cr.id} is already {exc.current}{who}",
-            exc.decided_by,
-        )
+        return _already_decided(session, cr.id, exc.current, exc.decided_by, needed)
+
+
+def _already_decided(
+    session: Session, change_request_id: int, state: str, decided_by: str | None, needed: int
+) -> DecisionOutcome:
+    who = f" by {decided_by}" if decided_by else ""
+    return DecisionOutcome(
+        "already_decided",
+        change_request_id,
+        state,
+        f"change request {change_request_id} is already {state}{who}",
+        decided_by,
+        tuple(crs.approvers(session, change_request_id)),
+        needed,
+    )

@@ -368,13 +368,21 @@ class Policy(_Section):
             )
         return out
 
-    def summary(self) -> str:
+    def summary(self, *, stored_version: int | None = None) -> str:
+        """One line for people. ``stored_version``: the version the store gave it (what every reader
+        means by "version"); the file's own ``version:`` key is then named only where it differs."""
+        if stored_version is None:
+            head = f"policy v{self.version}"
+        elif stored_version == self.version:
+            head = f"policy version {stored_version}"
+        else:
+            head = f"policy version {stored_version} (the file says `version: {self.version}`)"
         caps = f"daily cap {self.budget.total_daily_max:,.2f} {self.budget.currency}"
         if self.budget.total_monthly_max is not None:
             caps += f", monthly cap {self.budget.total_monthly_max:,.2f}"
         soft = sorted(r for r, lv in self.enforcement.items() if lv != "hard")
         return (
-            f"policy v{self.version}: {len(self.channels)} channels, {caps}, autonomy {self.autonomy}, "
+            f"{head}: {len(self.channels)} channels, {caps}, autonomy {self.autonomy}, "
             f"max swing {self.change.max_swing_per_change:.0%}/change, "
             f"{len(self.freeze_windows)} freeze windows, kill switch {'ON' if self.kill_switch else 'off'}"
             + (f", non-hard rules: {', '.join(soft)}" if soft else "")

@@ -23,7 +23,8 @@ def after_decision(ctx: AppContext, outcome: DecisionOutcome) -> None:
         if outcome.status == "approved" and ctx.on_approved is not None:
             ctx.on_approved(outcome.change_request_id)
     finally:
-        if ctx.slack is not None and outcome.status in ("approved", "rejected", "recorded"):
+        # An expiry found by a late click drops the buttons, as the expire job's notification does.
+        if ctx.slack is not None and outcome.status in ("approved", "rejected", "recorded", "expired"):
             try:
                 with session_scope(ctx.sessions) as session:
                     notify.update_change_request(

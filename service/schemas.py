@@ -215,13 +215,39 @@ class DecisionPublic(BaseModel):
         }
     )
 
-    status: Literal["approved", "rejected", "recorded", "refused", "already_decided", "not_found"]
+    status: Literal["approved", "rejected", "recorded", "refused", "already_decided", "expired", "not_found"]
     change_request_id: int
     state: str | None
     message: str
     decided_by: str | None
     approvals: list[str]
     approvals_needed: int
+
+
+class DecisionRefusedPublic(DecisionPublic):
+    """A decision that was not taken (403 ``refused``, 409 ``already_decided`` or ``expired``): the same
+    fields as a decision, and ``detail`` (the reason, as in every other error answer)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "detail": "change request 6 has just expired: no decision was taken before "
+                    "2026-02-18T09:00:00+00:00, so it can no longer be approved",
+                    "status": "expired",
+                    "change_request_id": 6,
+                    "state": "expired",
+                    "message": "change request 6 has just expired: no decision was taken before "
+                    "2026-02-18T09:00:00+00:00, so it can no longer be approved",
+                    "decided_by": None,
+                    "approvals": [],
+                    "approvals_needed": 1,
+                }
+            ]
+        }
+    )
+
+    detail: str
 
 
 class ModelVersionPublic(BaseModel):

@@ -17,7 +17,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from budgetloop.clock import ensure_utc
-from budgetloop.db.loop import CampaignLock, ChangeRequest, ChangeRequestItem
+from budgetloop.db.loop import Approval, CampaignLock, ChangeRequest, ChangeRequestItem
 from budgetloop.errors import BudgetloopError
 from budgetloop.lifecycle import OPEN, TERMINAL, Event, State, next_state
 from budgetloop.store import audit
@@ -318,3 +318,14 @@ def open_channels(session: Session) -> dict[str, int]:
 
 def is_open(status: str) -> bool:
     return State(status) in OPEN
+
+
+def approvers(session: Session, change_request_id: int) -> list[str]:
+    """Who has approved the request so far, in order."""
+    return list(
+        session.execute(
+            select(Approval.approver)
+            .where(Approval.change_request_id == change_request_id, Approval.decision == "approve")
+            .order_by(Approval.id)
+        ).scalars()
+    )

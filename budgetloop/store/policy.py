@@ -103,7 +103,8 @@ def record_policy(
         "previous_active_version": previous.version if previous is not None else None,
     }
     if policy is not None:
-        payload["summary"] = policy.summary()
+        payload["summary"] = policy.summary(stored_version=row.version)
+        payload["file_version"] = policy.version
     else:
         payload["problems"] = row.problems
         payload["active_version_kept"] = previous.version if previous is not None else None

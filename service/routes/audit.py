@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Query
 from fastapi.responses import StreamingResponse
+from pydantic import BeforeValidator
 
 from budgetloop.db.session import session_scope
 from budgetloop.errors import InputError
@@ -38,6 +40,25 @@ def _bad_request(exc: InputError) -> HTTPException:
     return HTTPException(400, str(exc))
 
 
+_PLAIN_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _date_is_utc_midnight(value: object) -> object:
+    """A plain date (``2026-01-12``) means midnight UTC of that day; anything else is parsed as given."""
+    if isinstance(value, str) and _PLAIN_DATE.fullmatch(value.strip()):
+        try:
+            return datetime.fromisoformat(value.strip()).replace(tzinfo=UTC)
+        except ValueError:
+            return value  # not a calendar day (2026-02-30): the datetime parser names the problem
+    return value
+
+
+_ZONE_OR_DATE = (
+    "ISO 8601 with a zone (2026-01-12T00:00:00Z), or a plain date (2026-01-12) meaning midnight UTC"
+)
+Bound = Annotated[datetime | None, BeforeValidator(_date_is_utc_midnight)]
+
+
 @router.get(
     "",
     response_model=AuditPagePublic,
@@ -52,10 +73,8 @@ def _bad_request(exc: InputError) -> HTTPException:
 def list_audit(
     ctx: ContextDep,
     session: SessionDep,
-    from_: Annotated[
-        datetime | None, Query(alias="from", description="inclusive, ISO 8601 with zone")
-    ] = None,
-    to: Annotated[datetime | None, Query(description="exclusive, ISO 8601 with zone")] = None,
+    from_: Annotated[Bound, Query(alias="from", description=f"inclusive: {_ZONE_OR_DATE}")] = None,
+    to: Annotated[Bound, Query(description=f"exclusive: {_ZONE_OR_DATE}")] = None,
     channel: str | None = None,
     actor: str | None = None,
     action: Annotated[str | None, Query(examples=["approved"])] = None,
@@ -78,7 +97,11 @@ def list_audit(
     }
     for name, value in (("from", from_), ("to", to)):
         if value is not None and value.tzinfo is None:
-            raise HTTPException(400, f"`{name}` must carry a time zone, e.g. 2026-01-01T00:00:00Z")
+            raise HTTPException(
+                400,
+                f"`{name}` must carry a time zone (e.g. 2026-01-01T09:00:00Z) "
+                "or be a plain date (2026-01-01, midnight UTC)",
+            )
     if accept and "text/csv" in accept:
         try:
             audit.parse_cursor(cursor)

@@ -5,17 +5,25 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, BackgroundTasks, Body, HTTPException, Path, Query
+from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from agents.approvals import Decision, DecisionOutcome, decide
 from budgetloop.db.loop import Approval, ChangeRequest, MonitoringReading
 from budgetloop.db.session import session_scope
 from budgetloop.errors import InputError
+from budgetloop.lifecycle import State
 from budgetloop.store import audit
 from budgetloop.store import change_requests as crs
 from service.deps import READERS, ContextDep, CurrentToken, SessionDep, allow
 from service.flows import after_decision
-from service.schemas import ChangeRequestDetailPublic, ChangeRequestPublic, DecisionCreate, DecisionPublic
+from service.schemas import (
+    ChangeRequestDetailPublic,
+    ChangeRequestPublic,
+    DecisionCreate,
+    DecisionPublic,
+    DecisionRefusedPublic,
+)
 
 router = APIRouter(prefix="/change-requests", tags=["change requests"])
 
@@ -62,11 +70,15 @@ def public(cr: ChangeRequest) -> dict[str, Any]:
 )
 def list_change_requests(
     session: SessionDep,
-    status: Annotated[list[str] | None, Query(description="repeat to match several states")] = None,
+    status: Annotated[
+        list[State] | None,
+        Query(description="repeat to match several states; anything else is answered 422 naming them"),
+    ] = None,
     kind: Annotated[str | None, Query(examples=["reallocation", "rollback"])] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Any:
-    return [public(cr) for cr in crs.list_requests(session, statuses=status, kind=kind, limit=limit)]
+    statuses = [s.value for s in status] if status else None
+    return [public(cr) for cr in crs.list_requests(session, statuses=statuses, kind=kind, limit=limit)]
 
 
 @router.get(
@@ -144,13 +156,38 @@ def _decide(
         )
     if outcome.status == "not_found":
         raise HTTPException(404, outcome.message)
-    background.add_task(after_decision, ctx, outcome)
+    background.add_task(after_decision, ctx, outcome)  # also runs with a JSONResponse returned below
     return outcome
 
 
+# A decision that was not taken is an error status, so a script checking the code never reads success;
+# the body keeps every field of a decision (clients reading `status` still work) and adds `detail`.
+_REFUSAL_CODES: dict[str, int] = {"refused": 403, "already_decided": 409, "expired": 409}
+
+
+def _answer(outcome: DecisionOutcome) -> Any:
+    code = _REFUSAL_CODES.get(outcome.status)
+    if code is None:
+        return outcome
+    body = DecisionPublic.model_validate(outcome, from_attributes=True).model_dump(mode="json")
+    return JSONResponse(status_code=code, content={"detail": outcome.message, **body})
+
+
 _DECISION_RESPONSES: dict[int | str, dict[str, Any]] = {
+    403: {
+        "model": DecisionRefusedPublic,
+        "description": "refused: the caller is not an approver the policy names (`approval.approvers`) or "
+        "is approving their own request (`status: refused`, audited as `approval_refused`); or the "
+        "token's role may not decide (then only `detail`)",
+    },
     404: {"description": "no such change request"},
-    409: {"description": "no valid policy is active"},
+    409: {
+        "model": DecisionRefusedPublic,
+        "description": "the request is no longer pending: `already_decided` (who decided, the "
+        "approvals recorded) or `expired` (its `expires_at` passed: it is expired now, as the expire "
+        "job would, and cannot be approved or rejected); or no valid policy is active (then only "
+        "`detail`)",
+    },
 }
 
 
@@ -162,7 +199,7 @@ def _route(decision: Literal["approve", "reject"]) -> Any:
         change_request_id: CrId,
         body: Annotated[DecisionCreate | None, Body()] = None,
     ) -> Any:
-        return _decide(ctx, token, background, change_request_id, decision, body)
+        return _answer(_decide(ctx, token, background, change_request_id, decision, body))
 
     handler.__name__ = f"{decision}_change_request"
     return handler
@@ -175,7 +212,9 @@ for _decision in ("approve", "reject"):
         response_model=DecisionPublic,
         summary=f"{_decision.title()} a pending request (same rules as the Slack buttons)",
         description="Only approvers the policy names; not one's own request; two distinct approvers above "
-        "`approval.two_approvers_above`. A late decision is answered `already_decided` with who decided. "
-        "The caller is the token's `slack_user_id`, else its name.",
+        "`approval.two_approvers_above`. 200 for a decision taken (`approved`, `rejected`) or an approval "
+        "recorded (`recorded`, waiting for a second approver); 403 `refused`; 409 `already_decided` "
+        "(with who decided) or `expired` (past its `expires_at`). The caller is the token's "
+        "`slack_user_id`, else its name.",
         **_kwargs,
     )(_route(_decision))

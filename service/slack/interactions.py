@@ -5,7 +5,9 @@ its timestamp must lie within 5 minutes of the *injected* clock (so a replay of 
 click is refused, and tests can move time). The answer (200, empty) goes back at once, well inside Slack's
 3 seconds; the decision runs afterwards as a background task through :func:`agents.approvals.decide`, and
 whoever clicked is told the outcome by an ephemeral message on the click's ``response_url`` when it was
-not the decision itself (refused, already decided, first of two approvals).
+not the decision itself (refused, already decided, expired, first of two approvals). A signed body of
+the wrong shape (a payload that is not an object, ``actions`` not a list, a button value that is not an
+id) is answered 400 with the reason, and nothing is decided.
 """
 
 from __future__ import annotations
@@ -97,13 +99,18 @@ def handle_click(
     except InputError as exc:
         _respond(response_url, f"No decision was recorded: {exc}")
         return
-    if outcome.status in ("refused", "already_decided", "recorded", "not_found"):
+    if outcome.status in ("refused", "already_decided", "expired", "recorded", "not_found"):
         _respond(response_url, outcome.message)
     after_decision(ctx, outcome)
 
 
+def _malformed(reason: str) -> HTTPException:
+    return HTTPException(400, f"malformed Slack interaction: {reason}")
+
+
 def parse_click(body: bytes) -> dict[str, Any] | None:
-    """The first button action of a ``block_actions`` payload, or None for anything else."""
+    """The first button action of a ``block_actions`` payload, or None for anything else (another kind
+    of interaction, another button). A payload of the wrong shape is answered 400 with the reason."""
     try:
         form = parse_qs(body.decode("utf-8"), strict_parsing=False)
         payload = json.loads(form["payload"][0])
@@ -111,27 +118,51 @@ def parse_click(body: bytes) -> dict[str, Any] | None:
         raise HTTPException(
             400, "expected a form-encoded `payload` holding Slack's interaction JSON"
         ) from None
-    if payload.get("type") != "block_actions" or not payload.get("actions"):
+    if not isinstance(payload, dict):
+        raise _malformed(f"`payload` must be a JSON object, got {type(payload).__name__}")
+    if payload.get("type") != "block_actions":
         return None
-    action = payload["actions"][0]
-    if action.get("action_id") not in (APPROVE, REJECT, DETAILS):
+    actions = payload.get("actions")
+    if not actions:
         return None
+    if not isinstance(actions, list):
+        raise _malformed(f"`actions` must be a list, got {type(actions).__name__}")
+    action = actions[0]
+    if not isinstance(action, dict):
+        raise _malformed(f"`actions[0]` must be an object, got {type(action).__name__}")
+    action_id = action.get("action_id")
+    if action_id not in (APPROVE, REJECT, DETAILS):
+        return None
+    value = action.get("value")
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        raise _malformed(f"button value {value!r} is not a change request id")
     try:
-        cr_id = int(action.get("value", ""))
+        cr_id = int(value)
     except ValueError:
-        raise HTTPException(400, f"button value {action.get('value')!r} is not a change request id") from None
+        raise _malformed(f"button value {value!r} is not a change request id") from None
+    if not 1 <= cr_id < 2**63:
+        raise _malformed(f"button value {value!r} is not a change request id")
+    user = payload.get("user")
+    if user is not None and not isinstance(user, dict):
+        raise _malformed(f"`user` must be an object, got {type(user).__name__}")
+    response_url = payload.get("response_url")
+    if response_url is not None and not isinstance(response_url, str):
+        raise _malformed("`response_url` must be a string")
     return {
-        "user": str(payload.get("user", {}).get("id", "")),
-        "action_id": action["action_id"],
+        "user": str((user or {}).get("id") or ""),
+        "action_id": str(action_id),
         "change_request_id": cr_id,
-        "response_url": payload.get("response_url"),
+        "response_url": response_url,
     }
 
 
 @router.post(
     "/slack/interactions",
     summary="Slack Block Kit button clicks (signed by Slack; answered at once, decided afterwards)",
-    responses={401: {"description": "bad signature or timestamp older than 5 minutes"}},
+    responses={
+        400: {"description": "a signed body that is not a Slack interaction of the expected shape"},
+        401: {"description": "bad signature or timestamp older than 5 minutes"},
+    },
 )
 async def interactions(request: Request, background: BackgroundTasks, ctx: ContextDep) -> Response:
     body = await request.body()

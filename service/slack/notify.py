@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from budgetloop.config import Settings
 from budgetloop.db.audit import AuditEntry
-from budgetloop.db.loop import Approval, ChangeRequest
+from budgetloop.db.loop import ChangeRequest
 from budgetloop.store import audit
 from budgetloop.store import change_requests as crs
 from service.slack.blocks import change_request_blocks, fallback_text
@@ -33,23 +33,13 @@ def _load(session: Session, change_request_id: int) -> ChangeRequest:
     return cr
 
 
-def _approvers(session: Session, change_request_id: int) -> list[str]:
-    return list(
-        session.execute(
-            select(Approval.approver)
-            .where(Approval.change_request_id == change_request_id, Approval.decision == "approve")
-            .order_by(Approval.id)
-        ).scalars()
-    )
-
-
 def _blocks(
     session: Session, cr: ChangeRequest, details_url: str | None, needed: int
 ) -> list[dict[str, object]]:
     return change_request_blocks(
         crs.describe(cr),
         status=cr.status,
-        approvals=_approvers(session, cr.id),
+        approvals=crs.approvers(session, cr.id),
         approvals_needed=needed,
         decided_by=cr.decided_by,
         status_reason=cr.status_reason,

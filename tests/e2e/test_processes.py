@@ -213,7 +213,10 @@ def test_processes_run_the_loop_and_a_killed_worker_loses_and_repeats_nothing(
                             json={"reason": "e2e"},
                             timeout=30,
                         )
-                        assert answer.status_code == 200, answer.text
+                        # one approver may suffice: the second click then finds it decided (409)
+                        assert answer.status_code in (200, 409), answer.text
+                        if answer.status_code == 409:
+                            assert answer.json()["status"] == "already_decided", answer.text
                 if status == "executing" and killed_during is None:
                     time.sleep(1.0)  # let a platform call be under way
                     worker.send_signal(signal.SIGKILL)

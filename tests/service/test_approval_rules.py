@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -10,8 +11,10 @@ import pytest
 from sqlalchemy import Engine, select
 
 from agents.approvals import DecisionOutcome, decide
+from agents.expire import expire_stale
 from budgetloop.clock import SimulatedClock
 from budgetloop.db.audit import AuditEntry
+from budgetloop.db.loop import Approval
 from budgetloop.db.session import session_scope
 from tests.service.conftest import make_pending
 
@@ -112,3 +115,60 @@ def test_concurrent_deciders_give_one_decision(
         )
     assert len(decided) == 1
     assert len(decided[0].split(", ")) == (2 if move > 0.15 else 1)
+
+
+def _audit(engine: Engine, cr_id: int) -> list[tuple[str, str, dict[str, object]]]:
+    """(action, actor, payload) of the request's audit entries, oldest first."""
+    with session_scope(engine) as s:
+        rows = s.execute(
+            select(AuditEntry.action, AuditEntry.actor, AuditEntry.payload)
+            .where(AuditEntry.subject_type == "change_request", AuditEntry.subject_id == str(cr_id))
+            .order_by(AuditEntry.seq)
+        ).all()
+    return [(action, actor, json.loads(payload)) for action, actor, payload in rows]
+
+
+@pytest.mark.parametrize("decision", ["approve", "reject"])
+def test_an_overdue_request_is_expired_as_the_job_would_not_decided(
+    migrated_engine: Engine, clock: SimulatedClock, decision: str
+) -> None:
+    """Past ``expires_at`` (by the clock passed in, before the expire job ran) neither an approval nor a
+    rejection is taken: the request is expired with the job's own transition and audit entry."""
+    deadline = clock.now() + timedelta(hours=1)
+    late = make_pending(migrated_engine, clock, channels=("a", "b"), expires_at=deadline)
+    twin = make_pending(migrated_engine, clock, channels=("c", "d"), expires_at=deadline)
+    clock.set(deadline)  # at the deadline, as the job's `expires_at <= now`
+    outcome = _decide(migrated_engine, clock, late, "A", decision)
+    assert (outcome.status, outcome.state, outcome.decided_by) == ("expired", "expired", None)
+    assert "expired" in outcome.message and deadline.isoformat() in outcome.message
+    assert not outcome.accepted
+
+    with session_scope(migrated_engine) as s:
+        assert expire_stale(s, now=clock.now()) == [twin]  # `late` is no longer pending
+        assert s.execute(select(Approval).where(Approval.change_request_id == late)).first() is None
+    (click_action, click_actor, by_click), (job_action, job_actor, by_job) = (
+        _audit(migrated_engine, late)[-1],
+        _audit(migrated_engine, twin)[-1],
+    )
+    assert (click_action, click_actor) == (job_action, job_actor) == ("expired", "expirer")
+    assert {k: by_click[k] for k in by_job} == by_job  # the job's entry, plus who clicked
+    assert (by_click["attempted_by"], by_click["attempted"]) == ("A", decision)
+
+    again = _decide(migrated_engine, clock, late, "B", "reject")
+    assert (again.status, again.state) == ("expired", "expired")
+    assert [action for action, _, _ in _audit(migrated_engine, late)].count("expired") == 1
+
+
+def test_a_request_before_its_deadline_is_decided(migrated_engine: Engine, clock: SimulatedClock) -> None:
+    cr_id = make_pending(migrated_engine, clock, expires_at=clock.now() + timedelta(hours=1))
+    clock.advance(timedelta(minutes=59))
+    assert _decide(migrated_engine, clock, cr_id, "A").status == "approved"
+
+
+def test_already_decided_names_the_approvals(migrated_engine: Engine, clock: SimulatedClock) -> None:
+    big = make_pending(migrated_engine, clock, move=0.30)
+    _decide(migrated_engine, clock, big, "A")
+    assert _decide(migrated_engine, clock, big, "B").status == "approved"
+    late = _decide(migrated_engine, clock, big, "C", "reject")
+    assert late.status == "already_decided" and late.decided_by == "A, B"
+    assert (list(late.approvals), late.approvals_needed) == (["A", "B"], 2)

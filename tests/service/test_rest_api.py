@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import date, datetime, timedelta
+import json
+import time
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import httpx
@@ -19,6 +21,7 @@ from budgetloop.lifecycle import Event
 from budgetloop.store import audit
 from budgetloop.store import change_requests as crs
 from budgetloop.store.metrics import upsert_campaign
+from service.slack import notify
 from tests.service.conftest import AUDIT_KEY, POLICY_TEXT, Service, auth, make_pending
 
 
@@ -44,7 +47,8 @@ def test_audit_pages_filters_and_csv(
     since = (clock.now() - timedelta(minutes=2)).isoformat()
     recent = api.get("/api/v1/audit", params={"from": since, "action": "proposed"}, headers=h).json()
     assert [e["subject_id"] for e in recent["entries"]] == ["2", "3"]
-    assert api.get("/api/v1/audit", params={"from": "2026-01-05T09:00:00"}, headers=h).status_code == 400
+    naive = api.get("/api/v1/audit", params={"from": "2026-01-05T09:00:00"}, headers=h)
+    assert naive.status_code == 400 and "plain date" in naive.json()["detail"]
     assert api.get("/api/v1/audit", params={"cursor": "zz"}, headers=h).status_code == 400
 
     response = api.get("/api/v1/audit", params={"actor": "planner"}, headers={**h, "Accept": "text/csv"})
@@ -86,15 +90,22 @@ def test_change_request_detail_and_rest_approval(
         refused = client.post(
             f"/api/v1/change-requests/{cr_id}/approve", headers=auth(role_tokens["outsider"])
         )
-        assert refused.status_code == 200 and refused.json()["status"] == "refused"
+        assert refused.status_code == 403  # a script checking the code must not read success
+        assert refused.json()["status"] == "refused" and refused.json()["state"] == "pending_approval"
+        assert "not an approver" in refused.json()["detail"]
+        assert refused.json()["detail"] == refused.json()["message"]
         approved = client.post(
             f"/api/v1/change-requests/{cr_id}/approve",
             json={"reason": "fits the plan"},
             headers=auth(role_tokens["approver"]),
         )
         assert approved.json()["status"] == "approved" and approved.json()["decided_by"] == "U0MARKETER1"
+        assert approved.status_code == 200
         late = client.post(f"/api/v1/change-requests/{cr_id}/reject", headers=auth(role_tokens["approver2"]))
+        assert late.status_code == 409
         assert late.json()["status"] == "already_decided" and "U0MARKETER1" in late.json()["message"]
+        assert late.json()["decided_by"] == "U0MARKETER1" and late.json()["approvals"] == ["U0MARKETER1"]
+        assert "already approved by U0MARKETER1" in late.json()["detail"]
         assert (
             client.post(
                 "/api/v1/change-requests/999/approve", headers=auth(role_tokens["approver"])
@@ -283,3 +294,98 @@ def test_scenarios_refuse_what_cannot_be_answered(api: httpx.Client, role_tokens
     assert bad.status_code == 400 and "SOURCE->TARGET:SHARE" in bad.json()["detail"]
     assert api.post("/api/v1/scenarios", json={}, headers=h).status_code == 400
     assert api.get("/api/v1/scenarios/7", headers=h).status_code == 404
+
+
+def test_an_overdue_request_cannot_be_decided_over_rest(
+    service: Service, role_tokens: dict[str, str], engine: Engine, clock: SimulatedClock
+) -> None:
+    """The expire job has not run: the deadline alone (by the service's clock) refuses the decision."""
+    deadline = clock.now() + timedelta(days=1)
+    cr_id = make_pending(engine, clock, expires_at=deadline)
+    with session_scope(engine) as s:
+        ts = notify.post_change_request(
+            s, service.client, change_request_id=cr_id, channel="#budget-changes", now=clock.now()
+        )
+    clock.advance(timedelta(days=2))
+    with httpx.Client(base_url=service.url) as client:
+        for decision in ("approve", "reject"):
+            answer = client.post(
+                f"/api/v1/change-requests/{cr_id}/{decision}", headers=auth(role_tokens["approver"])
+            )
+            assert answer.status_code == 409, answer.text
+            body = answer.json()
+            assert (body["status"], body["state"], body["decided_by"]) == ("expired", "expired", None)
+            assert deadline.isoformat() in body["detail"] and "can no longer be" in body["detail"]
+        detail = client.get(f"/api/v1/change-requests/{cr_id}", headers=auth(role_tokens["finance"])).json()
+    assert detail["status"] == "expired" and detail["approvals"] == []
+    assert [(e["action"], e["actor"]) for e in detail["history"]][-1] == ("expired", "expirer")
+    assert [e["action"] for e in detail["history"]].count("expired") == 1
+    assert service.approved == []
+    deadline_at = time.monotonic() + 10
+    while service.slack.messages[ts].buttons:  # the refused answer still refreshes the message
+        assert time.monotonic() < deadline_at, "the Slack message kept its buttons"
+        time.sleep(0.01)
+
+
+def test_decision_refusals_are_documented(api: httpx.Client) -> None:
+    spec = api.get("/openapi.json").json()
+    for decision in ("approve", "reject"):
+        responses = spec["paths"][f"/api/v1/change-requests/{{change_request_id}}/{decision}"]["post"][
+            "responses"
+        ]
+        for code in ("403", "409"):
+            schema = responses[code]["content"]["application/json"]["schema"]
+            assert schema == {"$ref": "#/components/schemas/DecisionRefusedPublic"}, (decision, code)
+        assert "refused" in responses["403"]["description"]
+        assert "expired" in responses["409"]["description"]
+    refused = spec["components"]["schemas"]["DecisionRefusedPublic"]
+    assert {"detail", "status", "decided_by", "approvals"} <= set(refused["required"])
+
+
+def test_an_unknown_status_filter_is_refused_naming_the_states(
+    api: httpx.Client, role_tokens: dict[str, str], engine: Engine, clock: SimulatedClock
+) -> None:
+    h = auth(role_tokens["finance"])
+    cr_id = make_pending(engine, clock)
+    bogus = api.get("/api/v1/change-requests", params={"status": "bogus"}, headers=h)
+    assert bogus.status_code == 422
+    assert "pending_approval" in bogus.text and "rolled_back" in bogus.text
+    both = api.get(
+        "/api/v1/change-requests", params=[("status", "approved"), ("status", "pending_approval")], headers=h
+    )
+    assert both.status_code == 200 and [c["id"] for c in both.json()] == [cr_id]
+
+
+def test_a_plain_date_bounds_the_audit_at_midnight_utc(
+    api: httpx.Client, role_tokens: dict[str, str], engine: Engine, clock: SimulatedClock
+) -> None:
+    h = auth(role_tokens["finance"])
+    clock.set(datetime(2026, 1, 11, 23, 59, tzinfo=UTC))
+    make_pending(engine, clock, channels=("a", "b"))
+    clock.set(datetime(2026, 1, 12, 0, 0, tzinfo=UTC))
+    second = make_pending(engine, clock, channels=("c", "d"))
+    clock.set(datetime(2026, 1, 13, 0, 0, tzinfo=UTC))
+    third = make_pending(engine, clock, channels=("e", "f"))
+    params = {"from": "2026-01-12", "action": "proposed"}
+    since = api.get("/api/v1/audit", params=params, headers=h)
+    assert since.status_code == 200, since.text
+    assert [e["subject_id"] for e in since.json()["entries"]] == [str(second), str(third)]
+    day = api.get("/api/v1/audit", params={**params, "to": "2026-01-13"}, headers=h).json()
+    assert [e["subject_id"] for e in day["entries"]] == [str(second)]
+    assert api.get("/api/v1/audit", params={"from": "2026-02-30"}, headers=h).status_code == 422
+    spec = api.get("/openapi.json").json()["paths"]["/api/v1/audit"]["get"]["parameters"]
+    assert "plain date" in next(p for p in spec if p["name"] == "from")["description"]
+
+
+def test_policy_audit_names_the_stored_version(api: httpx.Client, role_tokens: dict[str, str]) -> None:
+    """The example file says `version: 1`; stored as version 2 its audit entry must say version 2."""
+    ops, finance = auth(role_tokens["ops"]), auth(role_tokens["finance"])
+    changed = POLICY_TEXT.replace("total_daily_max: 16000", "total_daily_max: 17000")
+    assert api.put("/api/v1/policy", content=changed, headers=ops).json()["version"] == 2
+    entries = api.get("/api/v1/audit", params={"action": "policy_changed"}, headers=finance).json()["entries"]
+    latest = json.loads(entries[-1]["payload"])
+    assert latest["version"] == 2 and latest["file_version"] == 1
+    assert latest["summary"].startswith("policy version 2 (the file says `version: 1`): ")
+    assert "policy v1" not in latest["summary"]
+    first = json.loads(entries[0]["payload"])
+    assert first["summary"].startswith("policy version 1: ")

@@ -13,6 +13,7 @@ import threading
 import time
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -257,3 +258,88 @@ def test_details_button_answers_privately(service: Service, engine: Engine, cloc
     _wait(lambda: any(r["key"] == "details" for r in service.slack.responses))
     assert "pending_approval" in service.slack.responses[-1]["text"]
     assert _status(engine, cr_id) == "pending_approval"
+
+
+def test_a_click_after_the_deadline_expires_the_request(
+    service: Service, engine: Engine, clock: SimulatedClock
+) -> None:
+    """Before the expire job ran, a correctly signed Approve after ``expires_at`` does not approve: the
+    request is expired (as the job would), the clicker is told why, and the buttons go."""
+    deadline = clock.now() + timedelta(hours=1)
+    cr_id = make_pending(engine, clock, expires_at=deadline)
+    ts = _post(service, engine, clock, cr_id)
+    clock.advance(timedelta(hours=2))
+    assert _click(service, clock, cr_id, "U0MARKETER1", message_ts=ts, response_key="late").status_code == 200
+    _wait(lambda: any(r["key"] == "late" for r in service.slack.responses))
+    reply = next(r for r in service.slack.responses if r["key"] == "late")
+    assert "expired" in reply["text"] and deadline.isoformat() in reply["text"]
+    assert _status(engine, cr_id) == "expired"
+    assert _actions(engine, cr_id)[-1] == "expired"
+    _wait(lambda: service.slack.messages[ts].buttons == [])
+    assert service.approved == []
+
+
+def _signed(service: Service, clock: SimulatedClock, body: bytes) -> httpx.Response:
+    headers = service.slack.signed_headers(body, timestamp=now_ts(clock))
+    return httpx.post(service.interactions, content=body, headers=headers, timeout=10)
+
+
+def _payload(value: object) -> bytes:
+    return urlencode({"payload": json.dumps(value)}).encode()
+
+
+_BUTTON = {"type": "button", "action_id": "approve", "value": "1"}
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        [1, 2],
+        "block_actions",
+        {"type": "block_actions", "user": {"id": "U0MARKETER1"}, "actions": "x"},
+        {"type": "block_actions", "user": {"id": "U0MARKETER1"}, "actions": [5]},
+        {"type": "block_actions", "user": {"id": "U0MARKETER1"}, "actions": [{**_BUTTON, "value": None}]},
+        {"type": "block_actions", "user": {"id": "U0MARKETER1"}, "actions": [{**_BUTTON, "value": "x"}]},
+        {"type": "block_actions", "user": {"id": "U0MARKETER1"}, "actions": [{**_BUTTON, "value": [1]}]},
+        {"type": "block_actions", "user": {"id": "U0MARKETER1"}, "actions": [{**_BUTTON, "value": "0"}]},
+        {"type": "block_actions", "user": "U0MARKETER1", "actions": [_BUTTON]},
+        {"type": "block_actions", "user": {"id": "U0MARKETER1"}, "actions": [_BUTTON], "response_url": 5},
+    ],
+    ids=[
+        "payload_a_list",
+        "payload_a_string",
+        "actions_a_string",
+        "action_a_number",
+        "value_null",
+        "value_not_a_number",
+        "value_a_list",
+        "value_zero",
+        "user_a_string",
+        "response_url_a_number",
+    ],
+)
+def test_a_signed_payload_of_the_wrong_shape_gets_400_and_changes_nothing(
+    service: Service, engine: Engine, clock: SimulatedClock, payload: object
+) -> None:
+    cr_id = make_pending(engine, clock)
+    assert cr_id == 1  # the button value above
+    before = _actions(engine, cr_id)
+    response = _signed(service, clock, _payload(payload))
+    assert response.status_code == 400, response.text
+    assert "malformed Slack interaction" in response.json()["detail"]
+    time.sleep(0.2)
+    assert _status(engine, cr_id) == "pending_approval"
+    assert _actions(engine, cr_id) == before
+    with session_scope(engine) as s:
+        assert s.execute(select(Approval)).first() is None
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [{"type": "view_submission"}, {"type": "block_actions", "actions": []}, {}],
+    ids=["other_kind", "no_actions", "empty"],
+)
+def test_other_interactions_are_acknowledged_and_ignored(
+    service: Service, engine: Engine, clock: SimulatedClock, payload: object
+) -> None:
+    assert _signed(service, clock, _payload(payload)).status_code == 200
