@@ -25,6 +25,7 @@ TARGET_HINT = "fill in the period's revenue, 0 if there was none"
 SPEND_HINT = "use 0 for no spend"
 CONTROL_HINT = "fill in the period's value of the control"
 MIXED_OFFSETS_FIX = "give plain ISO dates (YYYY-MM-DD), or the same UTC offset on every row"
+ISO_DATE_FIX = "write dates as YYYY-MM-DD"
 
 #: Fewest rows a table (and a holdout's training part) may have
 MIN_PERIODS = 8
@@ -62,7 +63,7 @@ class MMMData:
             )
         if t < MIN_PERIODS:
             raise InputError(
-                f"only {t} rows: a model needs at least {MIN_PERIODS} periods",
+                f"only {t} row{'' if t == 1 else 's'}: a model needs at least {MIN_PERIODS} periods",
                 file=self.source,
                 fix="supply more history",
             )
@@ -139,8 +140,22 @@ class MMMData:
             ) from None
 
 
+def _step(diffs: np.ndarray) -> int:
+    """The table's step in days: the most common gap between consecutive rows where that is a day
+    or a week (among equally common gaps a supported one wins), so that one mistyped date (a gap
+    of 6 or 8 days in a weekly table) does not pass for the step; the smallest gap otherwise."""
+    values, counts = np.unique(diffs, return_counts=True)
+    common = [int(v) for v in values[counts == counts.max()]]
+    return next((v for v in common if v in FREQ_DAYS.values()), int(values[0]))
+
+
 def infer_frequency(dates: np.ndarray, *, source: str, date_col: str) -> str:
-    """'day' or 'week' from the spacing of strictly increasing dates; raise naming the first bad row."""
+    """'day' or 'week' from the spacing of strictly increasing dates; raise naming the first bad row.
+
+    The step is the most common gap, or the smallest where that is neither a day nor a week
+    (:func:`_step`). A table whose step is neither is refused as a whole; otherwise the first row
+    whose gap differs is named: a missing period where the gap is a whole number of steps, a
+    mistyped date where it is not."""
     days = dates.astype("datetime64[D]").astype(np.int64)
     diffs = np.diff(days)
     for i, d in enumerate(diffs):
@@ -155,26 +170,49 @@ def infer_frequency(dates: np.ndarray, *, source: str, date_col: str) -> str:
             )
     if diffs.size == 0:
         return "week"
-    step = int(np.min(diffs))
-    if step not in (1, 7):
+    step = _step(diffs)
+    if step not in FREQ_DAYS.values():
+        first = int(np.flatnonzero(diffs == step)[0])
         raise InputError(
             f"rows are {step} days apart; only daily or weekly tables are supported",
             file=source,
-            row=2,
+            row=first + 3,
             key=date_col,
             fix="aggregate the table to days or weeks",
         )
+    freq = "day" if step == 1 else "week"
     for i, d in enumerate(diffs):
-        if d != step:
+        if d == step:
+            continue
+        here, above = str(dates[i + 1])[:10], str(dates[i])[:10]
+        if d % step == 0:
             raise InputError(
-                f"date gap: {str(dates[i])[:10]} is followed by {str(dates[i + 1])[:10]} "
-                f"({int(d)} days, expected {step})",
+                f"date gap: {above} is followed by {here} ({int(d)} days, expected {step})",
                 file=source,
                 row=i + 3,
                 key=date_col,
                 fix="add the missing periods (with zero spend if nothing ran) so rows are evenly spaced",
             )
-    return "day" if step == 1 else "week"
+        if i == 0 and diffs.size > 1 and diffs[1] == step:  # the first date is the odd one out
+            raise InputError(
+                f"{above} is {int(d)} days before {here} (row 3); a weekly table steps {step} days",
+                file=source,
+                row=2,
+                key=date_col,
+                fix="fix the date",
+            )
+        after = ""
+        if i + 1 < diffs.size:
+            after = f" (the next row, {str(dates[i + 2])[:10]}, is {int(diffs[i + 1])} days after it)"
+        raise InputError(
+            # only a weekly table gets here: every gap of a daily one is a whole number of steps
+            f"{here} is {int(d)} days after {above} (row {i + 2}); a weekly table steps {step} days",
+            file=source,
+            row=i + 3,
+            key=date_col,
+            fix=f"fix the date{after}",
+        )
+    return freq
 
 
 #: the spellings of a flag a control column may use instead of 1 / 0 (compared case-insensitively)
@@ -267,6 +305,32 @@ def _mixed_offsets(values: pd.Series, *, source: str, date_col: str) -> InputErr
     )
 
 
+def separator_hint(header: str) -> str | None:
+    """What to do with a file whose header reads as one column because it is separated by ';',
+    a tab or '|' rather than commas; None where the header holds none of them. A ';'-separated
+    file usually comes from a spreadsheet set to a locale that writes decimal commas (1234,5)."""
+    sep = next((c for c in (";", "\t", "|") if c in header), None)
+    if sep is None:
+        return None
+    hint = f"the file seems separated by {sep!r}: save it with commas (CSV)"
+    if sep == ";":
+        hint += " and decimal points (1234.5, not the decimal comma 1234,5)"
+    return hint
+
+
+def parse_iso_date(value: object) -> np.datetime64 | None:
+    """One cell read by the rule of a table's date column (:func:`from_frame`): an ISO 8601 date,
+    or date and time (its calendar day is kept); None for anything else (03/04/2024, 4 March 2024)."""
+    try:
+        parsed = pd.to_datetime(pd.Series([value], dtype=object), errors="coerce", format="ISO8601")
+    except (ValueError, TypeError):
+        return None
+    ts = parsed.iloc[0]
+    if pd.isna(ts):
+        return None
+    return np.datetime64(ts.date(), "D")
+
+
 def from_frame(
     df: pd.DataFrame,
     *,
@@ -288,10 +352,9 @@ def from_frame(
     for col in names:
         if col not in df.columns:
             fix = f"the table's columns are {list(map(str, df.columns))}"
-            if len(df.columns) == 1:  # one column: the file is not comma-separated
-                sep = next((c for c in (";", "\t", "|") if c in str(df.columns[0])), None)
-                if sep is not None:
-                    fix += f"; the file seems separated by {sep!r}: save it with commas (CSV)"
+            hint = separator_hint(str(df.columns[0])) if len(df.columns) == 1 else None
+            if hint is not None:  # one column: the file is not comma-separated
+                fix += f"; {hint}"
             raise InputError("column not found", file=source, key=col, fix=fix)
     if len(df) == 0:
         raise InputError("the table has no rows", file=source, fix="supply one row per period")
@@ -306,7 +369,7 @@ def from_frame(
             file=source,
             row=i + 2,
             key=date,
-            fix="write dates as YYYY-MM-DD",
+            fix=ISO_DATE_FIX,
         )
     dates = parsed.dt.tz_localize(None).to_numpy().astype("datetime64[D]")
     frequency = infer_frequency(dates, source=source, date_col=date)
@@ -359,10 +422,17 @@ def load_csv(
     """Read and validate a CSV table (INTERFACES section 2)."""
     p = Path(path)
     source = str(path)
-    if not p.is_file():
-        raise InputError("file not found", file=source, fix="check the path")
+    check_input_file(p, source=source, fix="check the path")
     df = read_csv_strings(p, source=source, fix="save the table as comma-separated UTF-8 with a header row")
     return from_frame(df, target=target, date=date, channels=channels, controls=controls, source=source)
+
+
+def check_input_file(path: Path, *, source: str, fix: str) -> None:
+    """Refuse a path that is no file: a folder is named as one (not as missing)."""
+    if path.is_dir():
+        raise InputError("is a directory, not a file", file=source, fix="give the path of the CSV file in it")
+    if not path.is_file():
+        raise InputError("file not found", file=source, fix=fix)
 
 
 def read_csv_strings(path: Path, *, source: str, fix: str) -> pd.DataFrame:
@@ -374,6 +444,11 @@ def read_csv_strings(path: Path, *, source: str, fix: str) -> pd.DataFrame:
     would take a table whose rows all end in a comma as having an index column and shift every
     column by one). Blank lines are skipped; a short row's missing cells are empty, which the
     column checks then name. ``fix`` is the advice for a file that is no readable CSV at all.
+
+    Header names are stripped of surrounding spaces (``date, revenue ,tv`` names ``revenue``), as
+    the command line strips the names it is given; two names equal once stripped are refused. A
+    one-column header holding ';' (or a tab, '|') whose rows split on their decimal commas is named
+    as a file separated by ';', not as rows with too many fields.
     """
     rows: list[list[str]] = []
     try:
@@ -382,12 +457,20 @@ def read_csv_strings(path: Path, *, source: str, fix: str) -> pd.DataFrame:
             header = next(reader, None)
             if header is None:
                 raise InputError("the file is empty", file=source, fix=fix)
-            names = [h for h in header if h.strip()]
+            raw_header = header
+            header = [h.strip() for h in header]
+            names = [h for h in header if h]
             dup = sorted({h for h in names if names.count(h) > 1})
             if dup:
                 cols = [i + 1 for i, h in enumerate(header) if h == dup[0]]
+                spelled = sorted({repr(raw_header[c - 1]) for c in cols})
+                how = (
+                    f": {', '.join(spelled)} once the spaces around them are removed"
+                    if len(spelled) > 1
+                    else ""
+                )
                 raise InputError(
-                    f"the header names column {dup[0]!r} more than once (columns {cols})",
+                    f"the header names column {dup[0]!r} more than once (columns {cols}{how})",
                     file=source,
                     key=dup[0],
                     fix="give every column its own name, or delete the copy",
@@ -397,6 +480,15 @@ def read_csv_strings(path: Path, *, source: str, fix: str) -> pd.DataFrame:
                 if not record:
                     continue
                 if len(record) > width and any(f.strip() for f in record[width:]):
+                    hint = separator_hint(header[0]) if width == 1 else None
+                    if hint is not None:
+                        raise InputError(
+                            f"the header is one column, {raw_header[0]!r}, and the rows split on "
+                            "commas inside their values (decimal commas?)",
+                            file=source,
+                            row=reader.line_num,
+                            fix=hint,
+                        )
                     raise InputError(
                         f"the row has {len(record)} fields but the header names {width} columns",
                         file=source,
@@ -411,5 +503,5 @@ def read_csv_strings(path: Path, *, source: str, fix: str) -> pd.DataFrame:
             fix=fix,
         ) from None
     # a column without a name gets pandas' name for it, so it never collides with a named one
-    columns = [h if h.strip() else f"Unnamed: {i}" for i, h in enumerate(header)]
+    columns = [h if h else f"Unnamed: {i}" for i, h in enumerate(header)]
     return pd.DataFrame(rows, columns=columns, dtype=str)

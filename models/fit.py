@@ -23,10 +23,10 @@ from numpyro.infer.elbo import ELBO
 from numpyro.infer.util import log_density
 from numpyro.optim import ClippedAdam
 
-from budgetloop.errors import FitError, InputError
+from budgetloop.errors import BudgetloopError, FitError, InputError
 from models.data import MIN_PERIODS, MMMData
 from models.diagnostics import DIVERGENCE_MAX, RHAT_MAX, bfmi, chain_stats, coverage, judge, mape
-from models.fitted import FittedModel, Holdout, media_jit
+from models.fitted import FittedModel, Holdout, LiftCheck, media_jit
 from models.lift import LiftTest, to_arrays
 from models.loo import loo
 from models.model import (
@@ -51,6 +51,9 @@ METHODS = ("nuts", "svi")
 #: ``fit(round_shapes=...)``: exact shapes, lift tests rounded, or rows and lift tests rounded
 ROUND_SHAPES = (None, "tests", "all")
 RETRY_TARGET_ACCEPT = 0.95
+#: the largest seed: JAX's PRNGKey keeps 32 bits of it (2**32 gives seed 0's key) and NumPy's
+#: generators take no negative one
+SEED_MAX = 2**32 - 1
 _CACHE_DIR: list[str] = []
 
 
@@ -288,6 +291,46 @@ def _prior_coverage(
     return coverage(np.asarray(y, dtype=float), _prior_revenue(inputs, spec, draws, rng))
 
 
+def check_seed(seed: object) -> int:
+    """``seed`` as an int in 0..``SEED_MAX``; ``ValueError`` saying the range otherwise."""
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= seed <= SEED_MAX:
+        raise ValueError(f"`seed` must be a whole number from 0 to {SEED_MAX} (2**32 - 1), got {seed!r}")
+    return int(seed)
+
+
+def _lift_conflict(
+    diverged: FitError, data: MMMData, tests: tuple[LiftTest, ...], lift_source: str, **kw: Any
+) -> BudgetloopError:
+    """Why SVI diverged on a table with lift tests. The table is fitted again without them: where
+    that fit fails too, the table itself is the problem and ``diverged`` is returned; otherwise each
+    test is set against that fit's prediction of it (as NUTS's fits report a test they cannot
+    follow, :meth:`models.fitted.LiftCheck.warning`) and an :class:`InputError` names the tests
+    furthest from it, worst first."""
+    try:
+        alone = fit(data, lift_tests=(), holdout_periods=None, checks=False, **kw)
+    except FitError:
+        return diverged
+    checks = sorted(
+        (LiftCheck(i + 1, t, alone._lift_prediction(t)) for i, t in enumerate(tests)),
+        key=lambda c: -abs(c.z),
+    )
+    named = [c for c in checks if c.warning() is not None] or checks[:1]
+    what = " ".join(
+        c.warning()
+        or f"{c.name()} is the furthest from the table's prediction, {abs(c.z):.1f} standard deviations."
+        for c in named
+    )
+    return InputError(
+        "SVI diverged (non-finite loss) with the lift tests but fits the table without them, so the "
+        f"tests contradict the table. Without them: {what}",
+        file=lift_source,
+        row=named[0].number + 1,
+        key="incremental_revenue",
+        fix="correct or drop the test(s) named (incremental_revenue and spend_delta are totals over "
+        "the window, in the table's currency); --method nuts fits with them and reports each one",
+    )
+
+
 def max_holdout_periods(periods: int) -> int:
     """Most rows a holdout may take from a table of ``periods``: a third of it, leaving the refit
     at least ``MIN_PERIODS`` (0 where no holdout fits)."""
@@ -344,6 +387,7 @@ def fit(
     """
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}", key="--method", fix=f"use one of {METHODS}")
+    seed = check_seed(seed)
     if round_shapes not in ROUND_SHAPES:
         raise ValueError(f"`round_shapes` must be one of {ROUND_SHAPES}, got {round_shapes!r}")
     for name, value, low in (("chains", chains, 1), ("warmup", warmup, 1), ("samples", samples, 10)):
@@ -437,7 +481,27 @@ def fit(
         transitions = int(run.diverging.size)
         bfmi_min = bfmi(run.energy)
     else:
-        flat, svi_ok = _run_svi(sampled, spec, sds, steps=svi_steps, samples=samples * chains, seed=seed)
+        try:
+            flat, svi_ok = _run_svi(sampled, spec, sds, steps=svi_steps, samples=samples * chains, seed=seed)
+        except FitError as exc:
+            if not tests or not checks:  # the holdout refit's tests are a subset: not renumbered here
+                raise
+            raise _lift_conflict(
+                exc,
+                data,
+                tests,
+                lift_source,
+                priors=priors,
+                method=method,
+                chains=chains,
+                samples=samples,
+                seed=seed,
+                adstock=adstock,
+                baseline=baseline,
+                saturation=saturation,
+                svi_steps=svi_steps,
+                round_shapes=round_shapes,
+            ) from None
         rhat = ess = tail = bfmi_min = None
         worst = None
         n_div = transitions = 0
@@ -577,4 +641,12 @@ def _holdout(
     )
 
 
-__all__ = ["METHODS", "enable_compilation_cache", "fit", "library_versions", "max_holdout_periods"]
+__all__ = [
+    "METHODS",
+    "SEED_MAX",
+    "check_seed",
+    "enable_compilation_cache",
+    "fit",
+    "library_versions",
+    "max_holdout_periods",
+]

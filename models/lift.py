@@ -21,10 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from budgetloop.errors import InputError
-from models.data import FREQ_DAYS, MMMData, read_csv_strings
+from models.data import (
+    FREQ_DAYS,
+    ISO_DATE_FIX,
+    MMMData,
+    check_input_file,
+    parse_iso_date,
+    read_csv_strings,
+)
 
 COLUMNS = ("channel", "start", "end", "spend_delta", "incremental_revenue", "incremental_revenue_se")
 
@@ -95,8 +101,7 @@ def load_lift_tests(path: str | Path) -> list[LiftTest]:
     """Read a lift-test CSV; every problem names the file, row and column."""
     source = str(path)
     p = Path(path)
-    if not p.is_file():
-        raise InputError("file not found", file=source, fix="check the --lift-tests path")
+    check_input_file(p, source=source, fix="check the --lift-tests path")
     df = read_csv_strings(p, source=source, fix=f"columns must be {','.join(COLUMNS)}")
     for col in COLUMNS:
         if col not in df.columns:
@@ -108,12 +113,13 @@ def load_lift_tests(path: str | Path) -> list[LiftTest]:
         row = i + 2
         dates = {}
         for col in ("start", "end"):
-            try:
-                dates[col] = np.datetime64(pd.Timestamp(rec[col]).date(), "D")
-            except (ValueError, TypeError):
+            # the table's date column's rule: 03/04/2024 is March 4 or April 3, so refused
+            day = parse_iso_date(rec[col])
+            if day is None:
                 raise InputError(
-                    f"{rec[col]!r} is not an ISO date", file=source, row=row, key=col, fix="write YYYY-MM-DD"
-                ) from None
+                    f"{rec[col]!r} is not an ISO date", file=source, row=row, key=col, fix=ISO_DATE_FIX
+                )
+            dates[col] = day
         nums = {}
         for col in ("spend_delta", "incremental_revenue", "incremental_revenue_se"):
             try:
@@ -166,6 +172,17 @@ def load_lift_tests(path: str | Path) -> list[LiftTest]:
         raise InputError(
             "no lift tests in the file", file=source, fix="add one row per test or drop --lift-tests"
         )
+    seen: dict[LiftTest, int] = {}
+    for i, test in enumerate(tests):
+        first = seen.setdefault(test, i + 2)
+        if first != i + 2:
+            raise InputError(
+                f"repeats row {first} exactly ({test.channel}, {str(test.start)[:10]}..{str(test.end)[:10]}, "
+                f"spend_delta {test.spend_delta:g}): the same evidence would count twice",
+                file=source,
+                row=i + 2,
+                fix=f"delete row {i + 2} or row {first}",
+            )
     return tests
 
 
@@ -216,14 +233,21 @@ def to_arrays(tests: list[LiftTest], data: MMMData, *, source: str = "<lift test
                 "drop the test or fit a table that covers its whole window",
             )
         per_row = test.spend_delta / n
-        if test.holdout_share is None and np.any(data.spend[inside, j] + per_row < -1e-9):
+        negative = np.flatnonzero(inside & (data.spend[:, j] + per_row < -1e-9))
+        if test.holdout_share is None and negative.size:
+            k = int(negative[0])
+            least = float(data.spend[inside, j].min())
             raise InputError(
-                f"spend_delta {test.spend_delta:g} would make `{test.channel}` spend negative "
-                "inside the window",
+                f"spend_delta {test.spend_delta:,.2f} is spread evenly over the window's {n} row"
+                f"{'s' if n > 1 else ''} ({per_row:,.2f} per row), so `{test.channel}` would spend "
+                f"{data.spend[k, j] + per_row:,.2f} on {str(days[k])[:10]} ({data.source} row {k + 2}), "
+                f"where the table shows {data.spend[k, j]:,.2f}",
                 file=source,
                 row=row,
                 key="spend_delta",
-                fix="a holdout can at most remove the spend the table shows",
+                fix=f"check the window's dates (it covers the rows {str(days[inside][0])[:10]}.."
+                f"{str(days[inside][-1])[:10]}); spread evenly, a holdout there can remove at most "
+                f"{n} x the least spend in it, {n * least:,.2f}",
             )
         ch.append(j)
         win.append(inside.astype(float))

@@ -21,7 +21,8 @@ Public surface::
     optimize(curves, budget, *, current=None, bounds=None, locked=(), objective="revenue",
              margin=None, target_roas=None) -> OptimizationResult
     evaluate(curves, allocation) -> np.ndarray          # revenue per draw
-    OptimizationResult.to_dict()                        # the PLAN.json body
+    OptimizationResult.to_dict()                        # the PLAN.json body, amounts in cents
+    round_to_cents(x, lower, upper, budget)             # cents summing to the total, within bounds
     curves_to_block(curves, current=None) / curves_from_block(block)   # FIT.json "response_curves"
 """
 
@@ -305,11 +306,14 @@ class ChannelPlan:
     def change(self) -> float:
         return self.allocation - self.current
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, after: float | None = None) -> dict[str, Any]:
+        """The channel's line of PLAN.json; ``after``: its allocation rounded to cents as the plan's
+        (:func:`round_to_cents`), by default this one rounded alone."""
+        after = _money(self.allocation) if after is None else after
         return {
             "before": _money(self.current),
-            "after": _money(self.allocation),
-            "change": _money(self.change),
+            "after": after,
+            "change": _money(after - _money(self.current)),
             "change_relative": (self.change / self.current) if self.current > 0 else None,
             "lower": _money(self.lower),
             "upper": _money(self.upper),
@@ -368,15 +372,28 @@ class OptimizationResult:
         base = abs(self.current_objective)
         return self.expected_gain / base if base > 0 else 0.0
 
+    def rounded_allocation(self) -> dict[str, float]:
+        """The allocation in cents, summing to its total rounded to cents, never above the budget,
+        each channel within its bounds (:func:`round_to_cents`): what PLAN.json shows."""
+        cents = round_to_cents(
+            np.array([c.allocation for c in self.channels]),
+            np.array([c.lower for c in self.channels]),
+            np.array([c.upper for c in self.channels]),
+            self.budget,
+        )
+        return {c.channel: float(v) for c, v in zip(self.channels, cents, strict=True)}
+
     def to_dict(self) -> dict[str, Any]:
-        """The body of PLAN.json."""
+        """The body of PLAN.json. Amounts are in cents; the allocation's sum to its total
+        (``spend_after``) exactly."""
+        after = self.rounded_allocation()
         return {
             "objective": {"metric": self.objective, "margin": self.margin, "target_roas": self.target_roas},
             "budget": _money(self.budget),
             "period": self.period,
             "spend_before": _money(sum(c.current for c in self.channels)),
-            "spend_after": _money(self.spend),
-            "allocation": {c.channel: _money(c.allocation) for c in self.channels},
+            "spend_after": _money(sum(after.values())),
+            "allocation": after,
             "current": {c.channel: _money(c.current) for c in self.channels},
             "expected_gain": self.expected_gain,
             "gain_p05": self.gain_p05,
@@ -386,7 +403,7 @@ class OptimizationResult:
             "expected_objective": {"before": self.current_objective, "after": self.expected_objective},
             "expected_revenue": {"before": self.current_revenue, "after": self.expected_revenue},
             "mroas_at_allocation": {c.channel: _finite(c.mroas) for c in self.channels},
-            "channels": {c.channel: c.to_dict() for c in self.channels},
+            "channels": {c.channel: c.to_dict(after[c.channel]) for c in self.channels},
             "draws": self.draws,
             "notes": list(self.notes),
         }
@@ -394,6 +411,39 @@ class OptimizationResult:
 
 def _money(x: float) -> float:
     return round(float(x), 2)
+
+
+def round_to_cents(x: np.ndarray, lower: np.ndarray, upper: np.ndarray, budget: float) -> np.ndarray:
+    """Amounts ``x`` [C] rounded to cents so that they sum exactly to their total rounded to cents
+    (at most the budget's cents), each within its bounds (a bound between two cents rounds inward):
+    every amount is rounded down, then the cents left over go one by one to the amounts with the
+    largest remainders (the largest-remainder method). Rounding each amount alone can overshoot
+    the total, and the budget, by a cent per channel. A channel whose bounds hold no whole cent (a
+    locked amount of fractions of a cent) keeps its nearest cent."""
+    cents = np.asarray(x, dtype=np.float64) * 100.0
+    lo = np.ceil(np.asarray(lower, dtype=np.float64) * 100.0 - 1e-6)
+    hi = np.floor(np.asarray(upper, dtype=np.float64) * 100.0 + 1e-6)
+    stuck = lo > hi
+    lo = np.where(stuck, np.round(cents), lo)
+    hi = np.where(stuck, np.round(cents), hi)
+    target = min(round(float(cents.sum())), int(np.floor(budget * 100.0 + 1e-6)))
+    target = int(min(max(target, lo.sum()), hi.sum()))
+    out = np.clip(np.floor(cents), lo, hi)
+    rest = cents - out
+    left = target - int(out.sum())
+    while left:
+        up = left > 0
+        moved = False
+        for c in np.argsort(-rest if up else rest, kind="stable"):
+            if left and (out[c] < hi[c] if up else out[c] > lo[c]):
+                step = 1 if up else -1
+                out[c] += step
+                rest[c] -= step
+                left -= step
+                moved = True
+        if not moved:  # pragma: no cover - the target lies within the bounds' sums
+            break
+    return out / 100.0
 
 
 def _finite(x: float) -> float | None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import typer
 
-from budgetloop.cli import app
+from budgetloop.cli import app, check_not_an_input, same_file
 from budgetloop.errors import InputError
 from budgetloop.fileio import check_output_path, write_output
 
@@ -75,7 +75,7 @@ def fit_command(
 ) -> None:
     import models  # noqa: F401  (asks for one XLA host device per core before JAX starts)
     from models.data import MIN_PERIODS, load_csv
-    from models.fit import enable_compilation_cache, fit, max_holdout_periods
+    from models.fit import SEED_MAX, enable_compilation_cache, fit, max_holdout_periods
     from models.lift import load_lift_tests
     from models.outputs import fit_json
     from models.priors import load_priors
@@ -85,14 +85,31 @@ def fit_command(
         if not quiet:
             typer.echo(msg, err=True)
 
-    # a path no file can be written to is refused now, not after a fit of many minutes
+    # a seed the samplers cannot take, or a path no file can be written to (or that is an input
+    # file), is refused now, not after a fit of many minutes
+    if not 0 <= seed <= SEED_MAX:
+        raise InputError(
+            f"{seed} is out of range",
+            key="--seed",
+            fix=f"pass a whole number from 0 to {SEED_MAX} (2**32 - 1)",
+        )
     check_output_path(out, flag="--out")
+    inputs = {"DATA table": data, "--lift-tests file": lift_tests, "--priors file": priors_file}
+    check_not_an_input(out, flag="--out", inputs=inputs)
     if model_out is not None:
         check_output_path(model_out, flag="--model-out")
+        check_not_an_input(model_out, flag="--model-out", inputs=inputs)
+        if same_file(model_out, out):
+            raise InputError(
+                f"{model_out} is also --out: the model document would overwrite FIT.json",
+                key="--model-out",
+                fix="give --model-out and --out different paths",
+            )
     table = load_csv(
         data,
-        target=target,
-        date=date,
+        # the table's header names are read stripped of spaces, as --channels' are
+        target=target.strip(),
+        date=date.strip(),
         channels=_split(channels, "--channels"),
         controls=_split(controls, "--controls"),
     )

@@ -17,11 +17,13 @@ from typing import Any
 
 import typer
 
-from budgetloop.cli import app
+from budgetloop.cli import app, check_not_an_input
 from budgetloop.errors import InputError
 from budgetloop.fileio import check_output_path, write_output
 
 PERIOD_DAYS = {"day": 1, "week": 7}
+#: the exit code for a fit whose diagnostics failed, as `budgetloop fit` uses it
+UNHEALTHY_EXIT = 3
 CURRENT_FIX = "pass --current channel=amount,... (per period) to override it, or refit to rewrite FIT.json"
 
 
@@ -71,6 +73,16 @@ def load_fit(path: Path) -> dict[str, Any]:
             "not a FIT.json object", file=str(path), fix="pass the FIT.json written by `budgetloop fit`"
         )
     return doc
+
+
+def _unhealthy_reasons(doc: dict[str, Any]) -> list[str] | None:
+    """The failed diagnostics of a FIT.json whose ``diagnostics.healthy`` is false (its
+    ``diagnostics.reasons``, possibly empty); None for a healthy fit or one that does not say."""
+    diagnostics = doc.get("diagnostics")
+    if not isinstance(diagnostics, dict) or diagnostics.get("healthy") is not False:
+        return None
+    reasons = diagnostics.get("reasons")
+    return [str(r) for r in reasons] if isinstance(reasons, list) else []
 
 
 def _parse_current(text: str, channels: tuple[str, ...]) -> dict[str, float]:
@@ -134,12 +146,31 @@ def optimize(
         "--current",
         help="Current spend per period, channel=amount,...; default: the fit's recent spend",
     ),
+    allow_unhealthy: bool = typer.Option(
+        False,
+        "--allow-unhealthy",
+        help="plan from a fit whose diagnostics failed (FIT.json diagnostics.healthy false), with a warning",
+    ),
 ) -> None:
     from models.optimize import BadCurrent, curves_from_fit
     from models.optimize import optimize as run_optimize
 
     check_output_path(out, flag="--out")
+    check_not_an_input(out, flag="--out", inputs={"FIT.json": fit_json, "--policy file": policy})
     doc = load_fit(fit_json)
+    unhealthy = _unhealthy_reasons(doc)
+    if unhealthy is not None:
+        what = f"{fit_json}: the fit is NOT healthy (diagnostics.healthy is false)"
+        reasons = "".join(f"\n  - {r}" for r in unhealthy)
+        if not allow_unhealthy:
+            typer.echo(
+                f"error: {what}; a plan from it is not to be trusted:{reasons}\n"
+                "refit until the diagnostics pass (`budgetloop fit` says how), or pass --allow-unhealthy "
+                "to plan from it anyway",
+                err=True,
+            )
+            raise typer.Exit(UNHEALTHY_EXIT)
+        typer.echo(f"warning: {what}; planning from it because of --allow-unhealthy:{reasons}", err=True)
     try:
         curves, fit_current = curves_from_fit(doc)
     except BadCurrent as exc:
@@ -220,6 +251,12 @@ def optimize(
         + _beyond_the_data(doc, result.allocation, curves.period)
         + _below_the_data(doc, result.allocation, curves.period)
     )
+    if unhealthy is not None:
+        notes.insert(
+            0,
+            "planned with --allow-unhealthy from a fit that is NOT healthy: "
+            + "; ".join(unhealthy or ["diagnostics.healthy is false"]),
+        )
     body["notes"] = notes
     write_output(out, json.dumps(body, indent=2) + "\n", flag="--out")
     typer.echo(

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from budgetloop.cli import main
+from budgetloop.errors import InputError
 from models.fitted import FittedModel
 from models.simulate import simulate
 
@@ -308,3 +309,109 @@ def test_the_summary_says_when_the_sampler_ran_twice_and_which_run_it_kept(
     assert len(lines) == len(expected)
     for line, part in zip(lines, expected, strict=True):
         assert line.startswith("note: ") and part in line, line
+
+
+def _no_fit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fit is replaced by one that stops with a marker: what comes before it ran, cheaply."""
+    import models.fit
+
+    def stop(*args: object, **kwargs: object) -> None:
+        raise InputError("reached the fit")
+
+    monkeypatch.setattr(models.fit, "fit", stop)
+
+
+@pytest.mark.parametrize("seed", ["-1", "4294967296", "99999999999999999999"])
+def test_a_seed_the_samplers_cannot_take_is_refused_before_the_fit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, seed: str
+) -> None:
+    """--seed -1 ran the whole fit and then crashed in NumPy with a traceback; a seed past 64 bits
+    crashed JAX. Both exit 2 up front, naming the flag and the range."""
+    _no_fit(monkeypatch)
+    table = _write_table(tmp_path / "data.csv")
+    out = tmp_path / "FIT.json"
+    code, err = _run(["fit", str(table), *BASE, "--seed", seed, "--out", str(out), "--quiet"], capsys)
+    assert code == 2, err
+    assert f"`--seed`: {seed} is out of range" in err and "from 0 to 4294967295" in err, err
+    assert "reached the fit" not in err and "Traceback" not in err and not out.exists()
+    code, err = _run(["fit", str(table), *BASE, "--seed", "4294967295", "--out", str(out)], capsys)
+    assert code == 2 and "reached the fit" in err, err  # the largest seed passes
+
+
+def test_the_model_fit_refuses_a_bad_seed_with_a_value_error() -> None:
+    from models.fit import check_seed, fit
+
+    data, _ = simulate(periods=20, channels=2, seed=5)
+    for bad in (-1, 2**32, 10**20):
+        with pytest.raises(ValueError, match=r"`seed` must be a whole number from 0 to 4294967295"):
+            fit(data, method="svi", seed=bad)
+    assert check_seed(2**32 - 1) == 2**32 - 1
+
+
+@pytest.mark.parametrize("which", ["data", "relative", "lift", "priors"])
+def test_an_out_that_is_an_input_file_is_refused_and_the_input_kept(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    which: str,
+) -> None:
+    _no_fit(monkeypatch)
+    table = _write_table(tmp_path / "data.csv")
+    lift = tmp_path / "lift.csv"
+    lift.write_text(
+        "channel,start,end,spend_delta,incremental_revenue,incremental_revenue_se\n"
+        "tv,2023-03-06,2023-03-27,-100,150,20\n"
+    )
+    priors = tmp_path / "priors.yaml"
+    priors.write_text("roi_sigma: 0.8\n")
+    target = {"data": table, "relative": table, "lift": lift, "priors": priors}[which]
+    before = target.read_bytes()
+    out = str(target) if which != "relative" else os.path.relpath(target)
+    argv = ["fit", str(table), *BASE, "--lift-tests", str(lift), "--priors", str(priors), "--quiet"]
+    code, err = _run([*argv, "--out", out], capsys)
+    assert code == 2, err
+    assert f"--out is the input file {target}" in err and "give --out another path" in err, err
+    assert "reached the fit" not in err and target.read_bytes() == before
+    code, err = _run([*argv, "--out", str(tmp_path / "FIT.json"), "--model-out", out], capsys)
+    assert code == 2 and "--model-out is the input file" in err, err
+    assert target.read_bytes() == before
+    fit_out = str(tmp_path / "FIT.json")
+    code, err = _run([*argv, "--out", fit_out, "--model-out", fit_out], capsys)
+    assert code == 2 and "is also --out" in err and "reached the fit" not in err, err
+
+
+def test_padded_header_names_are_reachable_from_the_flags(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`date, revenue ,tv, search` named ' search', which --channels (stripped) could never reach."""
+    _no_fit(monkeypatch)
+    table = _write_table(tmp_path / "data.csv")
+    lines = table.read_text().splitlines()
+    assert lines[0] == "date,revenue,tv,search,price"
+    table.write_text("\n".join(["date, revenue ,tv, search,price", *lines[1:]]) + "\n")
+    out = tmp_path / "FIT.json"
+    argv = ["fit", str(table), "--target", " revenue ", "--date", "date", "--channels", "tv, search"]
+    code, err = _run([*argv, "--out", str(out), "--quiet"], capsys)
+    assert code == 2 and "reached the fit" in err, err  # the table loaded
+
+
+def test_svi_diverging_on_a_contradicting_lift_test_names_the_test(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A lift test 1000 times what the table allows made SVI's loss non-finite and `fit` exit 1 with
+    "SVI diverged". The table alone fits: exit 2 naming the test against that fit's prediction of it."""
+    table = _write_table(tmp_path / "data.csv")
+    lift = tmp_path / "lift.csv"
+    lift.write_text(
+        "channel,start,end,spend_delta,incremental_revenue,incremental_revenue_se\n"
+        "tv,2023-01-02,2023-01-23,-4000,6000,600\n"
+        "search,2023-05-01,2023-05-29,-5000,40000000,400\n"
+    )
+    out = tmp_path / "FIT.json"
+    argv = ["fit", str(table), *BASE, "--lift-tests", str(lift), "--method", "svi", "--holdout", "0"]
+    code, err = _run([*argv, "--out", str(out), "--quiet"], capsys)
+    assert code == 2, err
+    assert f"{lift}, row 3, `incremental_revenue`: SVI diverged" in err, err
+    assert "lift test 2 (`search`, 2023-05-01..2023-05-29): measured 4e+07" in err
+    assert "the table and the test disagree" in err and "Traceback" not in err
+    assert not out.exists()

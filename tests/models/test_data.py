@@ -255,3 +255,123 @@ def test_a_control_of_true_and_false_flags_reads_as_one_and_zero(tmp_path: Path)
     assert "write every cell of a flag column as true / false" in str(err.value)
     with pytest.raises(InputError, match=r"row 2, `tv`: value 'True' is not a number"):
         _load(_table(tmp_path / "spend.csv", tv=flags))
+
+
+def _weeks(rows: int = 12) -> list[str]:
+    return list(pd.date_range("2024-01-01", periods=rows, freq="7D").strftime("%Y-%m-%d"))
+
+
+@pytest.mark.parametrize(("shift", "gap", "after"), [(1, 8, 6), (-1, 6, 8)])
+def test_one_mistyped_date_in_a_weekly_table_names_its_row(
+    tmp_path: Path, shift: int, gap: int, after: int
+) -> None:
+    """The step is the table's most common gap, not its smallest: one date moved by a day is named
+    with its row (header = row 1) and the fix, not taken for a table of 6-day periods."""
+    weeks = _weeks()
+    moved = str((pd.Timestamp(weeks[6]) + pd.Timedelta(days=shift)).date())
+    weeks[6] = moved  # data row 7: row 8 of the file
+    with pytest.raises(InputError) as err:
+        _load(_table(tmp_path / "t.csv", week=weeks))  # type: ignore[arg-type]
+    msg = str(err.value)
+    assert err.value.row == 8 and err.value.key == "week"
+    assert f"{moved} is {gap} days after {weeks[5]} (row 7); a weekly table steps 7 days" in msg
+    assert f"fix the date (the next row, {weeks[7]}, is {after} days after it)" in msg
+    assert "only daily or weekly" not in msg
+
+
+def test_a_mistyped_first_date_names_the_first_row(tmp_path: Path) -> None:
+    weeks = _weeks()
+    weeks[0] = "2024-01-02"  # 6 days before the second row, whose gaps are all 7
+    with pytest.raises(InputError) as err:
+        _load(_table(tmp_path / "t.csv", week=weeks))  # type: ignore[arg-type]
+    assert err.value.row == 2 and "2024-01-02 is 6 days before 2024-01-08 (row 3)" in str(err.value)
+
+
+@pytest.mark.parametrize(("step", "days"), [(2, "2 days"), (30, "30 days")])
+def test_a_table_of_other_periods_is_still_refused_as_a_whole(tmp_path: Path, step: int, days: str) -> None:
+    with pytest.raises(InputError, match=rf"row 3, `week`: rows are {days} apart; only daily or weekly"):
+        _load(_table(tmp_path / "t.csv", step=step))
+
+
+@pytest.mark.parametrize("value", ["03/04/2024", "4 March 2024", "2024-W10"])
+def test_lift_test_dates_follow_the_tables_iso_rule(tmp_path: Path, value: str) -> None:
+    """03/04/2024 was read as March 4 (or, elsewhere, April 3): refused as the table's date column
+    refuses it, naming file, row and column."""
+    lt = tmp_path / "lift.csv"
+    head = "channel,start,end,spend_delta,incremental_revenue,incremental_revenue_se\n"
+    lt.write_text(head + "tv,2024-01-15,2024-01-29,-150,300,30\n" + f"tv,{value},2024-04-15,-150,300,30\n")
+    with pytest.raises(InputError) as err:
+        load_lift_tests(lt)
+    assert str(err.value) == f"{lt}, row 3, `start`: {value!r} is not an ISO date — write dates as YYYY-MM-DD"
+    lt.write_text(head + "tv,2024-01-15T00:00:00,2024-01-29,-150,300,30\n")  # the table takes it too
+    assert load_lift_tests(lt)[0].start == np.datetime64("2024-01-15")
+
+
+def test_a_semicolon_file_with_decimal_commas_says_so(tmp_path: Path) -> None:
+    """A European spreadsheet's export: ';' between fields, ',' in the numbers. Its rows split on the
+    decimal commas; the message names the separator, not a row with too many fields."""
+    path = _table(tmp_path / "semi.csv", revenue=[1000.5 + i for i in range(12)])
+    text = path.read_text().replace(",", ";").replace(".", ",")
+    path.write_text(text)
+    with pytest.raises(InputError) as err:
+        _load(path)
+    msg = str(err.value)
+    assert str(path) in msg and "seems separated by ';'" in msg and "decimal comma" in msg, msg
+    assert "fields but the header names" not in msg
+
+
+def test_header_names_are_read_without_surrounding_spaces(tmp_path: Path) -> None:
+    path = _table(tmp_path / "t.csv")
+    lines = path.read_text().splitlines()
+    assert lines[0] == "week,revenue,tv,search,price"
+    padded = tmp_path / "padded.csv"
+    padded.write_text("\n".join(["week, revenue ,tv,search, price", *lines[1:]]) + "\n")
+    got = _load(padded, controls=["price"])
+    assert got.fingerprint() == _load(path, controls=["price"]).fingerprint()  # type: ignore[attr-defined]
+    twice = tmp_path / "twice.csv"
+    twice.write_text("\n".join(["week,revenue,tv,search, tv", *lines[1:]]) + "\n")
+    with pytest.raises(InputError, match=r"`tv`: the header names column 'tv' more than once") as err:
+        _load(twice)
+    assert "columns [3, 5]" in str(err.value) and "' tv'" in str(err.value)
+
+
+def test_a_lift_test_given_twice_is_refused_naming_both_rows(tmp_path: Path) -> None:
+    lt = tmp_path / "lift.csv"
+    lt.write_text(
+        "channel,start,end,spend_delta,incremental_revenue,incremental_revenue_se\n"
+        "tv,2024-01-15,2024-01-29,-150,300,30\n"
+        "search,2024-01-15,2024-01-29,-50,80,30\n"
+        "tv,2024-01-15,2024-01-29,-150.0,300,30\n"
+    )
+    with pytest.raises(InputError, match=r"lift.csv, row 4: repeats row 2 exactly .* count twice"):
+        load_lift_tests(lt)
+
+
+def test_a_holdout_too_large_for_one_row_names_that_row_and_the_even_spread(tmp_path: Path) -> None:
+    """A holdout removing the window's whole spend: spread evenly, the share of a row that spent less
+    than average is more than that row spent. The message says so, naming the row and its spend."""
+    tv = [100.0] * 12
+    tv[3] = 40.0  # 2024-01-22, row 5 of the table
+    path = _table(tmp_path / "t.csv", tv=tv)  # type: ignore[arg-type]
+    data = _load(path)
+    lt = tmp_path / "lift.csv"
+    lt.write_text(
+        "channel,start,end,spend_delta,incremental_revenue,incremental_revenue_se\n"
+        "tv,2024-01-15,2024-01-29,-240,300,30\n"  # the window's 100 + 40 + 100, all of it
+    )
+    with pytest.raises(InputError) as err:
+        to_arrays(load_lift_tests(lt), data, source=str(lt))  # type: ignore[arg-type]
+    msg = str(err.value)
+    assert err.value.row == 2 and err.value.key == "spend_delta"
+    assert "spread evenly over the window's 3 rows (-80.00 per row)" in msg, msg
+    assert f"on 2024-01-22 ({path} row 5), where the table shows 40.00" in msg
+    assert "at most 3 x the least spend in it, 120.00" in msg
+
+
+def test_one_row_and_a_folder_are_named_as_such(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"only 1 row: a model needs at least 8 periods"):
+        _load(_table(tmp_path / "one.csv", rows=1), channels=["tv"])
+    with pytest.raises(InputError, match=rf"{re.escape(str(tmp_path))}: is a directory, not a file"):
+        _load(tmp_path)
+    with pytest.raises(InputError, match=r"is a directory, not a file"):
+        load_lift_tests(tmp_path)

@@ -221,3 +221,42 @@ def test_logistic_curves_are_optimised_by_their_own_formula() -> None:
     as_hill = ResponseCurves(("a", "b", "c"), beta, half, np.ones_like(beta), "week")
     assert not np.allclose(_alloc(optimize(as_hill, budget), as_hill), x, rtol=1e-3)
     assert evaluate(curves, x).mean() == pytest.approx(float(_mean_revenue(curves, x[None, :])[0]))
+
+
+def test_the_plans_cents_sum_to_its_total_and_never_pass_the_budget() -> None:
+    """18 identical channels share 50,000: about 2,777.78 each, and rounding each alone to cents
+    summed to more than the budget. The largest remainders take the cents instead."""
+    one = _curves(1, 200, seed=1)
+    curves = ResponseCurves(
+        tuple(f"ch{i}" for i in range(18)),
+        np.repeat(one.beta, 18, axis=1),
+        np.repeat(one.half, 18, axis=1),
+        np.repeat(one.shape, 18, axis=1),
+        "week",
+    )
+    res = optimize(curves, 50_000.0)
+    body = res.to_dict()
+    cents = [round(v * 100) for v in body["allocation"].values()]
+    assert sum(cents) == 5_000_000 and body["spend_after"] == 50_000.0
+    assert all(abs(body["allocation"][ch] - x) < 0.01 for ch, x in res.allocation.items())
+    for ch, line in body["channels"].items():
+        assert line["after"] == body["allocation"][ch]
+        assert round((line["after"] - line["before"]) * 100) == round(line["change"] * 100)
+
+
+def test_rounding_to_cents_keeps_the_total_and_each_channels_bounds() -> None:
+    from models.optimize import round_to_cents
+
+    x = np.array([7107.135, 8432.09, 14460.775])  # each rounded alone: 30,000.01
+    got = round_to_cents(x, np.zeros(3), np.full(3, 30_000.0), 30_000.0)
+    assert round(got.sum() * 100) == 3_000_000 and np.all(np.abs(got - x) < 0.01)
+    # a maximum between two cents keeps its channel at or under it, another channel takes the cent
+    got = round_to_cents(x, np.zeros(3), np.array([7107.135, 30_000.0, 14460.775]), 30_000.0)
+    assert got[0] == 7107.13 and got[2] <= 14460.775 and round(got.sum() * 100) == 3_000_000
+    # a total below the budget rounds to its own nearest cent; never above the budget
+    got = round_to_cents(np.array([0.334, 0.334, 0.334]), np.zeros(3), np.ones(3), 1.0)
+    assert round(got.sum() * 100) == 100 and sorted(got) == [0.33, 0.33, 0.34]
+    got = round_to_cents(np.array([0.3349, 0.3349, 0.3349]), np.zeros(3), np.ones(3), 1.0)
+    assert round(got.sum() * 100) == 100  # 1.0047 rounds to 1.00, the budget
+    got = round_to_cents(np.array([0.5, 0.5]), np.zeros(2), np.ones(2), 0.999)
+    assert round(got.sum() * 100) == 99

@@ -333,3 +333,52 @@ def test_the_plan_says_when_it_cuts_a_channel_below_the_curve_the_table_showed(
     for ch in CHANNELS:  # the table showed each curve near zero: the cut is measured
         doc["channels"][ch]["roi_extrapolated"] = False
     assert not any("cuts it to" in n for n in _replan(fit, doc, 11000, capsys)["notes"])
+
+
+def _unhealthy(fit: Path) -> list[str]:
+    doc = json.loads(fit.read_text())
+    reasons = ["r-hat 1.300 > 1.05 (worst: trend): chains disagree", "12 divergent transitions"]
+    doc["diagnostics"] = {"r_hat_max": 1.3, "divergences": 12, "healthy": False, "reasons": reasons}
+    fit.write_text(json.dumps(doc))
+    return reasons
+
+
+def test_an_unhealthy_fit_is_refused_unless_allowed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`fit` exits 3 on a fit whose diagnostics failed; `optimize` planned from it silently. It exits
+    3 too, naming the failed diagnostics, and plans only with --allow-unhealthy, saying so."""
+    fit = _fit_json(tmp_path)
+    reasons = _unhealthy(fit)
+    out = tmp_path / "PLAN.json"
+    assert _run(["optimize", str(fit), "--budget", "11000", "--out", str(out)]) == 3
+    err = capsys.readouterr().err
+    assert f"error: {fit}: the fit is NOT healthy" in err and "--allow-unhealthy" in err, err
+    assert all(r in err for r in reasons) and "Traceback" not in err
+    assert not out.exists()
+    assert _run(["optimize", str(fit), "--budget", "11000", "--out", str(out), "--allow-unhealthy"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith(f"warning: {fit}: the fit is NOT healthy") and all(r in err for r in reasons)
+    plan = json.loads(out.read_text())
+    assert plan["notes"][0].startswith("planned with --allow-unhealthy from a fit that is NOT healthy")
+    doc = json.loads(fit.read_text())
+    doc["diagnostics"]["healthy"] = True
+    fit.write_text(json.dumps(doc))
+    assert _run(["optimize", str(fit), "--budget", "11000", "--out", str(out)]) == 0
+    assert "NOT healthy" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("which", ["fit", "policy"])
+def test_an_out_that_is_an_input_file_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], which: str
+) -> None:
+    fit = _fit_json(tmp_path)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    target = fit if which == "fit" else policy
+    before = target.read_bytes()
+    args = ["optimize", str(fit), "--budget", "11000", "--policy", str(policy), "--out", str(target)]
+    assert _run(args) == 2
+    err = capsys.readouterr().err
+    assert f"--out is the input file {target}" in err and "Traceback" not in err, err
+    assert target.read_bytes() == before
