@@ -20,7 +20,7 @@ from budgetloop.db.policy import PolicyVersion
 from budgetloop.errors import InputError
 from budgetloop.store import audit
 from guardrails.loading import check_policy_text, parse_policy
-from guardrails.policy import Policy
+from guardrails.policy import Policy, Problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +79,10 @@ def record_policy(
     if not author.strip():
         raise InputError("a policy change needs an author", key="author", fix="pass who is changing it")
     policy, problems = check_policy_text(text)
+    if policy is not None:
+        uncovered = _uncovered_channels(session, policy, text)
+        if uncovered:
+            policy, problems = None, [*problems, *uncovered]
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     # Serialise writers on the version number: the unique constraint refuses a concurrent duplicate.
     latest = session.scalar(select(func.max(PolicyVersion.version))) or 0
@@ -118,6 +122,24 @@ def record_policy(
         payload=payload,
     )
     return _record(row, active=policy is not None)
+
+
+def _uncovered_channels(session: Session, policy: Policy, text: str) -> list[Problem]:
+    """A policy must have a rule for every channel that has campaigns: one without would leave those
+    campaigns' budgets to no rule at all (``locked: true`` is how a policy keeps its hands off)."""
+    from budgetloop.store.metrics import channels  # the metrics store, not this one, knows campaigns
+
+    line = next((i for i, ln in enumerate(text.splitlines(), 1) if ln.startswith("channels:")), None)
+    return [
+        Problem(
+            ("channels",),
+            f"no entry for `{ch}`, which has campaigns",
+            f"add `channels.{ch}` (with `locked: true` to leave its budgets alone)",
+            line,
+        )
+        for ch in channels(session)
+        if ch not in policy.channels
+    ]
 
 
 def _active_row(session: Session) -> PolicyVersion | None:

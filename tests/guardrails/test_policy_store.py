@@ -134,3 +134,32 @@ def test_cli_apply_of_an_unreadable_file_says_why_and_writes_nothing(tmp_path: P
         )
         assert isinstance(done.exception, InputError) and why in str(done.exception), done.exception
     assert not database.exists()
+
+
+def test_a_policy_without_a_rule_for_a_channel_with_campaigns_is_rejected(migrated_engine: Engine) -> None:
+    from budgetloop.store.metrics import upsert_campaign
+
+    with session_scope(migrated_engine) as session:
+        for external_id, channel in (("1", "search"), ("2", "tiktok")):
+            upsert_campaign(
+                session,
+                platform="google_ads",
+                account_external_id="acct",
+                external_id=external_id,
+                name=channel,
+                channel=channel,
+                currency="USD",
+                now=NOW,
+            )
+    with session_scope(migrated_engine) as session:
+        record = record_policy(session, text=EXAMPLE, source="ops.yaml", author="U0OPSLEAD", now=NOW)
+    assert not record.valid and not record.active
+    line = next(i for i, ln in enumerate(EXAMPLE.splitlines(), 1) if ln.startswith("channels:"))
+    assert record.problems == [
+        f"channels (line {line}): no entry for `tiktok`, which has campaigns — add `channels.tiktok` "
+        "(with `locked: true` to leave its budgets alone)"
+    ]
+    covered = EXAMPLE.replace("channels:\n", "channels:\n  tiktok: {locked: true}\n")
+    with session_scope(migrated_engine) as session:
+        record = record_policy(session, text=covered, source="ops.yaml", author="U0OPSLEAD", now=NOW)
+    assert record.valid and record.active
