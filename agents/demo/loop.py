@@ -399,7 +399,7 @@ def run_demo(config: DemoConfig, progress: Progress = print) -> dict[str, Any]:
         finally:
             service.stop()
             connectors.close()
-    oracle = scoring.oracle_allocation(scenario, policy)
+    oracle = summary["oracle_allocation"]
     report = reports.DemoReport(
         summary=summary,
         days=state.days,
@@ -519,7 +519,7 @@ def _summarise(
         "daily_cap_respected": all(t <= policy.budget.total_daily_max + 0.005 for t in daily_totals),
         "max_monthly_spend": round(max(month_spend.values()), 2) if month_spend else 0.0,
         "monthly_cap": policy.budget.total_monthly_max,
-        "oracle_allocation": scoring.oracle_allocation(scenario, policy),
+        "oracle_allocation": score.oracle_allocation,
         "final_budgets": market.budgets(),
         "model_versions_trained": int(trained or 0),
         "model_versions_promoted": int(promoted or 0),

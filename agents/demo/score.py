@@ -2,7 +2,8 @@
 
 The counterfactual runs replay the same scenario with the same noise draws and other budgets:
 ``static`` keeps the starting budgets, ``oracle`` holds the best fixed allocation of the same total
-(within the policy's per-channel bounds) from the loop's first day on.
+(within the policy's per-channel bounds) from the loop's first day on: best over the whole run, so a
+shock that starts part-way through weighs in for the days it lasts.
 """
 
 from __future__ import annotations
@@ -50,14 +51,25 @@ def starting_budgets(scenario: Scenario) -> dict[str, float]:
     return {c.name: float(c.daily_budget) for c in scenario.channels}
 
 
-def oracle_allocation(scenario: Scenario, policy: Policy, *, day: date | None = None) -> dict[str, float]:
+def oracle_allocation(
+    scenario: Scenario,
+    policy: Policy,
+    *,
+    day: date | None = None,
+    over: tuple[date, date] | None = None,
+) -> dict[str, float]:
+    """The best fixed allocation of the starting total within the policy's bounds: for the curves of
+    ``day`` (default the loop's first), or to hold through ``over`` (first, last day), shocks included."""
     total = min(sum(starting_budgets(scenario).values()), policy.budget.total_daily_max)
-    return truth.best_allocation(scenario, total, policy_bounds(scenario, policy, total), day=day)
+    bounds = policy_bounds(scenario, policy, total)
+    return truth.best_allocation(scenario, total, bounds, day=day, over=over)
 
 
 def score(scenario: Scenario, policy: Policy, start: date, end: date) -> Score:
+    """Static and oracle revenue over ``start``..``end``; the oracle holds the allocation that is best
+    over that span (a shock part-way through included), from ``start`` on."""
     static = truth.counterfactual_revenue(scenario, lambda _d: {}, start, end)
-    alloc = oracle_allocation(scenario, policy)
+    alloc = oracle_allocation(scenario, policy, over=(start, end))
     oracle = truth.counterfactual_revenue(scenario, lambda _d: alloc, start, end)
     return Score(static, oracle, alloc)
 

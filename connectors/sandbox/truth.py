@@ -106,8 +106,14 @@ def best_allocation(
     bounds: Mapping[str, tuple[float, float]] | None = None,
     *,
     day: date | None = None,
+    over: tuple[date, date] | None = None,
 ) -> dict[str, float]:
     """The fixed daily allocation of ``total_daily`` that maximises the true steady-state revenue.
+
+    The curves are those of ``day``; with ``over`` (first and last day, inclusive), each channel's
+    curve is scaled by its shock factor averaged over those days instead, so the allocation is the
+    best one to hold through the whole span (media add to the baseline, so a span's steady-state
+    media revenue is the curve at the allocation times the sum of the daily factors).
 
     Every channel of the scenario gets a share within its ``bounds`` (``(low, high)`` per channel;
     a channel left out may get anything from 0 to the total), and the shares add up to the total.
@@ -131,7 +137,7 @@ def best_allocation(
             f"the upper bounds add up to {hi.sum():.2f}, less than the total {total:.2f}: "
             "raise them or lower the total"
         )
-    value = _Curves(scenario, names, day)
+    value = _Curves(scenario, names, day, over)
     extra = total - lo.sum()
     x = lo.copy() if extra <= 0 else _grid_optimum(value, lo, hi, extra)
     x = _polish(value, x, lo, hi, total)
@@ -158,9 +164,20 @@ def _bounds(
 class _Curves:
     """The channels' steady-state curves, evaluated together (``value(x)[c]`` for channel c)."""
 
-    def __init__(self, scenario: Scenario, names: list[str], day: date | None) -> None:
+    def __init__(
+        self, scenario: Scenario, names: list[str], day: date | None, over: tuple[date, date] | None = None
+    ) -> None:
         specs = [scenario.channel(n) for n in names]
-        self.scale = np.array([_curve(scenario, n, day)[1] for n in names])
+        if over is None:
+            self.scale = np.array([_curve(scenario, n, day)[1] for n in names])
+        else:
+            first, last = over
+            if last < first:
+                raise ValueError(f"`over` ends ({last}) before it starts ({first})")
+            days = [first + timedelta(days=k) for k in range((last - first).days + 1)]
+            self.scale = np.array(
+                [s.scale * float(np.mean([scenario.shock_factor(s.name, d) for d in days])) for s in specs]
+            )
         self.half = np.array([s.saturation.half for s in specs])
         self.shape = np.array([s.saturation.shape for s in specs])
 

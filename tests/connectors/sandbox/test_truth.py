@@ -216,6 +216,26 @@ def test_the_oracle_beats_the_static_budgets_over_a_year(example: Scenario) -> N
     assert oracle_revenue - static_revenue > 0.5 * 365 * steady_gain
 
 
+def test_the_oracle_to_hold_through_a_run_counts_a_shock_part_way_through(example: Scenario) -> None:
+    """The example's social shock (x0.7 from 2026-04-06) lasts most of a year from the loop's first
+    day: the allocation best over that span moves money out of social, and earns more over it than
+    the allocation best for the first day's curves."""
+    loop = example.first_loop_day
+    end = loop + timedelta(days=363)
+    total = sum(c.daily_budget for c in example.channels)
+    first_day = truth.best_allocation(example, total)
+    held = truth.best_allocation(example, total, over=(loop, end))
+    assert held["social_prospecting"] < first_day["social_prospecting"] - 100
+    assert sum(held.values()) == pytest.approx(total, abs=0.005)
+    held_revenue = truth.counterfactual_revenue(example, lambda day: held, loop, end)
+    first_day_revenue = truth.counterfactual_revenue(example, lambda day: first_day, loop, end)
+    assert held_revenue > first_day_revenue
+    # a span before the shock is the first day's curves
+    assert truth.best_allocation(example, total, over=(loop, loop + timedelta(days=30))) == first_day
+    with pytest.raises(ValueError, match="ends"):
+        truth.best_allocation(example, total, over=(end, loop))
+
+
 def test_a_geo_holdout_replays_and_costs_what_the_region_would_have_earned(example: Scenario) -> None:
     regions = [
         {"name": "north", "baseline_share": 0.7, "reach": {"search": 0.6}},
