@@ -53,7 +53,7 @@ _CTR = {"google_ads": 0.03, "meta_ads": 0.009, "retail_media": 0.004}
 _ATTRIBUTION_BIAS = {"google_ads": 1.5, "meta_ads": 1.3, "retail_media": 2.0}
 
 _BLOCK = 128  # days of random draws generated at once
-_STREAM_REVENUE, _STREAM_CHANNEL, _STREAM_HISTORY, _STREAM_STATIC = 1, 2, 3, 4
+_STREAM_REVENUE, _STREAM_CHANNEL, _STREAM_HISTORY, _STREAM_STATIC, _STREAM_REGIONS = 1, 2, 3, 4, 5
 
 
 class UnknownChannel(KeyError):
@@ -137,6 +137,17 @@ def _name_key(name: str) -> int:
     return zlib.crc32(name.encode("utf-8"))
 
 
+def _regional_deviation(expected: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Each region's noise beyond the national ``e_d``: its own standard normal less their average
+    weighted by expected revenue, so the deviations cancel in the national sum and national revenue is
+    exactly ``(baseline + media) x (1 + noise x e_d)`` (INTERFACES section 4), while each region
+    carries noise of its own for geo experiments to read through. One region: none."""
+    total = float(expected.sum())
+    if len(u) < 2 or total <= 0:
+        return np.zeros_like(u)
+    return np.asarray(u - float(expected @ u) / total)
+
+
 class Market:
     """A deterministic, stateful simulation of one scenario (thread-safe)."""
 
@@ -186,7 +197,7 @@ class Market:
         self._shock_schedule = sorted(
             (scenario.day_index(e.start), self._index[e.channel], e.factor) for e in scenario.shocks()
         )
-        self._draw_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._draw_cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
         n_c, n_r = len(self.channels), len(self.regions)
         self._t = 0  # index of today(): the first day not yet simulated
@@ -388,18 +399,20 @@ class Market:
             self._shock[c] *= factor
             self._shock_pos += 1
 
-    def _draws(self, t: int) -> tuple[np.ndarray, np.ndarray]:
-        """Day ``t``'s revenue noise (per region) and channel draws (per draw kind x channel)."""
+    def _draws(self, t: int) -> tuple[float, np.ndarray, np.ndarray]:
+        """Day ``t``'s revenue noise ``e_d``, the regions' own deviations from it (one standard normal
+        per region; unused with one region) and the channel draws (per draw kind x channel)."""
         block, k = divmod(t, _BLOCK)
         if block not in self._draw_cache:
             seed = self.scenario.seed
-            revenue = np.random.default_rng([seed, _STREAM_REVENUE, block]).standard_normal(
+            revenue = np.random.default_rng([seed, _STREAM_REVENUE, block]).standard_normal(_BLOCK)
+            regions = np.random.default_rng([seed, _STREAM_REGIONS, block]).standard_normal(
                 (_BLOCK, len(self.regions))
             )
             channel = np.stack([self._channel_block(seed, block, n) for n in self.channels], axis=2)
-            self._draw_cache = {block: (revenue, channel)}
-        revenue, channel = self._draw_cache[block]
-        return revenue[k], channel[k]
+            self._draw_cache = {block: (revenue, regions, channel)}
+        revenue, regions, channel = self._draw_cache[block]
+        return float(revenue[k]), regions[k], channel[k]
 
     @staticmethod
     def _channel_block(seed: int, block: int, name: str) -> np.ndarray:
@@ -433,7 +446,7 @@ class Market:
     def _simulate_day(self) -> None:
         t = self._t
         day = self.scenario.start + timedelta(days=t)
-        e, u = self._draws(t)
+        e, u_regions, u = self._draws(t)
         spend = self._deliver(t, day, u)
 
         regional_spend = spend[None, :] * self._reach * self._geo
@@ -449,9 +462,8 @@ class Market:
         media = regional_media.sum(axis=0)
 
         baseline = max(0.0, self.scenario.baseline.at(t, day.weekday()))
-        regional = (baseline * self._baseline_share + regional_media.sum(axis=1)) * (
-            1.0 + self.scenario.noise * e
-        )
+        expected = baseline * self._baseline_share + regional_media.sum(axis=1)
+        regional = expected * (1.0 + self.scenario.noise * (e + _regional_deviation(expected, u_regions)))
 
         ratio = np.maximum(spend, 1e-9) / self._ref_budget
         cpm = self._cpm * ratio**0.12 * np.exp(0.08 * u[2])

@@ -264,11 +264,24 @@ def test_regions_add_up_to_the_national_formula() -> None:
         assert r.media_revenue == pytest.approx(n.media_revenue, rel=1e-12)
         assert sum(r.regions.values()) == pytest.approx(n.revenue, abs=0.02)
         assert r.regions["north"] > r.regions["west"]
-    # with noise, each region draws its own; one region keeps exactly the contract's e_d
+    # With noise the nation still follows the contract, e_d included: each region deviates from e_d
+    # by its own draw, and the deviations cancel in the national sum.
+    noisy_national = Market(scenario(channels, noise=0.05))
     noisy = Market(scenario(channels, regions=regions, noise=0.05))
-    noisy.advance_to(START + timedelta(days=3))
-    out = noisy.outcome(START)
-    assert len({round(v / (0.5 if k == "north" else 1.0), 2) for k, v in out.regions.items()}) == 3
+    for m in (noisy_national, noisy, regional):
+        m.advance_to(START + timedelta(days=400))
+    deviations = []
+    for k in range(400):
+        day = START + timedelta(days=k)
+        n, r, quiet = noisy_national.outcome(day), noisy.outcome(day), regional.outcome(day)
+        assert r.revenue == pytest.approx(n.revenue, abs=0.02)
+        assert sum(r.regions.values()) == pytest.approx(n.revenue, abs=0.02)
+        e_d = (n.revenue / quiet.revenue - 1) / 0.05
+        deviations.append([(r.regions[g] / quiet.regions[g] - 1) / 0.05 - e_d for g in quiet.regions])
+    d = np.array(deviations)
+    # sd of u_r less the revenue-weighted mean (weights about 0.5 / 0.3 / 0.2): 0.62 north, 0.99 west
+    assert 0.55 < d[:, 0].std() < 0.7 and 0.9 < d[:, 2].std() < 1.1
+    assert abs(np.corrcoef(d[:, 1], d[:, 2])[0, 1]) < 0.5
 
 
 def test_a_geo_holdout_removes_the_media_of_that_region_only() -> None:
