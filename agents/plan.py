@@ -33,6 +33,10 @@ from models.curves import ResponseCurves
 from models.fitted import FittedModel
 
 ACTOR = "planner"
+#: A request needs at least this long between its proposal and a freeze window of the whole portfolio
+#: to be read, decided and executed: closer to the window the planner waits for its end, and a
+#: request's deadline is never past the window's start (approved inside it, it could only be blocked).
+MIN_DECISION_TIME = timedelta(hours=12)
 APPLIED_STATES = ("executed", "monitoring", "confirmed", "rolled_back")
 
 
@@ -195,6 +199,11 @@ def run_plan(rt: Runtime, session: Session) -> PlannerRun:
             cr_id=None,
             details={},
         )
+    deadline, frozen_soon = decision_deadline(policy, now)
+    if frozen_soon is not None:
+        return _record_run(
+            session, now=now, version_id=version.id, reason=frozen_soon, cr_id=None, details={}
+        )
     fm = load_model(rt, version)
     live = live_campaigns(rt, session)
     by_channel: dict[str, list[LiveCampaign]] = defaultdict(list)
@@ -221,10 +230,31 @@ def run_plan(rt: Runtime, session: Session) -> PlannerRun:
         return _record_run(
             session, now=now, version_id=version.id, reason=outcome.reason, cr_id=None, details=details
         )
-    cr = _create_request(rt, session, outcome, by_channel, policy, policy_version, version.id, scale, now)
+    cr = _create_request(
+        rt, session, outcome, by_channel, policy, policy_version, version.id, scale, now, deadline
+    )
     return _record_run(
         session, now=now, version_id=version.id, reason=outcome.reason, cr_id=cr.id, details=details
     )
+
+
+def decision_deadline(policy: Policy, now: datetime) -> tuple[datetime, str | None]:
+    """When a request proposed ``now`` expires: after ``approval.expire_after_hours``, or when the next
+    freeze window of the whole portfolio starts, whichever is first; and why not to propose at all
+    when that leaves under :data:`MIN_DECISION_TIME` (None otherwise)."""
+    deadline = now + timedelta(hours=policy.approval.expire_after_hours)
+    for start, end, window in policy.freeze_intervals():
+        if window.channels or not now < start < deadline:
+            continue
+        deadline = start
+        if start - now < MIN_DECISION_TIME:
+            span = f"{window.start}..{window.end}"
+            hours = (start - now).total_seconds() / 3600
+            return deadline, (
+                f"freeze window {span} ({window.reason or 'no reason given'}) starts in {hours:.1f} h, "
+                f"too soon for a change to be decided and executed: planning resumes after {end.isoformat()}"
+            )
+    return deadline, None
 
 
 def _outcome_details(outcome: PlanOutcome) -> dict[str, Any]:
@@ -252,6 +282,7 @@ def _create_request(
     model_version_id: int,
     scale: float,
     now: datetime,
+    deadline: datetime,
 ) -> ChangeRequest:
     items: list[crs.ItemDraft] = []
     for move in outcome.moves:
@@ -307,7 +338,7 @@ def _create_request(
         },
         model_version_id=model_version_id,
         policy_version=policy_version,
-        expires_at=now + timedelta(hours=policy.approval.expire_after_hours),
+        expires_at=deadline,
         portfolio_total=sum(m.current for m in outcome.moves),
     )
     cr = crs.create(session, draft=draft, now=now)
