@@ -3,7 +3,9 @@
 A :class:`Market` starts at the scenario's ``start`` with nothing simulated. :meth:`Market.advance_to`
 simulates every day before a date with the budgets in force: generated ones during the history
 (seasonal pushes, flights, pauses, drifts of about ``history_variation``), then, from the loop's first
-day, whatever :meth:`Market.set_budget` was told. Revenue follows INTERFACES section 4 exactly.
+day, whatever :meth:`Market.set_budget` was told. Revenue follows INTERFACES section 4 exactly, except
+that the baseline is floored at 0 (a trend_per_year below about -1/years-simulated would otherwise
+make revenue negative, which no store reports).
 
 Randomness is a function of the scenario seed and the day only, never of the budgets: the revenue
 noise ``e_d`` and each channel's delivery/CPM/CTR draws for day d are the same in every run, so a
