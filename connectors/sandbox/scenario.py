@@ -174,7 +174,9 @@ class RegionSpec(_Strict):
 class ScenarioError(InputError):
     """An invalid scenario; ``problems`` lists every problem found (key, what, line, fix)."""
 
-    def __init__(self, message: str, *, file: str, key: str, fix: str | None, problems: list[str]) -> None:
+    def __init__(
+        self, message: str, *, file: str, problems: list[str], key: str | None = None, fix: str | None = None
+    ) -> None:
         self.problems = problems
         super().__init__(message, file=file, key=key, fix=fix)
 
@@ -463,9 +465,11 @@ def _problems_error(problems: list[_Problem], source: str, root: Any) -> InputEr
         return f"{p[1]}" + (f" (line {line})" if line else "")
 
     first = problems[0]
-    message = describe(first)
-    if len(problems) > 1:
-        rest = "; ".join(f"`{_key(p[0])}`: {describe(p)}" for p in problems[1:])
-        message += f"; also {rest}"
     listed = [f"`{_key(p[0])}`: {describe(p)}" + (f" — {p[2]}" if p[2] else "") for p in problems]
-    return ScenarioError(message, file=source, key=_key(first[0]), fix=first[2], problems=listed)
+    if len(problems) == 1:
+        return ScenarioError(describe(first), file=source, key=_key(first[0]), fix=first[2], problems=listed)
+    # several: one line each, every problem with its own fix (one fix after them all read as the last's)
+    message = f"{len(problems)} problems in the scenario:\n" + "\n".join(f"  - {p}" for p in listed)
+    error = ScenarioError(message, file=source, problems=listed)
+    error.key = _key(first[0])  # for callers that point at the first; the message names each
+    return error

@@ -137,6 +137,10 @@ def test_every_problem_is_listed_not_only_the_first() -> None:
         parse_scenario(data)
     keys = " ".join(caught.value.problems)
     assert "`channels[0].adstock.decay`" in keys and "`channels[2].saturation.half`" in keys
+    # one line each, each with its own fix (a single fix after them all read as the last one's)
+    lines = str(caught.value).splitlines()
+    assert lines[0] == "<scenario>: 2 problems in the scenario:"
+    assert [line.startswith("  - `channels[") for line in lines[1:]] == [True, True]
 
 
 def _with_regions(regions: list[dict[str, Any]]) -> dict[str, Any]:
