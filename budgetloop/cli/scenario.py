@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from datetime import date, timedelta
 from pathlib import Path
@@ -14,18 +15,68 @@ from budgetloop.errors import InputError
 
 
 def _pairs(values: list[str], key: str) -> dict[str, float]:
+    """``CHANNEL=AMOUNT`` pairs; a channel named twice, an unreadable or negative amount is refused."""
     out: dict[str, float] = {}
     for text in values:
         name, sep, amount = text.partition("=")
+        name = name.strip()
         try:
-            if not sep:
+            if not sep or not name:
                 raise ValueError
-            out[name.strip()] = float(amount)
+            value = float(amount)
         except ValueError:
             raise InputError(
                 f"cannot read {text!r}", key=key, fix="write CHANNEL=AMOUNT, e.g. search=4000"
             ) from None
+        if not math.isfinite(value) or value < 0:
+            raise InputError(
+                f"the daily budget in {text!r} must be a finite amount >= 0",
+                key=key,
+                fix=f"write {name}=AMOUNT with AMOUNT >= 0",
+            )
+        if name in out:
+            raise InputError(
+                f"channel {name!r} is given twice ({name}={out[name]:g} and {text.strip()})",
+                key=key,
+                fix=f"give {name} once",
+            )
+        out[name] = value
     return out
+
+
+def _start(text: str) -> date:
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        raise InputError(
+            f"cannot read the date {text!r}", key="--start", fix="write an ISO date such as 2026-03-02"
+        ) from None
+
+
+def _sqlite_file_exists(url: str) -> None:
+    """A what-if never creates a database: a SQLite file that is not there is the user's mistake."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise InputError(
+            f"cannot read the database URL {url!r}",
+            key="--database-url",
+            fix="write e.g. sqlite:///budgetloop.db or postgresql+psycopg://user@host/db",
+        ) from None
+    if not parsed.drivername.startswith("sqlite"):
+        return
+    database = parsed.database or ""
+    if database in ("", ":memory:") or database.startswith("file:"):
+        return
+    if not Path(database).is_file():
+        raise InputError(
+            f"no database at {database}",
+            key="--database-url",
+            fix="point it at the database the loop writes to (a what-if does not create one), or pass --model FILE",
+        )
 
 
 @app.command("scenario")
@@ -54,7 +105,16 @@ def scenario(
 ) -> None:
     """Predicted revenue, mROAS per channel and credible bands of a scenario against the current plan."""
     from agents.retrain import decode_model
-    from agents.scenarios import Move, apply_moves, evaluate, recent_daily_budgets, store
+    from agents.scenarios import (
+        Move,
+        apply_moves,
+        check_budgets,
+        check_start,
+        ensure_finite,
+        evaluate,
+        recent_daily_budgets,
+        store,
+    )
     from budgetloop.clock import WallClock
     from budgetloop.config import Settings
     from budgetloop.db.session import make_engine, session_scope, upgrade_database
@@ -68,6 +128,9 @@ def scenario(
             fix="pass --move SOURCE->TARGET:SHARE or --budget CHANNEL=AMOUNT",
         )
     moves = [Move.parse(m) for m in move]
+    given_current = _pairs(current, "--current")
+    given_budgets = _pairs(budget, "--budget")
+    first_day = _start(start) if start else None
     engine = None
     version_id = None
     if model is not None:
@@ -76,6 +139,7 @@ def scenario(
         fm = load(model)
     else:
         url = database_url or os.environ.get("BUDGETLOOP_DATABASE_URL") or Settings().database_url
+        _sqlite_file_exists(url)
         upgrade_database(url)
         engine = make_engine(url)
         with session_scope(engine) as session:
@@ -89,17 +153,21 @@ def scenario(
             fm = decode_model(version.artifact)
             version_id = version.id
     last = date.fromisoformat(str(fm.data.dates[-1])[:10])
-    first = date.fromisoformat(start) if start else last + timedelta(days=1)
-    base = _pairs(current, "--current")
-    if not base:
-        base = recent_daily_budgets(fm)
-    planned = apply_moves(base, moves)
-    planned.update(_pairs(budget, "--budget"))
+    first = first_day or last + timedelta(days=1)
+    channels = list(fm.channels)
+    check_budgets(given_current, channels, "--current")
+    check_budgets(given_budgets, channels, "--budget")
+    check_start(fm, first)
+    # the current plan: what --current gives, the model's last week for every channel it leaves out
+    base = {**recent_daily_budgets(fm), **given_current}
+    planned = apply_moves(base, moves, channels)
+    planned.update(given_budgets)
     description = "; ".join(move + budget) + f" for {weeks} weeks"
     result = evaluate(
         fm, current=base, scenario=planned, start=first, days=7 * weeks, description=description, seed=seed
     )
     body = result.to_dict()
+    ensure_finite(body)
     if engine is not None:
         with session_scope(engine) as session:
             row = store(
@@ -112,7 +180,7 @@ def scenario(
             )
             body["id"] = row.id
         engine.dispose()
-    text = json.dumps(body, indent=2)
+    text = json.dumps(body, indent=2, allow_nan=False)
     if out is not None:
         out.write_text(text + "\n")
     typer.echo(text)

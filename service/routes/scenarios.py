@@ -18,6 +18,9 @@ router = APIRouter(prefix="/scenarios", tags=["scenarios"])
 
 
 class ScenarioCreate(BaseModel):
+    # NaN and infinities are refused (422) rather than carried into the answer or the database
+    model_config = {"allow_inf_nan": False}
+
     moves: list[str] = Field(
         default_factory=list,
         examples=[["social->retail_media:0.10"]],
@@ -78,6 +81,22 @@ def _public(row: Scenario) -> dict[str, Any]:
     }
 
 
+_FIELDS = {
+    "--move": "moves",
+    "--budget": "budgets",
+    "--current": "current",
+    "--start": "start",
+    "--weeks": "weeks",
+}
+
+
+def _unprocessable(exc: InputError) -> HTTPException:
+    """422 in FastAPI's validation shape, naming the body field (the CLI's flag mapped to it)."""
+    field = _FIELDS.get(exc.key or "", exc.key or "body")
+    message = exc.message + (f" — {exc.fix}" if exc.fix else "")
+    return HTTPException(422, [{"loc": ["body", field], "msg": message, "type": "value_error"}])
+
+
 @router.post(
     "",
     response_model=ScenarioPublic,
@@ -86,7 +105,12 @@ def _public(row: Scenario) -> dict[str, Any]:
     **allow(
         *READERS,
         responses={
-            400: {"description": "a move or budget that cannot be read"},
+            400: {"description": "nothing to evaluate"},
+            422: {
+                "description": "a move, budget or first day that cannot be used (unknown channel, source equal "
+                "to target, shares of one source above 1, a start outside the model's range); "
+                "`detail[0].loc` names the field"
+            },
             409: {"description": "no promoted model version yet"},
         },
     ),
@@ -94,12 +118,21 @@ def _public(row: Scenario) -> dict[str, Any]:
 def create_scenario(ctx: ContextDep, session: SessionDep, token: CurrentToken, body: ScenarioCreate) -> Any:
     # imported here: the model stack (JAX) loads on the first scenario, not when the service starts
     from agents.retrain import decode_model
-    from agents.scenarios import Move, apply_moves, evaluate, recent_daily_budgets, store
+    from agents.scenarios import (
+        Move,
+        NonFiniteResult,
+        apply_moves,
+        check_budgets,
+        check_start,
+        evaluate,
+        recent_daily_budgets,
+        store,
+    )
 
     try:
         moves = [Move.parse(m) for m in body.moves]
     except InputError as exc:
-        raise HTTPException(400, str(exc)) from None
+        raise _unprocessable(exc) from None
     if not moves and not body.budgets:
         raise HTTPException(400, "nothing to evaluate: give `moves` (SOURCE->TARGET:SHARE) or `budgets`")
     version = model_store.promoted(session)
@@ -108,31 +141,39 @@ def create_scenario(ctx: ContextDep, session: SessionDep, token: CurrentToken, b
             409, "no promoted model version yet: the retrain job promotes one after a healthy fit"
         )
     fm = decode_model(version.artifact, source=f"model version {version.id}")
-    base = dict(body.current) if body.current is not None else recent_daily_budgets(fm)
     last = date.fromisoformat(str(fm.data.dates[-1])[:10])
+    channels = list(fm.channels)
     try:
-        planned = apply_moves(base, moves)
-        planned.update(body.budgets)
+        given_current = check_budgets(body.current or {}, channels, "--current")
+        given_budgets = check_budgets(body.budgets, channels, "--budget")
+        start = body.start or last + timedelta(days=1)
+        check_start(fm, start)
+        # the current plan: what `current` gives, the model's last week for every channel it leaves out
+        base = {**recent_daily_budgets(fm), **given_current}
+        planned = apply_moves(base, moves, channels)
+        planned.update(given_budgets)
         description = "; ".join([*body.moves, *(f"{k}={v:g}" for k, v in body.budgets.items())])
         result = evaluate(
             fm,
             current=base,
             scenario=planned,
-            start=body.start or last + timedelta(days=1),
+            start=start,
             days=7 * body.weeks,
             description=f"{description} for {body.weeks} weeks",
             seed=body.seed,
         )
+        row = store(
+            session,
+            result=result,
+            request=body.model_dump(mode="json"),
+            model_version_id=version.id,
+            actor=token.actor,
+            now=ctx.now(),
+        )
     except InputError as exc:
-        raise HTTPException(400, str(exc)) from None
-    row = store(
-        session,
-        result=result,
-        request=body.model_dump(mode="json"),
-        model_version_id=version.id,
-        actor=token.actor,
-        now=ctx.now(),
-    )
+        raise _unprocessable(exc) from None
+    except NonFiniteResult as exc:
+        raise HTTPException(422, str(exc)) from None
     session.commit()
     return _public(row)
 

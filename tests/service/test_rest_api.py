@@ -291,7 +291,9 @@ def test_scenarios_refuse_what_cannot_be_answered(api: httpx.Client, role_tokens
         api.post("/api/v1/scenarios", json={"moves": ["social->retail:0.10"]}, headers=h).status_code == 409
     )
     bad = api.post("/api/v1/scenarios", json={"moves": ["social to retail"]}, headers=h)
-    assert bad.status_code == 400 and "SOURCE->TARGET:SHARE" in bad.json()["detail"]
+    assert bad.status_code == 422, bad.text
+    detail = bad.json()["detail"][0]
+    assert detail["loc"] == ["body", "moves"] and "SOURCE->TARGET:SHARE" in detail["msg"]
     assert api.post("/api/v1/scenarios", json={}, headers=h).status_code == 400
     assert api.get("/api/v1/scenarios/7", headers=h).status_code == 404
 
