@@ -180,6 +180,8 @@ def expected_schema(
 
     The previous batch's schema holds unless most of this pull agrees on a different one: then the
     platform changed its report for everyone (a new API version), which is news but not bad rows.
+    ``seen`` should hold the rows that could be read (a row its parser refused does not vote), and
+    ``previous`` comes from the last batch that landed rows (see :meth:`_SourceRun.finish`).
     """
     before = frozenset(previous) if previous is not None else None
     if not seen:
@@ -296,6 +298,7 @@ class _SourceRun:
         self.batch = batch
         self.now = now
         self.quarantine_rows: list[dict[str, Any]] = []
+        self.accepted = 0  # rows that passed every check and landed (new, restated or same values)
 
     def reject(self, item: _Pulled, field_name: str | None, reason: str) -> None:
         self.quarantine_rows.append(
@@ -387,6 +390,7 @@ class _SourceRun:
     def land(self, model: type[Any], rows: Sequence[_Landing], existing: Mapping[Any, Any], fk: str) -> None:
         """Insert new clean rows, update restated ones (recording each correction), in bulk."""
         inserts, updates, corrections = [], [], []
+        self.accepted += len(rows)
         for item, key, identity, values in rows:
             provenance = {"raw_metric_id": item.raw_id, "version": item.version, "updated_at": self.now}
             old = existing.get(key)
@@ -433,7 +437,9 @@ class _SourceRun:
             setattr(row, name, getattr(self.batch, name))
         row.errors = list(self.batch.errors)
         row.missing_days = dict(self.batch.missing_days)
-        row.schema_keys = sorted(expected) if expected is not None else None
+        # The baseline the next pull is checked against comes from accepted rows only: a pull whose
+        # rows were all quarantined (or that failed) leaves the last good schema in place.
+        row.schema_keys = sorted(expected) if expected is not None and self.accepted else None
         row.finished_at = self.now
 
 
@@ -481,7 +487,8 @@ def _jsonable(values: Mapping[str, Any]) -> dict[str, Any]:
 
 def _schema(run: _SourceRun, items: Sequence[_Pulled]) -> frozenset[str] | None:
     previous = store.previous_schema(run.session, source=run.batch.source)
-    expected, note = expected_schema([i.keys for i in items], previous)
+    readable = [i.keys for i in items if i.rejected is None]  # an unreadable row does not vote
+    expected, note = expected_schema(readable, previous)
     if note:
         run.batch.errors.append({"kind": "schema", "message": note})
     return expected

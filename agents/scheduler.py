@@ -42,6 +42,7 @@ from agents.runtime import Runtime
 from budgetloop.clock import SimulatedClock, ensure_utc
 from budgetloop.db.loop import ChangeRequest
 from budgetloop.db.ops import JobLock, JobRun
+from budgetloop.errors import InputError
 from budgetloop.lifecycle import State
 from service.observability import JOB_ATTEMPTS, JOB_SECONDS, current_job
 
@@ -153,6 +154,8 @@ def _jsonable(summary: Any) -> dict[str, Any]:
 
 
 def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, InputError):  # a user's mistake: the message says it all, no traceback
+        return f"{type(exc).__name__}: {exc}"[:4000]
     tail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-3:])
     return f"{type(exc).__name__}: {exc}\n{tail}"[:4000]
 
@@ -221,12 +224,16 @@ def _attempt(rt: Runtime, spec: JobSpec, claim: Claim, retry: RetryPolicy) -> Jo
     except Exception as exc:  # a job's failure never kills the scheduler
         error = _error_text(exc)
         final = claim.attempt >= retry.max_attempts
-        log.exception(
-            "%s due %s failed (attempt %d of %d)",
+        # A user's mistake (no policy, a bad setting) is said in one line; anything else with its traceback.
+        log.log(
+            logging.ERROR,
+            "%s due %s failed (attempt %d of %d)%s",
             claim.job,
             claim.scheduled_for.isoformat(),
             claim.attempt,
             retry.max_attempts,
+            f": {exc}" if isinstance(exc, InputError) else "",
+            exc_info=not isinstance(exc, InputError),
         )
     finally:
         duration = time.perf_counter() - t0

@@ -178,7 +178,8 @@ class PlatformHttp:
             except TransientError as exc:
                 if not safe:
                     raise TransientError(
-                        f"{exc}; not retried: a {method} without an idempotency key may have been applied",
+                        f"{_bare(exc)}; not retried: a {method} without an idempotency key may have been "
+                        "applied",
                         platform=self.platform,
                         status=exc.status,
                         request_id=exc.request_id,
@@ -187,7 +188,7 @@ class PlatformHttp:
                 last = exc
         assert last is not None
         raise type(last)(
-            f"gave up after {self._retry.max_attempts} attempts on {method} {path}: {last}",
+            f"gave up after {self._retry.max_attempts} attempts on {method} {path}: {_bare(last)}",
             platform=self.platform,
             status=last.status,
             request_id=last.request_id,
@@ -254,6 +255,13 @@ class PlatformHttp:
         raise RejectedByPlatform(
             message, platform=self.platform, status=status, request_id=request_id, code=info.code
         )
+
+
+def _bare(exc: ConnectorError) -> str:
+    """``exc``'s message without its ``(platform=…, status=…)`` context, for a wrapper that adds its own."""
+    text = str(exc)
+    cut = text.rfind(f" (platform={exc.platform}")
+    return text[:cut] if cut >= 0 and text.endswith(")") else text
 
 
 def collect_pages(

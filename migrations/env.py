@@ -17,9 +17,9 @@ def _url() -> str:
     url = config.get_main_option("sqlalchemy.url")
     if url:
         return url
-    from budgetloop.config import Settings
+    from budgetloop.config import load_settings
 
-    return os.environ.get("BUDGETLOOP_DATABASE_URL") or Settings().database_url
+    return os.environ.get("BUDGETLOOP_DATABASE_URL") or load_settings().database_url
 
 
 def run_migrations_offline() -> None:

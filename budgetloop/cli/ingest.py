@@ -34,9 +34,9 @@ def _parse_day(value: str, option: str) -> date:
 
 
 def default_database_url() -> str:
-    from budgetloop.config import Settings
+    from budgetloop.config import load_settings
 
-    return os.environ.get("BUDGETLOOP_DATABASE_URL") or Settings().database_url
+    return os.environ.get("BUDGETLOOP_DATABASE_URL") or load_settings().database_url
 
 
 @contextmanager
@@ -50,7 +50,17 @@ def sandbox_for(scenario_file: Path, *, until: date | None) -> Iterator[tuple[st
     from connectors.sandbox.server import SandboxServer
 
     scenario = load_scenario(scenario_file)
-    last = until if until is not None else scenario.first_loop_day - timedelta(days=1)
+    history_end = scenario.first_loop_day - timedelta(days=1)
+    last = until if until is not None else history_end
+    if last > history_end:  # the days after are the loop's, simulated by `budgetloop worker` or `demo`
+        raise InputError(
+            f"--until {last} is past the scenario's history, which ends {history_end} (the loop starts "
+            f"{scenario.first_loop_day}); later days are not data yet",
+            file=str(scenario_file),
+            key="--until",
+            fix=f"give --until {history_end} or earlier (or leave it out); `budgetloop worker "
+            "--simulated-start` or `budgetloop demo` simulate the days after",
+        )
     if last < scenario.start:
         raise InputError(
             f"--until {last} is before the scenario starts ({scenario.start})",
@@ -62,6 +72,45 @@ def sandbox_for(scenario_file: Path, *, until: date | None) -> Iterator[tuple[st
     market.advance_to(last + timedelta(days=1))
     with SandboxServer(market) as server:
         yield server.base_url, last
+
+
+def check_sandbox_url(url: str) -> None:
+    from budgetloop.config import http_url_problem
+
+    problem = http_url_problem(url, example="http://127.0.0.1:8765")
+    if problem is not None:
+        raise InputError(problem, key="--sandbox-url", fix="give the running sandbox's base URL")
+
+
+def sandbox_last_day(base_url: str) -> date | None:
+    """The last day a running sandbox has data for (the day before its ``today``); None where it does
+    not say (not a sandbox, or it does not answer: the pull then reports that)."""
+    import httpx
+
+    try:
+        answer = httpx.get(base_url.rstrip("/") + "/admin/state", timeout=5.0)
+        answer.raise_for_status()
+        return date.fromisoformat(answer.json()["today"]) - timedelta(days=1)
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return None
+
+
+def check_range_available(base_url: str, start: date, end: date, *, until_given: bool) -> None:
+    last = sandbox_last_day(base_url)
+    if last is None:
+        return
+    if start > last:
+        raise InputError(
+            f"--since {start} is in the future: the sandbox's last available day is {last}",
+            key="since",
+            fix=f"give --since {last} or earlier (advance the sandbox with POST /admin/clock for later days)",
+        )
+    if end > last:
+        raise InputError(
+            f"--until {end} is after the sandbox's last available day, {last}",
+            key="until" if until_given else "since",
+            fix=f"give --until {last} or earlier",
+        )
 
 
 def ingest_range(database_url: str, base_url: str, *, start: date, end: date, now: datetime) -> Any:
@@ -111,6 +160,8 @@ def ingest(
             key="--sandbox-url/--scenario",
             fix="give exactly one of --sandbox-url URL (a running sandbox) or --scenario FILE",
         )
+    if sandbox_url is not None:
+        check_sandbox_url(sandbox_url)
     if scenario is not None and not scenario.is_file():
         raise InputError(
             "no such file", file=str(scenario), key="--scenario", fix="give a scenario YAML path"
@@ -121,7 +172,9 @@ def ingest(
             report = _run(url, base_url, start, last)
     else:
         assert sandbox_url is not None
-        report = _run(url, sandbox_url, start, end if end is not None else start)
+        last = end if end is not None else start
+        check_range_available(sandbox_url, start, last, until_given=end is not None)
+        report = _run(url, sandbox_url, start, last)
     typer.echo(report.summary())
     if report.failed_sources:
         raise typer.Exit(1)

@@ -116,7 +116,7 @@ def scenario(
         store,
     )
     from budgetloop.clock import WallClock
-    from budgetloop.config import Settings
+    from budgetloop.config import load_settings
     from budgetloop.db.session import make_engine, session_scope, upgrade_database
     from budgetloop.store import models as model_store
     from models.serialize import load
@@ -138,7 +138,7 @@ def scenario(
             raise InputError(f"no such file: {model}", key="--model")
         fm = load(model)
     else:
-        url = database_url or os.environ.get("BUDGETLOOP_DATABASE_URL") or Settings().database_url
+        url = database_url or os.environ.get("BUDGETLOOP_DATABASE_URL") or load_settings().database_url
         _sqlite_file_exists(url)
         upgrade_database(url)
         engine = make_engine(url)

@@ -25,27 +25,17 @@ from typing import Annotated, Any
 
 import typer
 
+from budgetloop import config
 from budgetloop.cli import app
-from budgetloop.config import Settings
+from budgetloop.config import DEFAULT_SLACK_BASE_URL, DEV_SLACK_BOT_TOKEN, DEV_SLACK_SIGNING_SECRET, Settings
 from budgetloop.errors import InputError
 
 log = logging.getLogger("budgetloop.process")
 
-DEFAULT_SLACK_BASE_URL = "https://slack.com/api/"
-
 
 def load_settings() -> Settings:
-    from pydantic import ValidationError
-
-    try:
-        return Settings()
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"BUDGETLOOP_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
-        )
-        raise InputError(
-            f"invalid settings: {problems}", key="environment", fix="fix those variables"
-        ) from None
+    """The settings from the environment; a bad variable exits 2 naming it (see :func:`config.load_settings`)."""
+    return config.load_settings()
 
 
 def prepare_database(settings: Settings, *, wait_s: float = 60.0) -> Any:
@@ -124,6 +114,23 @@ def record_policy_file(engine: Any, path: Path) -> None:
     log.info("policy %s recorded as version %s", path, record.version)
 
 
+NO_POLICY = (
+    "no guardrail policy is active: BUDGETLOOP_POLICY_FILE is not set and none was ever applied to this "
+    "database, so plan, execute and monitor cannot run"
+)
+NO_POLICY_FIX = (
+    "set BUDGETLOOP_POLICY_FILE to a policy YAML, or run `budgetloop policy apply POLICY.yaml --author NAME`"
+)
+
+
+def has_active_policy(engine: Any) -> bool:
+    from budgetloop.db.session import session_scope
+    from budgetloop.store.policy import active_policy_record
+
+    with session_scope(engine) as session:
+        return active_policy_record(session) is not None
+
+
 def build_runtime(settings: Settings, engine: Any, clock: Any) -> Any:
     """The jobs' runtime from the settings: connectors to ``BUDGETLOOP_SANDBOX_URL``, Slack when set."""
     from agents.runtime import FitOptions, Runtime
@@ -164,11 +171,43 @@ def build_runtime(settings: Settings, engine: Any, clock: Any) -> Any:
 
 def slack_client(settings: Settings) -> Any:
     """A Slack Web API client, or None while Slack is left at its development placeholders."""
-    if settings.slack_bot_token == "xoxb-dev-token" and settings.slack_base_url == DEFAULT_SLACK_BASE_URL:
+    if settings.slack_bot_token == DEV_SLACK_BOT_TOKEN and settings.slack_base_url == DEFAULT_SLACK_BASE_URL:
         return None
     from slack_sdk import WebClient
 
     return WebClient(token=settings.slack_bot_token, base_url=settings.slack_base_url)
+
+
+def slack_off_reason(settings: Settings, *, receives_clicks: bool) -> str | None:
+    """Why this process will not run Slack approvals, or None when it will.
+
+    ``receives_clicks``: the process serves ``POST /slack/interactions`` (``serve``), so an unset
+    signing secret matters too; the worker only posts the approval requests."""
+    missing = []
+    if slack_client(settings) is None:
+        missing.append("BUDGETLOOP_SLACK_BOT_TOKEN")
+    if receives_clicks and settings.slack_signing_secret == DEV_SLACK_SIGNING_SECRET:
+        missing.append("BUDGETLOOP_SLACK_SIGNING_SECRET")
+    if not missing:
+        return None
+    what = " and ".join(missing) + (" are" if len(missing) > 1 else " is")
+    effect = (
+        "no approval request is posted to Slack"
+        if "BUDGETLOOP_SLACK_BOT_TOKEN" in missing
+        else "Slack's button clicks cannot be verified"
+    )
+    return (
+        f"Slack approvals are disabled: {what} not set, so {effect}; approve change requests through "
+        "the REST API (POST /api/v1/change-requests/{id}/approve), or set "
+        + ("them" if len(missing) > 1 else "it")
+    )
+
+
+def log_slack_state(settings: Settings, *, receives_clicks: bool) -> None:
+    """One line at start when Slack approvals are off, saying why."""
+    reason = slack_off_reason(settings, receives_clicks=receives_clicks)
+    if reason is not None:
+        log.warning(reason)
 
 
 def retry_policy(settings: Settings) -> Any:
@@ -194,7 +233,7 @@ def _stop_event() -> threading.Event:
 @app.command("serve", help="Run the REST API, the Slack endpoints and (unless --no-scheduler) the scheduler.")
 def serve(
     host: Annotated[str, typer.Option("--host", help="interface to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="TCP port")] = 8000,
+    port: Annotated[int, typer.Option("--port", help="TCP port", min=1, max=65535)] = 8000,
     no_scheduler: Annotated[
         bool, typer.Option("--no-scheduler", help="serve only; run `budgetloop worker` for the jobs")
     ] = False,
@@ -215,7 +254,10 @@ def serve(
 
     settings = load_settings()
     configure_logging(settings.log_level)
+    log_slack_state(settings, receives_clicks=True)
     engine = prepare_database(settings)
+    if not has_active_policy(engine):  # the REST API still serves the audit log and the history
+        log.warning("%s — %s", NO_POLICY, NO_POLICY_FIX)
     clock: Any = FollowingClock(engine) if follow_simulated_worker else WallClock()
     scheduler = None
     on_approved: Callable[[int], None] | None = None
@@ -331,7 +373,13 @@ def worker(
         raise InputError(
             f"--until {end} is not after --simulated-start {start}", key="--until", fix="swap them"
         )
+    if heartbeat_file is not None:
+        check_heartbeat_file(heartbeat_file)
+    log_slack_state(settings, receives_clicks=False)
     engine = prepare_database(settings)
+    if not has_active_policy(engine):  # every plan, execute and monitor would fail: say so once, now
+        engine.dispose()
+        raise InputError(NO_POLICY, key="BUDGETLOOP_POLICY_FILE", fix=NO_POLICY_FIX)
     stop = _stop_event()
     beat = Heartbeat(heartbeat_file)
     try:
@@ -360,6 +408,29 @@ def _parse_when(value: str, option: str) -> datetime:
             f"{value!r} is not a date or time", key=option, fix="write YYYY-MM-DD or YYYY-MM-DDTHH:MM"
         ) from None
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def check_heartbeat_file(path: Path) -> None:
+    """The worker must be able to touch ``path``: refuse at start rather than crash on the first beat."""
+    import os
+
+    parent = path.parent
+    if not parent.is_dir():
+        raise InputError(
+            f"the folder {parent} does not exist",
+            file=str(path),
+            key="--heartbeat-file",
+            fix="create the folder or give a path in an existing one",
+        )
+    if path.is_dir():
+        raise InputError("is a folder", file=str(path), key="--heartbeat-file", fix="give a file path")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise InputError(
+            "cannot be written by this process",
+            file=str(path),
+            key="--heartbeat-file",
+            fix="give a path this user can write",
+        )
 
 
 class Heartbeat:
@@ -473,7 +544,7 @@ app.add_typer(sandbox_app, name="sandbox")
 def sandbox_serve(
     scenario: Annotated[Path, typer.Option("--scenario", help="the scenario YAML")],
     host: Annotated[str, typer.Option("--host", help="interface to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="TCP port")] = 8765,
+    port: Annotated[int, typer.Option("--port", help="TCP port", min=1, max=65535)] = 8765,
     through: Annotated[
         str | None,
         typer.Option(

@@ -73,3 +73,42 @@ def test_ingest_from_a_running_sandbox(tmp_path: Path) -> None:
     assert failed.returncode == 1
     assert "retail_media   failed" in failed.stdout and "status=503" in failed.stdout
     assert "google_ads     succeeded pulled 2, landed 2" in failed.stdout
+
+
+def test_a_sandbox_url_that_is_no_url_exits_2_at_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    done = _cli("--since", "2025-01-06", "--sandbox-url", "notaurl", "--database-url", url)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "`--sandbox-url`: 'notaurl' is not an http(s) URL" in done.stderr
+    assert "Traceback" not in done.stderr and "attempts" not in done.stdout + done.stderr
+    assert not (tmp_path / "cli.db").exists(), "nothing may be written on bad input"
+
+
+def test_a_range_past_the_available_days_is_refused(tmp_path: Path) -> None:
+    from datetime import date
+
+    from connectors.sandbox.market import Market
+    from connectors.sandbox.scenario import load_scenario
+    from connectors.sandbox.server import SandboxServer
+
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    # --scenario: the history ends the day before the loop starts; later days are not data
+    future = _cli(
+        "--since", "2025-01-06", "--until", "2035-01-01", "--scenario", SCENARIO, "--database-url", url
+    )
+    assert future.returncode == 2, future.stdout + future.stderr
+    assert "--until 2035-01-01 is past the scenario's history, which ends 2026-01-04" in future.stderr
+    # --sandbox-url: a running sandbox says which day it is
+    market = Market(load_scenario(SCENARIO))
+    market.advance_to(date(2025, 1, 20))
+    with SandboxServer(market) as server:
+        ahead = _cli("--since", "2026-06-01", "--sandbox-url", server.base_url, "--database-url", url)
+        overlapping = _cli("--since", "2025-01-15", "--until", "2025-02-01", "--sandbox-url", server.base_url,
+                           "--database-url", url)  # fmt: skip
+    assert ahead.returncode == 2, ahead.stdout + ahead.stderr
+    assert (
+        "--since 2026-06-01 is in the future: the sandbox's last available day is 2025-01-19" in ahead.stderr
+    )
+    assert overlapping.returncode == 2 and "--until 2025-02-01 is after" in overlapping.stderr
+    assert "Traceback" not in future.stderr + ahead.stderr + overlapping.stderr
+    assert not (tmp_path / "cli.db").exists(), "nothing may be written on bad input"

@@ -408,3 +408,30 @@ def test_non_finite_numbers_are_kept_raw_and_never_land(migrated_engine: Engine)
     assert _check_metric(row, campaign) == ("spend", "`spend` is not finite: inf")
     negative = MetricRow("meta_ads", "acct-1", "c1", DAY0, 1.0, 1, -1, "USD")
     assert _check_metric(negative, campaign) == ("clicks", "`clicks` is negative: -1.0")
+
+
+def test_a_pull_whose_rows_were_all_quarantined_does_not_move_the_schema_baseline(
+    migrated_engine: Engine,
+) -> None:
+    ledger = _ledger(days=1)
+    platform = ledger.platforms["meta_ads"]
+    _ingest(migrated_engine, ledger, days=1)  # the baseline: the clean rows' keys
+    # One bad pull: every row has a new key (and is quarantined for its currency, so none lands) ...
+    platform.rows = [{**_row(c, DAY0, "11.00", spend_v2="11.00"), "currency": "EUR"} for c in ("c1", "c2")]
+    bad = _ingest(migrated_engine, ledger, days=1, now=NOW + timedelta(days=1)).batches[0]
+    assert bad.quarantined == 2 and bad.landed == bad.updated == 0
+    # ... and the next clean pull is checked against the last accepted schema, not the quarantined one.
+    platform.rows = [_row("c1", DAY0, "12.00"), _row("c2", DAY0, "13.00")]
+    good = _ingest(migrated_engine, ledger, days=1, now=NOW + timedelta(days=2)).batches[0]
+    assert good.status == "succeeded" and good.updated == 2, good
+    assert not [e for e in good.errors if e["kind"] == "schema"], good.errors
+    # Rows the parser could not read do not vote either: they are quarantined against the baseline.
+    platform.rows = [{k: v for k, v in _row(c, DAY0, "14.00").items() if k != "clicks"} for c in ("c1", "c2")]
+    unread = _ingest(migrated_engine, ledger, days=1, now=NOW + timedelta(days=3)).batches[0]
+    assert unread.quarantined == 2 and not [e for e in unread.errors if e["kind"] == "schema"]
+    with session_scope(migrated_engine) as session:
+        schemas = session.scalars(
+            select(IngestBatch.schema_keys).where(IngestBatch.source == "meta_ads").order_by(IngestBatch.id)
+        ).all()
+    baseline = sorted(key_paths(_row("c1", DAY0, "1.00")))
+    assert schemas == [baseline, None, baseline, None]

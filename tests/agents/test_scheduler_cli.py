@@ -4,6 +4,7 @@ at the end instead of starting over, a job that keeps failing is recorded and th
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterator
 from datetime import date, timedelta
@@ -13,9 +14,11 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
+from agents.jobs import JOBS
 from budgetloop.cli import _register_all, app
 from budgetloop.db.ops import JobRun
 from budgetloop.db.session import make_engine, session_scope
+from budgetloop.errors import InputError
 from connectors.sandbox.market import Market
 from connectors.sandbox.scenario import load_scenario
 from connectors.sandbox.server import SandboxServer
@@ -87,10 +90,42 @@ def test_simulated_worker_runs_a_day_and_resumes_instead_of_repeating(
     assert "ingest" in listing and "due 2026-01-06T06:00:00+00:00" in listing
 
 
-def test_a_job_that_keeps_failing_is_recorded_and_the_worker_goes_on(sqlite_url: str) -> None:
-    env = {  # no policy recorded: the monitor cannot work and says so every time
+class _Records(logging.Handler):
+    """The scheduler's log records (the worker replaces the root handlers, so caplog sees nothing)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def scheduler_log() -> Iterator[_Records]:
+    handler = _Records()
+    logger = logging.getLogger("agents.scheduler")
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)
+
+
+def _failing_monitor(monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
+    def boom(_rt: object) -> dict[str, object]:
+        raise error
+
+    monkeypatch.setitem(JOBS, "monitor", dataclasses.replace(JOBS["monitor"], func=boom))
+
+
+def test_a_job_that_keeps_failing_is_recorded_and_the_worker_goes_on(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch, scheduler_log: _Records
+) -> None:
+    # A user's mistake inside a job (here: made up) is recorded and logged in one line, no traceback.
+    _failing_monitor(monkeypatch, InputError("no readings to judge", key="metrics", fix="ingest first"))
+    env = {
         "BUDGETLOOP_DATABASE_URL": sqlite_url,
         "BUDGETLOOP_SANDBOX_URL": "http://127.0.0.1:9",  # nothing listens: the clock sync fails too
+        "BUDGETLOOP_POLICY_FILE": str(REPO / "examples" / "policy.yaml"),
         "BUDGETLOOP_JOB_MAX_ATTEMPTS": "2",
         "BUDGETLOOP_JOB_RETRY_BACKOFF_S": "600",
     }
@@ -115,11 +150,68 @@ def test_a_job_that_keeps_failing_is_recorded_and_the_worker_goes_on(sqlite_url:
             )
     finally:
         engine.dispose()
-    assert all("no valid guardrail policy" in (e or "") for e in errors), errors
+    assert all("no readings to judge" in (e or "") and "Traceback" not in (e or "") for e in errors), errors
     assert retried[1] - retried[0] == timedelta(minutes=10)
+    failures = [r for r in scheduler_log.records if "failed (attempt" in r.getMessage()]
+    assert len(failures) == 2 and not any(r.exc_info for r in failures), failures
+    assert "`metrics`: no readings to judge" in failures[0].getMessage()
     # The other jobs went on at their times, whatever became of them.
     assert any(job == "ingest" and at == "2026-01-06T06:00:00+00:00" for job, at, _, _ in runs)
     assert any(job == "plan" and at == "2026-01-06T08:00:00+00:00" for job, at, _, _ in runs)
+
+
+def test_a_job_failing_on_a_bug_is_logged_with_its_traceback(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch, scheduler_log: _Records
+) -> None:
+    _failing_monitor(monkeypatch, RuntimeError("a bug"))
+    env = {
+        "BUDGETLOOP_DATABASE_URL": sqlite_url,
+        "BUDGETLOOP_SANDBOX_URL": "http://127.0.0.1:9",
+        "BUDGETLOOP_POLICY_FILE": str(REPO / "examples" / "policy.yaml"),
+        "BUDGETLOOP_JOB_MAX_ATTEMPTS": "1",
+    }
+    _register_all()
+    args = ["worker", "--simulated-start", "2026-01-06T06:30", "--until", "2026-01-06T07:10"]
+    result = CliRunner().invoke(app, args, env=env)
+    assert result.exit_code == 0, (result.output, repr(result.exception))
+    failures = [r for r in scheduler_log.records if "failed (attempt" in r.getMessage()]
+    assert len(failures) == 1 and failures[0].exc_info
+
+
+def test_a_worker_without_any_policy_refuses_to_start(sqlite_url: str) -> None:
+    env = {"BUDGETLOOP_DATABASE_URL": sqlite_url, "BUDGETLOOP_SANDBOX_URL": "http://127.0.0.1:9"}
+    args = ["worker", "--simulated-start", "2026-01-05", "--until", "2026-01-07"]
+    _register_all()
+    result = CliRunner().invoke(app, args, env=env)
+    assert result.exit_code != 0 and isinstance(result.exception, InputError), (
+        result.output,
+        result.exception,
+    )
+    text = str(result.exception)
+    assert "BUDGETLOOP_POLICY_FILE" in text and "budgetloop policy apply" in text
+    assert _ok_runs(sqlite_url) == [], "no job may run without a policy"
+
+
+def test_a_heartbeat_file_in_a_missing_folder_is_refused_at_start(sqlite_url: str, tmp_path: Path) -> None:
+    env = {
+        "BUDGETLOOP_DATABASE_URL": sqlite_url,
+        "BUDGETLOOP_SANDBOX_URL": "http://127.0.0.1:9",
+        "BUDGETLOOP_POLICY_FILE": str(REPO / "examples" / "policy.yaml"),
+    }
+    hb = tmp_path / "nonexistent" / "hb"
+    args = ["worker", "--simulated-start", "2026-01-05", "--until", "2026-01-07", "--heartbeat-file", str(hb)]
+    _register_all()
+    result = CliRunner().invoke(app, args, env=env)
+    assert isinstance(result.exception, InputError), (result.output, result.exception)
+    assert "--heartbeat-file" in str(result.exception) and "does not exist" in str(result.exception)
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "99999"])
+def test_serve_refuses_a_port_outside_1_to_65535(port: str) -> None:
+    _register_all()
+    result = CliRunner().invoke(app, ["serve", "--port", port])
+    assert result.exit_code == 2, result.output
+    assert "--port" in result.output, result.output
 
 
 def test_jobs_run_names_the_jobs_on_a_typo(sqlite_url: str) -> None:

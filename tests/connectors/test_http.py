@@ -69,6 +69,7 @@ def test_gives_up_after_max_attempts_with_the_typed_error() -> None:
     ):
         http.get("/x")
     assert info.value.status == 503 and info.value.request_id == "r9" and info.value.platform == "p"
+    assert str(info.value).count("(platform=p") == 1, str(info.value)  # the context once, not per wrap
     assert len(seen) == 3 and len(sleeps) == 2 and all(0 <= s <= 2.0 for s in sleeps)
 
 
