@@ -81,26 +81,30 @@ def record_policy_file(engine: Any, path: Path) -> None:
 
     from budgetloop.clock import WallClock
     from budgetloop.db.session import session_scope
-    from budgetloop.store.policy import active_policy_record, record_policy
+    from budgetloop.fileio import read_user_text
+    from budgetloop.store.policy import active_policy_record, list_policy_versions, record_policy
 
     try:
-        body = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(
-            f"cannot read the policy ({exc.strerror})",
-            file=str(path),
-            key="BUDGETLOOP_POLICY_FILE",
-            fix="check the path",
-        ) from None
+        body = read_user_text(path, what="the policy file")
+    except InputError as exc:
+        raise InputError(exc.message, file=str(path), key="BUDGETLOOP_POLICY_FILE", fix=exc.fix) from None
     digest = hashlib.sha256(body.encode("utf-8")).hexdigest()
     try:
         with session_scope(engine) as session:
             current = active_policy_record(session)
             if current is not None and current.sha256 == digest:
                 return
-            record = record_policy(
-                session, text=body, source=str(path), author="BUDGETLOOP_POLICY_FILE", now=WallClock().now()
-            )
+            latest = next(iter(list_policy_versions(session, limit=1)), None)
+            if latest is not None and latest.sha256 == digest and not latest.valid:
+                record = latest  # refused before: a restarting service does not store it again
+            else:
+                record = record_policy(
+                    session,
+                    text=body,
+                    source=str(path),
+                    author="BUDGETLOOP_POLICY_FILE",
+                    now=WallClock().now(),
+                )
     except IntegrityError:
         log.info("another process recorded the policy at the same moment")
         return

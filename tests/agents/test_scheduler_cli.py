@@ -219,3 +219,26 @@ def test_jobs_run_names_the_jobs_on_a_typo(sqlite_url: str) -> None:
     result = CliRunner().invoke(app, ["jobs", "run", "ingets"], env={"BUDGETLOOP_DATABASE_URL": sqlite_url})
     assert result.exit_code != 0
     assert "no job named 'ingets'" in str(result.exception) + result.output
+
+
+def test_an_invalid_policy_file_is_stored_once_however_often_the_service_restarts(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    from budgetloop.cli.serve import record_policy_file
+    from budgetloop.db.session import upgrade_database
+    from budgetloop.store.policy import list_policy_versions
+
+    bad = tmp_path / "policy.yaml"
+    bad.write_text("budget: {total_daily_max: -1}\nchannels: {search: {}}\n")
+    upgrade_database(sqlite_url)
+    engine = make_engine(sqlite_url)
+    try:
+        for _ in range(3):  # a crash-looping container
+            with pytest.raises(InputError, match="the policy file is invalid"):
+                record_policy_file(engine, bad)
+        with session_scope(engine) as s:
+            assert [(r.version, r.valid) for r in list_policy_versions(s)] == [(1, False)]
+        with pytest.raises(InputError, match="it is a folder"):
+            record_policy_file(engine, tmp_path)
+    finally:
+        engine.dispose()
