@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 from slack_sdk import WebClient
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
@@ -74,11 +75,32 @@ def create_app(
     app.include_router(observability_router(engine, include_healthz=False))  # /readyz, /metrics (issue 6)
 
     @app.get(
-        "/healthz", response_model=HealthPublic, tags=["health"], summary="Liveness and database reachability"
+        "/healthz",
+        response_model=HealthPublic,
+        tags=["health"],
+        summary="Liveness and database reachability",
+        responses={
+            503: {
+                "description": "The database does not answer: "
+                '`{"status": "error", "database": "error", "checks": {"database": {"ok": false, "detail": ...}}}`'
+            }
+        },
     )
     def healthz(ctx: ContextDep) -> Any:
-        with ctx.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+        try:
+            with ctx.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as exc:  # a probe answers, it does not crash: name the failed check
+            detail = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+            return JSONResponse(
+                {
+                    "status": "error",
+                    "database": "error",
+                    "checks": {"database": {"ok": False, "detail": detail}},
+                    "at": ctx.now().isoformat(),
+                },
+                status_code=503,
+            )
         return {"status": "ok", "database": "ok", "at": ctx.now()}
 
     return app

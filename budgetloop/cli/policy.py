@@ -106,10 +106,14 @@ def apply(
 def show(
     database_url: str | None = typer.Option(None, "--database-url", help="Default: BUDGETLOOP_DATABASE_URL"),
 ) -> None:
-    from budgetloop.db.session import make_engine, session_scope
+    from budgetloop.db.session import DATABASE_URL_ENV, open_existing_database, session_scope
     from budgetloop.store.policy import active_policy_record
 
-    engine = make_engine(_database_url(database_url))
+    url = _database_url(database_url)
+    source = (
+        "--database-url" if database_url else (DATABASE_URL_ENV if os.environ.get(DATABASE_URL_ENV) else None)
+    )
+    engine = open_existing_database(url, source=source)
     try:
         with session_scope(engine) as session:
             record = active_policy_record(session)
@@ -126,6 +130,6 @@ def show(
 def _database_url(given: str | None) -> str:
     if given:
         return given
-    from budgetloop.config import Settings
+    from budgetloop.config import load_settings
 
-    return os.environ.get("BUDGETLOOP_DATABASE_URL") or Settings().database_url
+    return os.environ.get("BUDGETLOOP_DATABASE_URL") or load_settings().database_url

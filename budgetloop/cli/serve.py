@@ -15,6 +15,7 @@ as the active policy when it differs from the recorded one, and logs one JSON ob
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -64,6 +65,8 @@ def prepare_database(settings: Settings, *, wait_s: float = 60.0) -> Any:
         try:
             upgrade_database(settings.database_url)
             break
+        except InputError:
+            raise  # a database this build cannot migrate (newer, foreign tables): no race to wait out
         except Exception:
             if attempt == 4:
                 raise
@@ -624,9 +627,10 @@ def jobs_list(limit: Annotated[int, typer.Option("--limit", help="how many")] = 
     from sqlalchemy import select
 
     from budgetloop.db.ops import JobRun
-    from budgetloop.db.session import make_engine, session_scope
+    from budgetloop.db.session import open_existing_database, session_scope
 
-    engine = make_engine(load_settings().database_url)
+    source = "BUDGETLOOP_DATABASE_URL" if os.environ.get("BUDGETLOOP_DATABASE_URL") else None
+    engine = open_existing_database(load_settings().database_url, source=source)
     try:
         with session_scope(engine) as session:
             rows = session.execute(select(JobRun).order_by(JobRun.id.desc()).limit(limit)).scalars().all()

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import getpass
+import os
 
 import typer
 
 from budgetloop.cli import app, fail
 from budgetloop.clock import WallClock
-from budgetloop.config import Settings
-from budgetloop.db.session import make_engine, session_scope, upgrade_database
+from budgetloop.config import load_settings
+from budgetloop.db.session import (
+    DATABASE_URL_ENV,
+    make_engine,
+    open_existing_database,
+    session_scope,
+    upgrade_database,
+)
 from budgetloop.errors import InputError
 from budgetloop.store import tokens
 
@@ -21,8 +28,11 @@ app.add_typer(token_app, name="token")
 DB_HELP = "database URL (default: BUDGETLOOP_DATABASE_URL, else the SQLite file under ./var/)"
 
 
-def _url(database_url: str | None) -> str:
-    return database_url or Settings().database_url
+def _url(database_url: str | None) -> tuple[str, str | None]:
+    """The URL and where it came from (the flag, the variable, or the default), for messages."""
+    if database_url:
+        return database_url, "--database-url"
+    return load_settings().database_url, (DATABASE_URL_ENV if os.environ.get(DATABASE_URL_ENV) else None)
 
 
 @token_app.command("create")
@@ -33,9 +43,9 @@ def create(
     database_url: str | None = typer.Option(None, "--database-url", help=DB_HELP),
 ) -> None:
     """Create a token and print it once; only its SHA-256 is stored."""
-    url = _url(database_url)
-    upgrade_database(url)
-    engine = make_engine(url)
+    url, source = _url(database_url)
+    upgrade_database(url, source=source)
+    engine = make_engine(url, source=source)
     try:
         with session_scope(engine) as session:
             row, secret = tokens.create_token(
@@ -61,7 +71,8 @@ def revoke(
     database_url: str | None = typer.Option(None, "--database-url", help=DB_HELP),
 ) -> None:
     """Revoke a token at once; requests carrying it get 401 from then on."""
-    engine = make_engine(_url(database_url))
+    url, source = _url(database_url)
+    engine = open_existing_database(url, source=source)
     try:
         with session_scope(engine) as session:
             tokens.revoke_token(
@@ -77,7 +88,8 @@ def revoke(
 @token_app.command("list")
 def list_(database_url: str | None = typer.Option(None, "--database-url", help=DB_HELP)) -> None:
     """Every token: id, name, role, created, revoked, last used (never the token itself)."""
-    engine = make_engine(_url(database_url))
+    url, source = _url(database_url)
+    engine = open_existing_database(url, source=source)
     try:
         with session_scope(engine) as session:
             for t in tokens.list_tokens(session):

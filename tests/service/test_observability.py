@@ -6,13 +6,16 @@ from __future__ import annotations
 import io
 import json
 import logging
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import Engine
+from sqlalchemy.pool import NullPool
 
 from agents.jobs import JobSpec
 from agents.scheduler import RetryPolicy, run_job
@@ -94,6 +97,28 @@ def test_readyz_names_each_check(database_url: str) -> None:
         assert answer.json()["checks"]["scheduler"] == {"ok": False, "detail": "not running"}
     finally:
         stopped.server.should_exit = True
+        engine.dispose()
+
+
+def test_healthz_answers_503_json_naming_the_database_when_it_fails(tmp_path: Path) -> None:
+    folder = tmp_path / "gone"
+    folder.mkdir()
+    url = f"sqlite:///{(folder / 'budgetloop.db').as_posix()}"
+    upgrade_database(url)
+    engine = make_engine(url, poolclass=NullPool)  # a real engine: every request opens the file anew
+    server = _serve(engine, url)
+    try:
+        healthy = httpx.get(server.url + "/healthz")
+        assert healthy.status_code == 200
+        assert healthy.json()["status"] == "ok" and healthy.json()["database"] == "ok"
+        shutil.rmtree(folder)  # the database's file and folder vanish: SQLite cannot open it
+        down = httpx.get(server.url + "/healthz")
+        assert down.status_code == 503 and down.headers["content-type"].startswith("application/json")
+        body = down.json()
+        assert body["status"] == "error" and body["checks"]["database"]["ok"] is False
+        assert "unable to open database file" in body["checks"]["database"]["detail"]
+    finally:
+        server.server.should_exit = True
         engine.dispose()
 
 
