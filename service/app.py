@@ -82,7 +82,8 @@ def create_app(
         responses={
             503: {
                 "description": "The database does not answer: "
-                '`{"status": "error", "database": "error", "checks": {"database": {"ok": false, "detail": ...}}}`'
+                '`{"status": "error", "database": "error", "checks": {"database": {"ok": false, "detail": ...}}, '
+                '"at": ...}`'
             }
         },
     )

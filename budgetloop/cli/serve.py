@@ -593,7 +593,9 @@ app.add_typer(jobs_app, name="jobs")
 
 @jobs_app.command("run", help="Run one job now, under the same lock and job_runs record as the scheduler.")
 def jobs_run(
-    name: Annotated[str, typer.Argument(help="ingest | retrain | plan | execute | monitor | expire")],
+    name: Annotated[
+        str, typer.Argument(help="ingest | monitor | retrain | experiment | plan | execute | expire | digest")
+    ],
 ) -> None:
     from agents.jobs import JOBS
     from agents.scheduler import run_job

@@ -205,16 +205,26 @@ def _route(decision: Literal["approve", "reject"]) -> Any:
     return handler
 
 
+_COMMON = (
+    "409 `already_decided` (with who decided) or `expired` (past its `expires_at`: expired now, for "
+    "any caller, checked before the approver rules). The caller is the token's `slack_user_id`, else "
+    "its name."
+)
+_DESCRIPTIONS = {
+    "approve": "Only approvers the policy names; not one's own request; two distinct approvers above "
+    "`approval.two_approvers_above`. 200 for a decision taken (`approved`) or an approval recorded "
+    "(`recorded`, waiting for a second approver); 403 `refused`; " + _COMMON,
+    "reject": "Only approvers the policy names; one rejection rejects (one's own request included). 200 "
+    "`rejected`, or `recorded` where this approver has already approved; 403 `refused` (not a named "
+    "approver); " + _COMMON,
+}
+
 for _decision in ("approve", "reject"):
     _kwargs = allow("approver", responses=_DECISION_RESPONSES)
     router.post(
         f"/{{change_request_id}}/{_decision}",
         response_model=DecisionPublic,
         summary=f"{_decision.title()} a pending request (same rules as the Slack buttons)",
-        description="Only approvers the policy names; not one's own request; two distinct approvers above "
-        "`approval.two_approvers_above`. 200 for a decision taken (`approved`, `rejected`) or an approval "
-        "recorded (`recorded`, waiting for a second approver); 403 `refused`; 409 `already_decided` "
-        "(with who decided) or `expired` (past its `expires_at`). The caller is the token's "
-        "`slack_user_id`, else its name.",
+        description=_DESCRIPTIONS[_decision],
         **_kwargs,
     )(_route(_decision))

@@ -24,7 +24,8 @@ class ScenarioCreate(BaseModel):
     moves: list[str] = Field(
         default_factory=list,
         examples=[["social->retail_media:0.10"]],
-        description="SOURCE->TARGET:SHARE, applied in order to the current budgets",
+        description="SOURCE->TARGET:SHARE; each share is of the source's current budget (before any move), "
+        "and the shares out of one source add up to at most 1",
     )
     budgets: dict[str, float] = Field(
         default_factory=dict,
@@ -108,8 +109,9 @@ def _unprocessable(exc: InputError) -> HTTPException:
             400: {"description": "nothing to evaluate"},
             422: {
                 "description": "a move, budget or first day that cannot be used (unknown channel, source equal "
-                "to target, shares of one source above 1, a start outside the model's range); "
-                "`detail[0].loc` names the field"
+                "to target, a share not in (0, 1] or shares of one source above 1, a negative or non-finite "
+                "budget, a start outside the model's range): `detail[0].loc` names the field; or an answer "
+                "that came out non-finite (then `detail` is a sentence)"
             },
             409: {"description": "no promoted model version yet"},
         },
