@@ -355,4 +355,7 @@ class ReconciliationPublic(BaseModel):
 class HealthPublic(BaseModel):
     status: Literal["ok"]
     database: Literal["ok"]
-    at: datetime
+    at: datetime | None = Field(
+        description="the service's time; null where its clock follows a simulated worker that has not "
+        "claimed a job yet"
+    )

@@ -122,6 +122,24 @@ def test_healthz_answers_503_json_naming_the_database_when_it_fails(tmp_path: Pa
         engine.dispose()
 
 
+def test_healthz_answers_while_a_followed_simulated_worker_has_not_started(sqlite_url: str) -> None:
+    """`serve --follow-simulated-worker` reads its time from the worker's job claims: before the first
+    there is no time to tell, and the probe still answers (with no time), not a 500."""
+    from budgetloop.cli.serve import FollowingClock
+
+    upgrade_database(sqlite_url)
+    engine = make_engine(sqlite_url)
+    app = create_app(settings=Settings(database_url=sqlite_url), engine=engine, clock=FollowingClock(engine))
+    server = ServerThread(app).start()
+    try:
+        answer = httpx.get(server.url + "/healthz")
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"status": "ok", "database": "ok", "at": None}
+    finally:
+        server.server.should_exit = True
+        engine.dispose()
+
+
 def _head() -> str:
     from alembic.script import ScriptDirectory
 
