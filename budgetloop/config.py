@@ -10,13 +10,20 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_VAR_DIR = Path("var")
 DEV_SLACK_SIGNING_SECRET = "dev-signing-secret-change-me"
 DEV_SLACK_BOT_TOKEN = "xoxb-dev-token"
 DEFAULT_SLACK_BASE_URL = "https://slack.com/api/"
+# what an empty variable stands for: the same as leaving it unset
+_UNSET_DEFAULTS: dict[str, str | None] = {
+    "slack_signing_secret": DEV_SLACK_SIGNING_SECRET,
+    "slack_bot_token": DEV_SLACK_BOT_TOKEN,
+    "slack_base_url": DEFAULT_SLACK_BASE_URL,
+    "sandbox_url": None,
+}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 FIT_METHODS = ("nuts", "svi")
 
@@ -73,38 +80,21 @@ class Settings(BaseSettings):
     fit_baseline: Literal["multiplicative", "additive"] = "multiplicative"
     fit_saturation: Literal["hill", "logistic"] = "hill"
 
-    @field_validator("slack_signing_secret", mode="before")
+    @field_validator(
+        "slack_signing_secret", "slack_bot_token", "slack_base_url", "sandbox_url", mode="before"
+    )
     @classmethod
-    def _empty_secret_is_unset(cls, value: Any) -> Any:
-        return DEV_SLACK_SIGNING_SECRET if isinstance(value, str) and not value.strip() else value
-
-    @field_validator("slack_bot_token", mode="before")
-    @classmethod
-    def _empty_token_is_unset(cls, value: Any) -> Any:
-        return DEV_SLACK_BOT_TOKEN if isinstance(value, str) and not value.strip() else value
-
-    @field_validator("slack_base_url", mode="before")
-    @classmethod
-    def _empty_base_url_is_slack(cls, value: Any) -> Any:
-        return DEFAULT_SLACK_BASE_URL if isinstance(value, str) and not value.strip() else value
-
-    @field_validator("sandbox_url", mode="before")
-    @classmethod
-    def _empty_sandbox_url_is_unset(cls, value: Any) -> Any:
-        return None if isinstance(value, str) and not value.strip() else value
-
-    @field_validator("slack_base_url")
-    @classmethod
-    def _slack_url(cls, value: str) -> str:
-        problem = http_url_problem(value, example=DEFAULT_SLACK_BASE_URL)
-        if problem is not None:
-            raise ValueError(problem)
+    def _empty_is_unset(cls, value: Any, info: ValidationInfo) -> Any:
+        """An empty variable (``BUDGETLOOP_SLACK_BOT_TOKEN=``) means the same as an unset one."""
+        if isinstance(value, str) and not value.strip():
+            return _UNSET_DEFAULTS[str(info.field_name)]
         return value
 
-    @field_validator("sandbox_url")
+    @field_validator("slack_base_url", "sandbox_url")
     @classmethod
-    def _sandbox_url(cls, value: str | None) -> str | None:
-        problem = None if value is None else http_url_problem(value, example="http://sandbox:8765")
+    def _http_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        example = DEFAULT_SLACK_BASE_URL if info.field_name == "slack_base_url" else "http://sandbox:8765"
+        problem = None if value is None else http_url_problem(value, example=example)
         if problem is not None:
             raise ValueError(problem)
         return value
