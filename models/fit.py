@@ -388,6 +388,22 @@ def fit(
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}", key="--method", fix=f"use one of {METHODS}")
     seed = check_seed(seed)
+    # what a refit of this fit repeats: the holdout's, and the one that tests a diverged SVI's lift tests
+    refit: dict[str, Any] = {
+        "method": method,
+        "chains": chains,
+        "warmup": warmup,
+        "samples": samples,
+        "seed": seed,
+        "adstock": adstock,
+        "baseline": baseline,
+        "saturation": saturation,
+        "svi_steps": svi_steps,
+        "target_accept": target_accept,
+        "max_tree_depth": max_tree_depth,
+        "warmup_tree_depth": warmup_tree_depth,
+        "dense_mass": dense_mass,
+    }
     if round_shapes not in ROUND_SHAPES:
         raise ValueError(f"`round_shapes` must be one of {ROUND_SHAPES}, got {round_shapes!r}")
     for name, value, low in (("chains", chains, 1), ("warmup", warmup, 1), ("samples", samples, 10)):
@@ -487,20 +503,7 @@ def fit(
             if not tests or not checks:  # the holdout refit's tests are a subset: not renumbered here
                 raise
             raise _lift_conflict(
-                exc,
-                data,
-                tests,
-                lift_source,
-                priors=priors,
-                method=method,
-                chains=chains,
-                samples=samples,
-                seed=seed,
-                adstock=adstock,
-                baseline=baseline,
-                saturation=saturation,
-                svi_steps=svi_steps,
-                round_shapes=round_shapes,
+                exc, data, tests, lift_source, priors=priors, round_shapes=round_shapes, **refit
             ) from None
         rhat = ess = tail = bfmi_min = None
         worst = None
@@ -571,20 +574,8 @@ def fit(
             extent=extent,
             priors=priors,
             tests=tests,
-            method=method,
-            chains=chains,
-            warmup=warmup,
-            samples=samples,
-            seed=seed,
-            adstock=adstock,
-            baseline=baseline,
-            saturation=saturation,
-            svi_steps=svi_steps,
-            target_accept=target_accept,
-            max_tree_depth=max_tree_depth,
-            warmup_tree_depth=warmup_tree_depth,
-            dense_mass=dense_mass,
             progress=progress,  # the same program as the fit's, whose progress runs it in segments
+            **refit,
         )
     fm.diagnostics = judge(
         method=method,
