@@ -14,7 +14,7 @@ of search leave it at 0.4), never above 1; a channel gets at most one explicit b
 finite and >= 0; the first day lies between the model's first day and a year after its last. A
 channel at zero spend gets its mROAS from a finite difference on its curve (a step of 1% of its usual
 spend), where the derivative itself may be infinite. Nothing non-finite is ever returned or stored:
-:func:`ensure_finite` refuses it.
+:func:`evaluate` refuses it (:func:`ensure_finite`).
 """
 
 from __future__ import annotations
@@ -283,6 +283,39 @@ def _mroas(curves: ResponseCurves, budgets: np.ndarray, usual: np.ndarray) -> tu
     return m, unknown
 
 
+def answer(
+    fm: FittedModel,
+    *,
+    moves: Sequence[Move],
+    current: Mapping[str, float],
+    budgets: Mapping[str, float],
+    start: date | None,
+    weeks: int,
+    description: str,
+    seed: int = 0,
+) -> ScenarioResult:
+    """A scenario as the CLI and the REST API ask it: ``current`` overrides the model's last week for
+    the channels it names, ``moves`` then ``budgets`` make the scenario, from ``start`` (default the
+    day after the model's data) for ``weeks``. Every input is checked first (InputError names the flag)."""
+    channels = list(fm.channels)
+    given_current = check_budgets(current, channels, "--current")
+    given_budgets = check_budgets(budgets, channels, "--budget")
+    first = start or date.fromisoformat(str(fm.data.dates[-1])[:10]) + timedelta(days=1)
+    check_start(fm, first)
+    base = {**recent_daily_budgets(fm), **given_current}
+    planned = apply_moves(base, moves, channels)
+    planned.update(given_budgets)
+    return evaluate(
+        fm,
+        current=base,
+        scenario=planned,
+        start=first,
+        days=7 * weeks,
+        description=f"{description} for {weeks} weeks",
+        seed=seed,
+    )
+
+
 def evaluate(
     fm: FittedModel,
     *,
@@ -370,8 +403,7 @@ def store(
     actor: str,
     now: datetime,
 ) -> ScenarioRow:
-    body = result.to_dict()
-    ensure_finite(body)
+    body = result.to_dict()  # finite: evaluate() refuses anything else
     ensure_finite(dict(request), "request")
     row = ScenarioRow(
         created_at=now,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 import typer
@@ -53,32 +53,6 @@ def _start(text: str) -> date:
         ) from None
 
 
-def _sqlite_file_exists(url: str) -> None:
-    """A what-if never creates a database: a SQLite file that is not there is the user's mistake."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        raise InputError(
-            f"cannot read the database URL {url!r}",
-            key="--database-url",
-            fix="write e.g. sqlite:///budgetloop.db or postgresql+psycopg://user@host/db",
-        ) from None
-    if not parsed.drivername.startswith("sqlite"):
-        return
-    database = parsed.database or ""
-    if database in ("", ":memory:") or database.startswith("file:"):
-        return
-    if not Path(database).is_file():
-        raise InputError(
-            f"no database at {database}",
-            key="--database-url",
-            fix="point it at the database the loop writes to (a what-if does not create one), or pass --model FILE",
-        )
-
-
 @app.command("scenario")
 def scenario(
     move: list[str] = typer.Option(
@@ -107,17 +81,12 @@ def scenario(
     from agents.retrain import decode_model
     from agents.scenarios import (
         Move,
-        apply_moves,
-        check_budgets,
-        check_start,
-        ensure_finite,
-        evaluate,
-        recent_daily_budgets,
+        answer,
         store,
     )
     from budgetloop.clock import WallClock
     from budgetloop.config import load_settings
-    from budgetloop.db.session import make_engine, session_scope, upgrade_database
+    from budgetloop.db.session import open_existing_database, session_scope
     from budgetloop.store import models as model_store
     from models.serialize import load
 
@@ -139,9 +108,7 @@ def scenario(
         fm = load(model)
     else:
         url = database_url or os.environ.get("BUDGETLOOP_DATABASE_URL") or load_settings().database_url
-        _sqlite_file_exists(url)
-        upgrade_database(url)
-        engine = make_engine(url)
+        engine = open_existing_database(url, source="--database-url" if database_url else None)
         with session_scope(engine) as session:
             version = model_store.promoted(session)
             if version is None:
@@ -152,22 +119,17 @@ def scenario(
                 )
             fm = decode_model(version.artifact)
             version_id = version.id
-    last = date.fromisoformat(str(fm.data.dates[-1])[:10])
-    first = first_day or last + timedelta(days=1)
-    channels = list(fm.channels)
-    check_budgets(given_current, channels, "--current")
-    check_budgets(given_budgets, channels, "--budget")
-    check_start(fm, first)
-    # the current plan: what --current gives, the model's last week for every channel it leaves out
-    base = {**recent_daily_budgets(fm), **given_current}
-    planned = apply_moves(base, moves, channels)
-    planned.update(given_budgets)
-    description = "; ".join(move + budget) + f" for {weeks} weeks"
-    result = evaluate(
-        fm, current=base, scenario=planned, start=first, days=7 * weeks, description=description, seed=seed
+    result = answer(
+        fm,
+        moves=moves,
+        current=given_current,
+        budgets=given_budgets,
+        start=first_day,
+        weeks=weeks,
+        description="; ".join(move + budget),
+        seed=seed,
     )
-    body = result.to_dict()
-    ensure_finite(body)
+    body = result.to_dict()  # finite: evaluate() refuses anything else
     if engine is not None:
         with session_scope(engine) as session:
             row = store(

@@ -3,7 +3,7 @@ weeks?"), answered with posterior bands by :mod:`agents.scenarios` and stored so
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path
@@ -123,11 +123,7 @@ def create_scenario(ctx: ContextDep, session: SessionDep, token: CurrentToken, b
     from agents.scenarios import (
         Move,
         NonFiniteResult,
-        apply_moves,
-        check_budgets,
-        check_start,
-        evaluate,
-        recent_daily_budgets,
+        answer,
         store,
     )
 
@@ -143,25 +139,15 @@ def create_scenario(ctx: ContextDep, session: SessionDep, token: CurrentToken, b
             409, "no promoted model version yet: the retrain job promotes one after a healthy fit"
         )
     fm = decode_model(version.artifact, source=f"model version {version.id}")
-    last = date.fromisoformat(str(fm.data.dates[-1])[:10])
-    channels = list(fm.channels)
     try:
-        given_current = check_budgets(body.current or {}, channels, "--current")
-        given_budgets = check_budgets(body.budgets, channels, "--budget")
-        start = body.start or last + timedelta(days=1)
-        check_start(fm, start)
-        # the current plan: what `current` gives, the model's last week for every channel it leaves out
-        base = {**recent_daily_budgets(fm), **given_current}
-        planned = apply_moves(base, moves, channels)
-        planned.update(given_budgets)
-        description = "; ".join([*body.moves, *(f"{k}={v:g}" for k, v in body.budgets.items())])
-        result = evaluate(
+        result = answer(
             fm,
-            current=base,
-            scenario=planned,
-            start=start,
-            days=7 * body.weeks,
-            description=f"{description} for {body.weeks} weeks",
+            moves=moves,
+            current=body.current or {},
+            budgets=body.budgets,
+            start=body.start,
+            weeks=body.weeks,
+            description="; ".join([*body.moves, *(f"{k}={v:g}" for k, v in body.budgets.items())]),
             seed=body.seed,
         )
         row = store(
