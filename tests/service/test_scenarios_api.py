@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import date
+from typing import Any
 
 import httpx
 import numpy as np
@@ -22,26 +23,12 @@ from tests.service.conftest import auth
 def test_a_scenario_is_answered_from_the_promoted_model_and_stored(
     api: httpx.Client, role_tokens: dict[str, str], engine: Engine, clock: SimulatedClock
 ) -> None:
-    from agents.retrain import encode_model
     from models.fit import fit
     from models.simulate import simulate
 
     data, _ = simulate(periods=52, channels=2, seed=1, noise=0.05, variation=0.6, media_share=0.3)
     fm = fit(data, method="svi", svi_steps=300, samples=50, seed=0, chains=1, warmup=1)
-    with session_scope(engine) as s:
-        version = model_store.save_candidate(
-            s,
-            artifact=encode_model(fm),
-            data_start=date(2024, 1, 1),
-            data_end=date(2024, 12, 31),
-            method="svi",
-            healthy=True,
-            fingerprint=data.fingerprint(),
-            diagnostics={},
-            summary={},
-            now=clock.now(),
-        )
-        model_store.promote(s, model_version_id=version.id, reason="test", now=clock.now())
+    version_id = _save_and_promote(engine, clock, fm, data, date(2024, 1, 1), date(2024, 12, 31))
     h = auth(role_tokens["finance"])
     created = api.post("/api/v1/scenarios", json={"moves": ["ch0->ch1:0.2"], "weeks": 4}, headers=h)
     assert created.status_code == 201, created.text
@@ -52,12 +39,11 @@ def test_a_scenario_is_answered_from_the_promoted_model_and_stored(
     assert sum(budgets["scenario"].values()) == pytest.approx(sum(budgets["current"].values()), abs=0.02)
     band = result["revenue"]["difference"]
     assert band["p05"] <= band["mean"] <= band["p95"] and 0 <= result["revenue"]["probability_better"] <= 1
-    assert body["created_by"] == "finance" and body["model_version_id"] == version.id
+    assert body["created_by"] == "finance" and body["model_version_id"] == version_id
     assert api.get(f"/api/v1/scenarios/{body['id']}", headers=h).json() == body
 
 
 def _promote_small_model(engine: Engine, clock: SimulatedClock) -> int:
-    from agents.retrain import encode_model
     from models.fit import fit
     from models.simulate import simulate
 
@@ -67,12 +53,21 @@ def _promote_small_model(engine: Engine, clock: SimulatedClock) -> int:
     shape = np.array(fm.draws["shape"], dtype=float)
     shape[: len(shape) // 2, 0] = 0.6
     fm.draws["shape"] = shape
+    first, last = (date.fromisoformat(str(d)[:10]) for d in (data.dates[0], data.dates[-1]))
+    return _save_and_promote(engine, clock, fm, data, first, last)
+
+
+def _save_and_promote(
+    engine: Engine, clock: SimulatedClock, fm: Any, data: Any, data_start: date, data_end: date
+) -> int:
+    from agents.retrain import encode_model
+
     with session_scope(engine) as s:
         version = model_store.save_candidate(
             s,
             artifact=encode_model(fm),
-            data_start=date.fromisoformat(str(data.dates[0])[:10]),
-            data_end=date.fromisoformat(str(data.dates[-1])[:10]),
+            data_start=data_start,
+            data_end=data_end,
             method="svi",
             healthy=True,
             fingerprint=data.fingerprint(),
