@@ -106,6 +106,8 @@ class FitScore:
     fit_seconds: float
     healthy: bool
     oracle: bool = False
+    # the curve parts pinned at the truth (:data:`CURVE_PARTS`; all three when ``oracle``)
+    pinned: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -124,7 +126,13 @@ class FitScore:
 
 
 def score_fit(
-    fm: FittedModel, truth: Truth, *, seed: int, calibrated: bool, oracle: bool = False
+    fm: FittedModel,
+    truth: Truth,
+    *,
+    seed: int,
+    calibrated: bool,
+    oracle: bool = False,
+    pinned: Sequence[str] = (),
 ) -> FitScore:
     """Per-channel errors of the posterior mean ROI / mROAS and 90% coverage of the true ROI."""
     m = fm.channel_metrics()
@@ -157,6 +165,7 @@ def score_fit(
         fit_seconds=d.fit_seconds,
         healthy=d.healthy,
         oracle=oracle,
+        pinned=tuple(pinned),
     )
 
 
@@ -251,19 +260,34 @@ def lift_tests_for(
     return tests
 
 
-def oracle_priors(data: MMMData, truth: Truth) -> Priors:
+#: the parts of a curve's shape that :func:`oracle_priors` can pin at the truth
+CURVE_PARTS = ("decay", "half", "shape")
+
+
+def _check_parts(parts: Sequence[str]) -> None:
+    unknown = sorted(set(parts) - set(CURVE_PARTS))
+    if unknown:
+        raise ValueError(f"cannot pin {unknown}: choose among {list(CURVE_PARTS)}")
+
+
+def oracle_priors(data: MMMData, truth: Truth, parts: Sequence[str] = CURVE_PARTS) -> Priors:
     """Priors that pin each channel's adstock decay, half-saturation and Hill shape at the truth (Beta
     with concentration 2000, LogNormal with sigma 0.005): only the ROIs (the curves' sizes), the
-    baseline and the noise are left to estimate."""
+    baseline and the noise are left to estimate. ``parts`` pins a subset (the others keep their
+    default priors), which tells how much of an error each unknown of the shape causes."""
+    _check_parts(parts)
     priors = Priors()
     for j, ch in enumerate(data.channels):
         d = float(truth.decay[j])
-        priors = priors.with_channel(
-            ch,
-            decay=BetaPrior(2000.0 * d, 2000.0 * (1.0 - d)),
-            half=LogNormalPrior(float(truth.half[j]), 0.005),
-            shape=LogNormalPrior(float(truth.shape[j]), 0.005) if truth.saturation == "hill" else None,
-        )
+        pinned: dict[str, Any] = {}
+        if "decay" in parts:
+            pinned["decay"] = BetaPrior(2000.0 * d, 2000.0 * (1.0 - d))
+        if "half" in parts:
+            pinned["half"] = LogNormalPrior(float(truth.half[j]), 0.005)
+        if "shape" in parts and truth.saturation == "hill":
+            pinned["shape"] = LogNormalPrior(float(truth.shape[j]), 0.005)
+        if pinned:
+            priors = priors.with_channel(ch, **pinned)
     return priors
 
 
@@ -300,22 +324,26 @@ def recovery_study(
     variation: float = STUDY_VARIATION,
     method: str = "nuts",
     warmup_tree_depth: int = WARMUP_TREE_DEPTH,
+    pin: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Fit each seed's table plain and/or calibrated; return every score and the summaries.
 
-    ``oracle=True`` fits with :func:`oracle_priors` (the true curve shapes known); ``variation`` is
+    ``oracle=True`` fits with :func:`oracle_priors` (the true curve shapes known), ``pin`` with only
+    those parts of them known (:data:`CURVE_PARTS`); ``variation`` is
     the design's (:func:`simulated_case`); ``method="svi"`` scores the quick-refresh path (its
     ``samples x chains`` draws from the fitted guide).
 
     With ``jsonl``, each fit's score is appended to that file as soon as it is known, so a long
     study that is stopped early still leaves its results (see :func:`summarize_jsonl`).
     """
+    parts = CURVE_PARTS if oracle else tuple(pin)
+    _check_parts(parts)
     scores: dict[bool, list[FitScore]] = {c: [] for c in calibrated}
     for seed in seeds:
         data, truth = simulated_case(seed, frequency, variation)
         for cal in calibrated:
             tests = lift_tests_for(data, truth, seed=seed) if cal else None
-            priors = oracle_priors(data, truth) if oracle else None
+            priors = oracle_priors(data, truth, parts) if parts else None
             fm = fit(
                 data,
                 priors=priors,
@@ -327,7 +355,7 @@ def recovery_study(
                 samples=samples,
                 seed=seed,
             )
-            sc = score_fit(fm, truth, seed=seed, calibrated=cal, oracle=oracle)
+            sc = score_fit(fm, truth, seed=seed, calibrated=cal, oracle=oracle, pinned=parts)
             scores[cal].append(sc)
             if jsonl is not None:
                 with jsonl.open("a") as fh:
@@ -335,7 +363,8 @@ def recovery_study(
             if log is not None:
                 s = summarize([sc])
                 log(
-                    f"seed {seed} {'calibrated' if cal else 'plain':10s}{' oracle' if oracle else ''} "
+                    f"seed {seed} {'calibrated' if cal else 'plain':10s}{' oracle' if oracle else ''}"
+                    f"{' pinned ' + ','.join(parts) if parts and not oracle else ''} "
                     f"T={data.periods} C={len(data.channels)} "
                     f"roi {s['median_roi_error']:.3f} mroas {s['median_mroas_error']:.3f} "
                     f"covered {s['covered']}/{s['channels']} r_hat {sc.r_hat_max} div {sc.divergences} "
@@ -348,6 +377,7 @@ def recovery_study(
             "warmup": warmup,
             "samples": samples,
             "oracle": oracle,
+            "pinned": list(parts),
             "variation": variation,
             "method": method,
             "warmup_tree_depth": warmup_tree_depth,
@@ -361,7 +391,7 @@ def recovery_study(
 def _score_from_dict(d: dict[str, Any]) -> FitScore:
     fields = ChannelScore.__dataclass_fields__
     chans = tuple(ChannelScore(**{k: v for k, v in c.items() if k in fields}) for c in d["channels"])
-    return FitScore(**{**d, "channels": chans})
+    return FitScore(**{**d, "channels": chans, "pinned": tuple(d.get("pinned", ()))})
 
 
 def summarize_jsonl(paths: Sequence[Path]) -> dict[str, Any]:
@@ -555,6 +585,14 @@ def smoke_fit(
     }
 
 
+def _curve_parts(text: str) -> tuple[str, ...]:
+    parts = tuple(p.strip() for p in text.split(",") if p.strip())
+    bad = [p for p in parts if p not in CURVE_PARTS]
+    if bad or not parts:
+        raise argparse.ArgumentTypeError(f"{text!r}: give one or more of {','.join(CURVE_PARTS)}")
+    return parts
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.validation")
     sub = parser.add_subparsers(dest="what", required=True)
@@ -564,6 +602,13 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--frequency", choices=["week", "day"], default="week")
     st.add_argument("--jsonl", type=Path, default=None, help="append each fit's score here as it lands")
     st.add_argument("--oracle", action="store_true", help="pin the true curve shapes (an accuracy bound)")
+    st.add_argument(
+        "--pin",
+        type=_curve_parts,
+        default=(),
+        metavar="PARTS",
+        help=f"pin only these parts of the true curves, comma-separated among {','.join(CURVE_PARTS)}",
+    )
     st.add_argument("--plain-only", action="store_true", help="skip the calibrated fits")
     st.add_argument(
         "--variation",
@@ -602,6 +647,7 @@ def main(argv: list[str] | None = None) -> int:
             log=lambda s: print(s, flush=True),
             jsonl=args.jsonl,
             oracle=args.oracle,
+            pin=args.pin,
             variation=args.variation,
             method=args.method,
             warmup_tree_depth=args.warmup_tree_depth,

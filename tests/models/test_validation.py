@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from models.priors import Priors
 from models.validation import (
     PYMC_TRUTH_CSV,
     ChannelScore,
@@ -143,3 +144,26 @@ def test_summary_scores_the_posterior_medians_too_when_the_scores_have_them() ->
     )
     assert s["median_mroas_error_of_median"] == pytest.approx(0.1)
     assert "median_roi_error_of_median" not in summarize([score(False)])  # older scores: not made up
+
+
+def test_oracle_priors_can_pin_part_of_each_curve() -> None:
+    from models.priors import resolve
+    from models.validation import oracle_priors
+
+    data, truth = simulated_case(3)
+    kw = {
+        "channels": data.channels,
+        "frequency": data.frequency,
+        "y_total": float(data.y.sum()),
+        "spend_total": data.spend.sum(0),
+        "spend_scale": data.spend_scale,
+    }
+    default = resolve(Priors(), **kw)
+    r = resolve(oracle_priors(data, truth, parts=("half",)), **kw)
+    np.testing.assert_allclose(np.exp(r.half_loc) * data.spend_scale, truth.half, rtol=1e-9)
+    # the parts not named keep their default priors
+    np.testing.assert_array_equal(r.decay_a, default.decay_a)
+    np.testing.assert_array_equal(r.shape_loc, default.shape_loc)
+    np.testing.assert_array_equal(r.shape_scale, default.shape_scale)
+    with pytest.raises(ValueError, match="cannot pin \\['roi'\\]"):
+        oracle_priors(data, truth, parts=("roi",))
