@@ -69,14 +69,22 @@ def geometric_adstock_np(x: np.ndarray, decay: np.ndarray, init: Any = None) -> 
     return out
 
 
-def delayed_adstock_np(x: np.ndarray, decay: np.ndarray, delay: np.ndarray, max_lag: int) -> np.ndarray:
+def delayed_adstock_np(
+    x: np.ndarray,
+    decay: np.ndarray,
+    delay: np.ndarray,
+    max_lag: int,
+    before: np.ndarray | float | None = None,
+) -> np.ndarray:
     """:func:`models.transforms.delayed_adstock` in NumPy: weights ``decay^((l - delay)^2)`` over
-    lags ``0..max_lag-1``, normalised, from the first period's spend held before the table."""
+    lags ``0..max_lag-1``, normalised, from ``before`` spent in each period before the table
+    (default: the first period's spend)."""
     x = np.asarray(x, dtype=float)
     lags = np.arange(max_lag, dtype=float).reshape((max_lag,) + (1,) * (x.ndim - 1))
     w = np.power(decay, (lags - delay) ** 2)
     w = w / w.sum(axis=0, keepdims=True)
-    padded = np.concatenate([np.repeat(x[:1], max_lag - 1, axis=0), x], axis=0)
+    first = x[:1] if before is None else np.broadcast_to(np.asarray(before, dtype=float), x[:1].shape)
+    padded = np.concatenate([np.repeat(first, max_lag - 1, axis=0), x], axis=0)
     t = x.shape[0]
     out = np.zeros_like(x)
     for lag in range(max_lag):

@@ -399,9 +399,12 @@ class FittedModel:
 
         def media(spend: np.ndarray) -> np.ndarray:  # [T, N], scaled units as the draws are
             xs = np.broadcast_to((spend / scale)[:, None], (len(spend), self.n_draws))
+            # both series start from the table's first period held before it, as the model's lift term
             if self.spec.adstock == "delayed":
-                ad = delayed_adstock_np(xs, draws["decay"], draws["delay"], self.spec.max_lag)
-            else:  # from the table's first period held before it, as the model's lift term
+                ad = delayed_adstock_np(
+                    xs, draws["decay"], draws["delay"], self.spec.max_lag, before=x[0] / scale
+                )
+            else:
                 ad = geometric_adstock_np(xs, draws["decay"], init=x[0] / scale)
             shape = draws.get("shape", np.ones(self.n_draws))
             return draws["beta"] * saturation_np(self.spec.saturation, ad, draws["half"], shape)

@@ -273,8 +273,11 @@ def pad_inputs(inputs: dict[str, Any], to: Extent) -> dict[str, Any]:
 def adstock_fn(
     spec: ModelSpec, x: Array, decay: Array, delay: Array | None, init: Array | None = None
 ) -> Array:
+    """The adstock of ``x``; ``init``: the state before the table (geometric), the spend of each
+    period before it (delayed), the steady state of that spend being that spend; default: the
+    first period's spend."""
     if spec.adstock == "delayed":
-        return delayed_adstock(x, decay, delay, spec.max_lag)
+        return delayed_adstock(x, decay, delay, spec.max_lag, before=init)
     return geometric_adstock(x, decay, init)
 
 
@@ -481,7 +484,8 @@ def lift_predictions(
     spend, so the changed spend's adstock is the table's plus the adstock of the change alone, which
     is zero before the window: only the window's rows are computed (a window that starts on the
     table's first row takes the period before it as unchanged). Delayed adstock recomputes the whole
-    series per test.
+    series per test, with the table's first period's spend before it in both series (the same
+    convention).
     """
     if spec.adstock != "geometric":
         return _lift_full(spec, x, lift, decay, delay, half, shape, beta)
@@ -543,8 +547,10 @@ def _lift_full(
         full = jnp.where(geo, xc * (1.0 + window * share / (1.0 - share)), xc)
         changed = jnp.where(geo, full * (1.0 - window), jnp.maximum(xc + delta * window, 0.0))
         s = None if shape is None else shape[j]
-        base = saturate(spec.saturation, adstock_fn(spec, full, d, dl), half[j], s)
-        after = saturate(spec.saturation, adstock_fn(spec, changed, d, dl), half[j], s)
+        # before the table both series spent its first period as it stands (outside every window)
+        before = xc[0]
+        base = saturate(spec.saturation, adstock_fn(spec, full, d, dl, before), half[j], s)
+        after = saturate(spec.saturation, adstock_fn(spec, changed, d, dl, before), half[j], s)
         return beta[j] * jnp.where(geo, share, 1.0) * jnp.sum(window * (base - after))
 
     return jax.vmap(one)(ch, lift["window"], lift["delta"], lift["share"])

@@ -88,11 +88,13 @@ def _blocked_geometric(x: Array, decay: Array, a0: Array) -> Array:
     return full.reshape(nb * b, c)[:t_len]
 
 
-def delayed_adstock(x: Array, decay: Array, delay: Array, max_lag: int) -> Array:
+def delayed_adstock(x: Array, decay: Array, delay: Array, max_lag: int, before: Array | None = None) -> Array:
     """Delayed adstock: weights ``w_l ∝ decay^((l - delay)^2)`` for lags ``l = 0..max_lag-1``, normalised.
 
     The peak effect arrives ``delay`` periods after the spend (``delay = 0`` is a smooth geometric-like
-    decay). Periods before the table are taken to have spent the first period's amount.
+    decay). Periods before the table are taken to have spent ``before`` each (shaped like one row of
+    ``x``; default: the first period's amount). A lift test that changes the first period's spend
+    passes the table's own first period here, so the change does not reach back before the table.
     """
     _check_time_major(x, "x")
     if max_lag < 1:
@@ -103,7 +105,8 @@ def delayed_adstock(x: Array, decay: Array, delay: Array, max_lag: int) -> Array
     lags = jnp.arange(max_lag, dtype=x.dtype).reshape((max_lag,) + (1,) * (x.ndim - 1))
     w = jnp.power(jnp.asarray(decay, x.dtype), (lags - jnp.asarray(delay, x.dtype)) ** 2)
     w = w / jnp.sum(w, axis=0, keepdims=True)
-    padded = jnp.concatenate([jnp.repeat(x[:1], max_lag - 1, axis=0), x], axis=0)
+    first = x[:1] if before is None else jnp.broadcast_to(jnp.asarray(before, x.dtype), x[:1].shape)
+    padded = jnp.concatenate([jnp.repeat(first, max_lag - 1, axis=0), x], axis=0)
     t = x.shape[0]
     out = jnp.zeros_like(x)
     for lag in range(max_lag):

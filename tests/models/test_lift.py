@@ -100,6 +100,72 @@ def test_a_geo_holdout_is_predicted_as_the_held_out_regions_whole_contribution()
     assert LiftTest.from_dict(test.to_dict()) == test
 
 
+def _delayed_media_by_hand(
+    spend: np.ndarray, before: np.ndarray, decay: np.ndarray, delay: np.ndarray, max_lag: int, curve: object
+) -> np.ndarray:
+    """Delayed adstock written out: ``sum_l w_l x[t - l]``, ``w_l ∝ decay^((l - delay)^2)``, the periods
+    before the table having spent ``before``; then the saturation ``curve``."""
+    t, c = spend.shape
+    out = np.zeros_like(spend)
+    for j in range(c):
+        w = decay[j] ** ((np.arange(max_lag) - delay[j]) ** 2)
+        w = w / w.sum()
+        for i in range(t):
+            out[i, j] = sum(w[lag] * (spend[i - lag, j] if i >= lag else before[j]) for lag in range(max_lag))
+    return curve(out)  # type: ignore[operator,no-any-return]
+
+
+@pytest.mark.parametrize("share", [None, 0.1])
+def test_a_delayed_adstock_test_on_the_first_row_does_not_reach_back_before_the_table(
+    share: float | None,
+) -> None:
+    # INTERFACES section 2: the spend differed on the rows start..end only; the periods before the
+    # table spent its first row as it stands in both the table's and the changed spend
+    data, truth = simulate(periods=30, channels=2, seed=4)
+    j, n = 1, 4
+    table = data.spend.copy()
+    if share is None:
+        delta = -0.6 * float(table[:n, j].min()) * n
+        full = table.copy()
+        changed = table.copy()
+        changed[:n, j] += delta / n
+    else:
+        delta = -share / (1 - share) * float(table[:n, j].sum())
+        full = table.copy()
+        full[:n, j] /= 1 - share
+        changed = full.copy()
+        changed[:n, j] = 0.0
+    day = data.dates.astype("datetime64[D]")
+    test = LiftTest(data.channels[j], day[0], day[n - 1], delta, 0.0, 1.0, share)
+    arr = to_arrays([test], data)
+    assert arr is not None
+    spec = ModelSpec.for_data(data, adstock="delayed")
+    scale = data.spend_scale
+    delay = np.array([1.5, 2.0])
+    pred = lift_predictions(
+        spec,
+        jnp.asarray(table / scale, dtype=jnp.float32),
+        {k: jnp.asarray(v) for k, v in arr.__dict__.items()},
+        jnp.asarray(truth.decay, dtype=jnp.float32),
+        jnp.asarray(delay, dtype=jnp.float32),
+        jnp.asarray(truth.half / scale, dtype=jnp.float32),
+        jnp.asarray(truth.shape, dtype=jnp.float32),
+        jnp.asarray(truth.scale / data.y_scale, dtype=jnp.float32),
+    )
+
+    def media(spend: np.ndarray) -> np.ndarray:
+        def curve(stock: np.ndarray) -> np.ndarray:
+            return np.asarray(
+                truth.scale * stock**truth.shape / (stock**truth.shape + truth.half**truth.shape)
+            )
+
+        return _delayed_media_by_hand(spend, table[0], truth.decay, delay, spec.max_lag, curve)
+
+    by_hand = (1.0 if share is None else share) * (media(full) - media(changed))[:n, j].sum()
+    assert by_hand > 0
+    assert float(pred[0]) * data.y_scale == pytest.approx(by_hand, rel=1e-4)
+
+
 def test_a_holdout_share_outside_zero_one_is_refused() -> None:
     with pytest.raises(ValueError, match="holdout_share"):
         LiftTest("tv", np.datetime64("2024-01-01"), np.datetime64("2024-01-14"), -10.0, 5.0, 1.0, 1.5)

@@ -135,3 +135,10 @@ def test_the_numpy_adstocks_are_the_models() -> None:
     )
     expected = delayed_adstock(jnp.asarray(x), jnp.asarray(decay), jnp.asarray(delay), 8)
     np.testing.assert_allclose(delayed_adstock_np(x, decay, delay, 8), np.asarray(expected), rtol=1e-5)
+    # the spend before the table, when given, replaces the first period's in both
+    before = np.array([0.5, 0.0, 2.0])
+    expected = delayed_adstock(jnp.asarray(x), jnp.asarray(decay), jnp.asarray(delay), 8, jnp.asarray(before))
+    got = delayed_adstock_np(x, decay, delay, 8, before=before)
+    np.testing.assert_allclose(got, np.asarray(expected), rtol=1e-5)
+    # the first row reads lags 1..7 from before the table: with delay 3 and decay 0.8 most of its weight
+    assert got[0, 2] != pytest.approx(delayed_adstock_np(x, decay, delay, 8)[0, 2], rel=1e-3)
