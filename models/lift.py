@@ -217,9 +217,10 @@ def to_arrays(tests: list[LiftTest], data: MMMData, *, source: str = "<lift test
                 fix="use tests run inside the fitted period",
             )
         # a window reaching past either end would squeeze the whole test into the rows it overlaps;
-        # a row stands for its whole period, so the window may end inside the last row's period
+        # a row stands for its whole period, from its date on, so the window may end inside the last
+        # row's period but may not start before the first row's date
         step = np.timedelta64(FREQ_DAYS[data.frequency], "D")
-        before, after = test.start <= days[0] - step, test.end >= days[-1] + step
+        before, after = test.start < days[0], test.end >= days[-1] + step
         if before or after:
             first, last = str(days[0])[:10], str(days[-1])[:10]
             raise InputError(

@@ -166,6 +166,24 @@ def test_a_delayed_adstock_test_on_the_first_row_does_not_reach_back_before_the_
     assert float(pred[0]) * data.y_scale == pytest.approx(by_hand, rel=1e-4)
 
 
+def test_a_window_must_lie_within_the_tables_periods() -> None:
+    # a weekly row stands for the week from its date: a test may end inside the last row's week, but
+    # one that starts before the first row's date would squeeze days outside the table into its rows
+    data, _ = simulate(periods=20, channels=1, seed=2)
+    day = data.dates.astype("datetime64[D]")
+    one = np.timedelta64(1, "D")
+
+    def test_between(start: np.datetime64, end: np.datetime64) -> LiftTest:
+        return LiftTest(data.channels[0], start, end, -1.0, 1.0, 1.0)
+
+    arr = to_arrays([test_between(day[0], day[1]), test_between(day[-2], day[-1] + 6 * one)], data)
+    assert arr is not None and arr.window.sum(axis=1).tolist() == [2.0, 2.0]
+    for start, end, key in [(day[0] - one, day[1], "start"), (day[-2], day[-1] + 7 * one, "end")]:
+        with pytest.raises(InputError, match="only part of the test would be counted") as err:
+            to_arrays([test_between(day[3], day[4]), test_between(start, end)], data, source="tests.csv")
+        assert (err.value.file, err.value.row, err.value.key) == ("tests.csv", 3, key)
+
+
 def test_a_holdout_share_outside_zero_one_is_refused() -> None:
     with pytest.raises(ValueError, match="holdout_share"):
         LiftTest("tv", np.datetime64("2024-01-01"), np.datetime64("2024-01-14"), -10.0, 5.0, 1.0, 1.5)
