@@ -239,6 +239,7 @@ def optimize(
             objective=metric,
             margin=margin if margin is not None else limits.margin,
             target_roas=target_roas if target_roas is not None else limits.target,
+            cents=True,
         )
     except ValueError as exc:
         raise InputError(

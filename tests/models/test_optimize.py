@@ -260,3 +260,48 @@ def test_rounding_to_cents_keeps_the_total_and_each_channels_bounds() -> None:
     assert round(got.sum() * 100) == 100  # 1.0047 rounds to 1.00, the budget
     got = round_to_cents(np.array([0.5, 0.5]), np.zeros(2), np.ones(2), 0.999)
     assert round(got.sum() * 100) == 99
+
+
+def test_a_channel_that_earns_more_is_funded_up_to_its_maximum() -> None:
+    """The grids put ch2's maximum (700) between two points, and the plan stopped at 699.04 while
+    ch2 earned 0.95 per dollar there and ch1 0.93: the last dollar was not where it earned most."""
+    curves = ResponseCurves(
+        ("ch0", "ch1", "ch2"),
+        np.array([[5645.0, 3878.0, 2294.0]]),
+        np.array([[1683.0, 2562.0, 508.0]]),
+        np.array([[1.63, 1.26, 1.41]]),
+        "week",
+    )
+    bounds = {"ch0": (1050.0, 1400.0), "ch1": (350.0, 2100.0), "ch2": (140.0, 700.0)}
+    res = optimize(curves, 2900.37, bounds=bounds)
+    a = res.allocation
+    assert a["ch0"] == pytest.approx(1400.0, abs=1e-9) and a["ch2"] == pytest.approx(700.0, abs=1e-9)
+    assert sum(a.values()) == pytest.approx(2900.37, rel=1e-12)
+    m = res.mroas_at_allocation
+    assert m["ch0"] > m["ch1"] and m["ch2"] > m["ch1"]  # both at their maximums, earning more than ch1
+    # and the same at equal spend under the other objectives (the exchange keeps the total)
+    for kw in ({"objective": "profit", "margin": 2.0}, {"objective": "target_roas", "target_roas": 0.5}):
+        other = optimize(curves, 2900.37, bounds=bounds, **kw).allocation  # type: ignore[arg-type]
+        assert other["ch2"] == pytest.approx(700.0, abs=1e-9)
+
+
+def test_a_plan_in_cents_is_judged_as_shown() -> None:
+    """``cents=True`` (the CLI's PLAN.json): the posterior judges the amounts the plan shows. Equal
+    curves at equal spend round back to the current amounts, which gain nothing in every draw; judged
+    before rounding, sub-cent moves won in 7% of the draws. No amount prints as -0.0."""
+    one = _curves(1, 400, seed=3)
+    curves = ResponseCurves(
+        ("a", "b", "c"),
+        np.repeat(one.beta, 3, 1),
+        np.repeat(one.half, 3, 1),
+        np.repeat(one.shape, 3, 1),
+        "week",
+    )
+    current = {"a": 1000.0, "b": 1000.0, "c": 1000.0}
+    res = optimize(curves, 3000.0, current=current, cents=True)
+    assert res.allocation == current
+    assert res.expected_gain == 0.0 and res.gain_p05 == 0.0 and res.probability_of_improvement == 0.0
+    tiny = optimize(curves, 0.01, current=current, cents=True).to_dict()
+    assert sorted(tiny["allocation"].values()) == [0.0, 0.0, 0.01]
+    assert not any(np.signbit(v) for v in tiny["allocation"].values())
+    assert not any(np.signbit(line["after"]) for line in tiny["channels"].values())
