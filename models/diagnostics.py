@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
+from scipy.special import ndtri
+from scipy.stats import rankdata
 
 from models.loo import Loo
 
@@ -60,11 +62,34 @@ class Diagnostics:
         return cls(**kw)
 
 
+def _split_chains(x: np.ndarray) -> np.ndarray:
+    """Each chain's first and second halves as two chains ([chains, draws] -> [2 chains, draws // 2];
+    the middle draw of an odd count is left out): a chain that drifts then shows as two that
+    disagree."""
+    half = x.shape[1] // 2
+    return np.concatenate([x[:, :half], x[:, x.shape[1] - half :]], axis=0)
+
+
+def _rank_normalized(x: np.ndarray) -> np.ndarray:
+    """The draws' ranks over all chains (ties averaged) through the normal quantile function,
+    ``Phi^-1((r - 3/8) / (S + 1/4))``: finite moments whatever the posterior's tails."""
+    ranks = rankdata(x, method="average").reshape(x.shape)
+    return np.asarray(ndtri((ranks - 0.375) / (x.size + 0.25)))
+
+
+def _bulk_ess(x: np.ndarray) -> float:
+    """Bulk effective sample size (Vehtari, Gelman, Simpson, Carpenter and Buerkner 2021): the ESS
+    of the rank-normalized split chains, as Stan, ArviZ and PyMC report it."""
+    return float(effective_sample_size(_rank_normalized(_split_chains(x))))
+
+
 def _tail_ess(x: np.ndarray) -> float:
-    """ESS of the 5% and 95% quantile indicators (chains x draws), the smaller one."""
+    """Tail effective sample size: the ESS of the split chains' indicators of the 5% and 95%
+    quantiles, the smaller one."""
     q05, q95 = np.quantile(x, [0.05, 0.95])
+    split = _split_chains(x)
     vals = []
-    for ind in ((x <= q05).astype(float), (x >= q95).astype(float)):
+    for ind in ((split <= q05).astype(float), (split <= q95).astype(float)):
         if np.ptp(ind) == 0:
             continue
         vals.append(float(effective_sample_size(ind)))
@@ -93,7 +118,7 @@ def chain_stats(
                 r = float(split_gelman_rubin(x))
                 if np.isfinite(r) and (rhat_max is None or r > rhat_max):
                     rhat_max, worst = r, label
-            e = float(effective_sample_size(x))
+            e = _bulk_ess(x)
             ess_min = e if ess_min is None else min(ess_min, e)
             te = _tail_ess(x)
             tail_min = te if tail_min is None else min(tail_min, te)
