@@ -123,6 +123,19 @@ def check_output_path(path: str | Path, *, flag: str = "--out") -> None:
     shutil.rmtree(probe, ignore_errors=True)
 
 
+def check_output_folder(path: str | Path, *, flag: str) -> None:
+    """Raise :class:`InputError` naming ``flag`` unless files can be written into the folder ``path``
+    (created by the writer where it does not exist yet); nothing is left behind by the check."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise InputError(
+            f"{p} is a file, not a folder",
+            key=flag,
+            fix=f"give a folder (it is created if missing), e.g. {flag} {p.parent / (p.stem + '-plots')}",
+        )
+    check_output_path(p / "plot.png", flag=flag)
+
+
 def write_output(path: str | Path, text: str, *, flag: str = "--out") -> None:
     """``write_atomic`` for a command's output: an OS error becomes an :class:`InputError` naming ``flag``."""
     try:

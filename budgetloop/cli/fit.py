@@ -17,7 +17,7 @@ import typer
 
 from budgetloop.cli import app, check_not_an_input, same_file
 from budgetloop.errors import InputError
-from budgetloop.fileio import check_output_path, write_output
+from budgetloop.fileio import check_output_folder, check_output_path, write_output
 
 DEFAULT_CACHE = Path("var") / "jax-cache"
 
@@ -71,7 +71,9 @@ def fit_command(
     allow_unhealthy: bool = typer.Option(
         False, "--allow-unhealthy", help="exit 0 even when diagnostics fail"
     ),
-    quiet: bool = typer.Option(False, "--quiet", help="no progress on stderr"),
+    quiet: bool = typer.Option(
+        False, "--quiet", help="no progress or per-channel summary on stderr (warnings still print)"
+    ),
 ) -> None:
     import models  # noqa: F401  (asks for one XLA host device per core before JAX starts)
     from models.data import MIN_PERIODS, load_csv
@@ -105,6 +107,8 @@ def fit_command(
                 key="--model-out",
                 fix="give --model-out and --out different paths",
             )
+    if plots is not None:
+        check_output_folder(plots, flag="--plots")
     table = load_csv(
         data,
         # the table's header names are read stripped of spaces, as --channels' are
@@ -168,7 +172,11 @@ def fit_command(
     if plots is not None:
         from models.plots import write_plots
 
-        plot_paths = write_plots(fm, plots)
+        try:
+            plot_paths = write_plots(fm, plots)
+        except OSError as exc:  # the folder changed under the fit: keep the fit, say what failed
+            typer.echo(f"warning: no plots written to {plots}: {exc.strerror or exc}", err=True)
+            plot_paths = None
     doc = fit_json(fm, plots=plot_paths)
     if model_out is not None:
         write_output(model_out, dumps(fm), flag="--model-out")
@@ -178,10 +186,15 @@ def fit_command(
     ess = "n/a" if d.ess_bulk_min is None else f"{d.ess_bulk_min:.0f}"
     hold = f", holdout MAPE {fm.holdout.mape:.1%}" if fm.holdout else ""
     say(f"done in {d.fit_seconds:.1f}s: r-hat max {rhat}, ESS min {ess}, divergences {d.divergences}{hold}")
+    # what the analyst must know prints even with --quiet: the reruns and FIT.json's warnings
     for line in _rerun_lines(fm.settings):
-        say(line)
-    for line in _summary_lines(fm, doc):
-        say(line)
+        typer.echo(line, err=True)
+    if quiet:
+        for warning in doc["warnings"]:
+            typer.echo(f"note: {warning}", err=True)
+    else:
+        for line in _summary_lines(fm, doc):
+            say(line)
     if not fm.healthy:
         typer.echo("warning: the fit is NOT healthy; do not use it for decisions:", err=True)
         for r in d.reasons:

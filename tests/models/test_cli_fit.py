@@ -415,3 +415,40 @@ def test_svi_diverging_on_a_contradicting_lift_test_names_the_test(
     assert "lift test 2 (`search`, 2023-05-01..2023-05-29): measured 4e+07" in err
     assert "the table and the test disagree" in err and "Traceback" not in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("where", ["a_file", "under_a_file"])
+def test_a_plots_path_no_folder_can_take_is_refused_before_the_fit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """``--plots`` naming a file (or a folder under one) raised a traceback after the whole fit,
+    exit 1, and the fit was lost: no FIT.json."""
+    import models.fit
+
+    def no_fit(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the fit ran before --plots was checked")
+
+    monkeypatch.setattr(models.fit, "fit", no_fit)
+    table = _write_table(tmp_path / "data.csv")
+    plots = table if where == "a_file" else table / "plots"
+    out = tmp_path / "FIT.json"
+    code, err = _run(["fit", str(table), *BASE, "--out", str(out), "--plots", str(plots)], capsys)
+    assert code == 2, err
+    assert "`--plots`" in err and "is a file" in err and "Traceback" not in err
+    assert not out.exists() and table.is_file()
+
+
+def test_quiet_hides_the_progress_but_never_the_warnings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = _write_table(tmp_path / "data.csv")
+    _edit(table, 20, "revenue", str(8 * float(pd.read_csv(table)["revenue"].mean())))  # an unexplained week
+    out = tmp_path / "FIT.json"
+    quick = ["--chains", "1", "--warmup", "150", "--samples", "100", "--holdout", "0", "--allow-unhealthy"]
+    code, err = _run(["fit", str(table), *BASE, "--out", str(out), "--quiet", *quick], capsys)
+    assert code == 0, err
+    warnings = json.loads(out.read_text())["warnings"]
+    assert any("far from anything the model can explain" in w for w in warnings)
+    for w in warnings:
+        assert f"note: {w}" in err
+    assert "fitting 40 weeks" not in err and "warmup" not in err and ": ROI " not in err  # no chatter
