@@ -6,6 +6,7 @@ argument and nothing reads the clock except an elapsed-time counter for ``fit_se
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Sequence
 from functools import lru_cache
@@ -431,14 +432,7 @@ def fit(
         raise InputError(
             f"unknown saturation {saturation!r}", key="--saturation", fix=f"use one of {SATURATIONS}"
         )
-    if saturation != "hill":
-        shaped = sorted(name for name, cp in priors.channels.items() if cp.shape is not None)
-        if shaped:
-            raise InputError(
-                f"a Hill shape prior is given for {shaped}, but {saturation} saturation has no shape",
-                key="priors.channels",
-                fix="drop those shape priors or fit with saturation 'hill'",
-            )
+    priors.check_saturation(saturation)
     spec = ModelSpec.for_data(data, adstock=adstock, baseline=baseline, saturation=saturation)
     tests = tuple(lift_tests or ())
     inputs = model_inputs(data, spec, priors, tests, lift_source=lift_source)
@@ -538,20 +532,27 @@ def fit(
         ),
         method=method,
         seed=seed,
+        # what ran: an SVI fit lists its optimisation (and whether its loss settled), not the
+        # sampler's settings it never used, and the reverse
         settings={
             "chains": chains,
-            "warmup": warmup,
             "samples": samples,
             "adstock": adstock,
             "baseline": baseline,
             "saturation": saturation,
-            "svi_steps": svi_steps,
-            "target_accept": target_accept,
-            "max_tree_depth": max_tree_depth,
-            "warmup_tree_depth": warmup_tree_depth,
-            "dense_mass": dense_mass,
-            "divergence_retry": retried,
-            "warmup_retry": warmup_retry,
+            **(
+                {"svi_steps": svi_steps, "svi_converged": svi_ok}
+                if method == "svi"
+                else {
+                    "warmup": warmup,
+                    "target_accept": target_accept,
+                    "max_tree_depth": max_tree_depth,
+                    "warmup_tree_depth": warmup_tree_depth,
+                    "dense_mass": dense_mass,
+                    "divergence_retry": retried,
+                    "warmup_retry": warmup_retry,
+                }
+            ),
             "round_shapes": round_shapes,
             "quick_compile": quick,
         },
@@ -568,6 +569,12 @@ def fit(
     holdout = None
     t_hold = time.perf_counter()
     if holdout_periods:
+        if progress:  # the refit's progress starts again from its first warmup iteration: say why
+            print(
+                f"  holdout: refitting without the last {holdout_periods} {data.frequency}s to predict them",
+                file=sys.stderr,
+                flush=True,
+            )
         holdout = _holdout(
             data,
             holdout_periods,

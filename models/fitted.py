@@ -25,7 +25,7 @@ from models.data import FREQ_DAYS, MMMData
 from models.diagnostics import Diagnostics
 from models.lift import LiftTest
 from models.model import ModelSpec, baseline_value, media_per_draw
-from models.priors import ROI_CONTRACTION_MIN, ChannelPrior, Priors, resolve
+from models.priors import ROI_CONTRACTION_MIN, ChannelPrior, Priors, ResolvedPriors, resolve
 
 MROAS_STEP = 0.01
 #: a period's carried-over spend (the adstock the response curve reads) is "low" below this share
@@ -327,6 +327,37 @@ class FittedModel:
         lift = tuple(w for w in (c.warning() for c in self.lift_checks()) if w)
         return support + self.contraction_warnings() + lift + self.prior_warnings() + self.outlier_warnings()
 
+    def _resolved_priors(self) -> ResolvedPriors:
+        return resolve(
+            self.priors,
+            channels=self.channels,
+            frequency=self.data.frequency,
+            y_total=float(self.data.y.sum()),
+            spend_total=self.data.spend.sum(0),
+            spend_scale=self.data.spend_scale,
+        )
+
+    def priors_by_channel(self) -> dict[str, dict[str, dict[str, float]]]:
+        """The prior each channel's parameters were sampled from, defaults filled in from the table
+        (FIT.json ``model.priors_by_channel``): ROI and half-saturation (currency per period) as
+        LogNormal ``{median, sigma}``, decay as Beta ``{a, b}``, the Hill shape where the curve has one.
+        ``model.priors`` holds what was asked for; this is what it came to on this table."""
+        r = self._resolved_priors()
+        hill = self.spec.saturation == "hill"
+        out: dict[str, dict[str, dict[str, float]]] = {}
+        for j, ch in enumerate(self.channels):
+            out[ch] = {
+                "roi": {"median": float(np.exp(r.roi_loc[j])), "sigma": float(r.roi_scale[j])},
+                "decay": {"a": float(r.decay_a[j]), "b": float(r.decay_b[j])},
+                "half": {
+                    "median": float(np.exp(r.half_loc[j]) * self.data.spend_scale[j]),
+                    "sigma": float(r.half_scale[j]),
+                },
+            }
+            if hill:
+                out[ch]["shape"] = {"median": float(np.exp(r.shape_loc[j])), "sigma": float(r.shape_scale[j])}
+        return out
+
     def roi_prior_contraction(self) -> np.ndarray:
         """Per channel [C], the share of the ROI prior's variance that the data (the table and its
         lift tests) removed: ``1 - var(log ROI | data) / sigma**2``, the ROI's prior being
@@ -335,14 +366,7 @@ class FittedModel:
         healthy the sampler's diagnostics: the channel's effect is too small against the revenue's
         noise, or moves too much with the other channels and the baseline, for the table to size it."""
         if "contraction" not in self._cache:
-            resolved = resolve(
-                self.priors,
-                channels=self.channels,
-                frequency=self.data.frequency,
-                y_total=float(self.data.y.sum()),
-                spend_total=self.data.spend.sum(0),
-                spend_scale=self.data.spend_scale,
-            )
+            resolved = self._resolved_priors()
             log_roi = np.log(np.maximum(self.channel_metrics().roi, np.finfo(float).tiny))
             self._cache["contraction"] = 1.0 - log_roi.var(axis=0) / resolved.roi_scale**2
         contraction: np.ndarray = self._cache["contraction"]
@@ -359,11 +383,21 @@ class FittedModel:
             if contraction[j] >= ROI_CONTRACTION_MIN or support[j].mroas_from_prior:
                 continue
             lo, hi = np.quantile(roi[:, j], [0.05, 0.95])
-            out.append(
+            head = (
                 f"{ch}: the data removed only {max(contraction[j], 0.0):.0%} of its ROI prior's "
                 f"variance (roi_prior_contraction, under {ROI_CONTRACTION_MIN:.0%}), so its ROI "
-                f"({np.median(roi[:, j]):.3g}, {lo:.3g} to {hi:.3g}, 90%) and "
-                "its mROAS mostly repeat the prior: its effect is too small against the revenue's "
+                f"({np.median(roi[:, j]):.3g}, {lo:.3g} to {hi:.3g}, 90%) and its mROAS mostly repeat "
+            )
+            own = (self.priors.channels.get(ch) or ChannelPrior()).roi
+            if own is not None:  # the analyst's own prior: it speaks louder than the table, by choice
+                out.append(
+                    head + f"the ROI prior set for it (median {own.median:.3g}, sigma {own.sigma:.3g}, "
+                    "--priors). That is as meant if the prior comes from a measurement you trust; if the "
+                    "table should speak, widen its sigma."
+                )
+                continue
+            out.append(
+                head + "the prior: its effect is too small against the revenue's "
                 "noise, or moves too much with the other channels and the baseline, for this table to "
                 "size it. Add a lift test of it (--lift-tests), or set its roi prior from what you "
                 "know (--priors), before acting on it."

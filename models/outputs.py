@@ -141,6 +141,7 @@ def fit_json(fm: FittedModel, *, extras: bool = True, plots: dict[str, str] | No
         "controls": list(fm.data.control_names),
         "data_fingerprint": fm.data.fingerprint(),
         "priors": fm.priors.to_dict(),
+        "priors_by_channel": fm.priors_by_channel(),
         "lift_tests": [t.to_dict() for t in fm.lift_tests],
         "versions": fm.versions,
     }
@@ -155,6 +156,8 @@ def fit_json(fm: FittedModel, *, extras: bool = True, plots: dict[str, str] | No
                 "half": summarize(rc.half[:, j]),
                 **({"shape": summarize(rc.shape[:, j])} if hill else {}),
                 "decay": summarize(fm.draws["decay"][:, j]),
+                # delayed adstock: the lag (periods) at which a dollar's effect peaks
+                **({"delay": summarize(fm.draws["delay"][:, j])} if "delay" in fm.draws else {}),
             }
             for j, ch in enumerate(fm.channels)
         },

@@ -109,6 +109,22 @@ class Priors:
                 fix=f"use one of {list(channels)}",
             )
 
+    def check_saturation(self, saturation: str, *, source: str | None = None) -> None:
+        """Refuse a Hill shape prior, model-wide or for a channel, when the curve has no shape (the
+        logistic one): it would be ignored while FIT.json echoed it. ``source``: the priors file."""
+        if saturation == "hill":
+            return
+        paths = [f"channels.{name}.shape" for name, cp in self.channels.items() if cp.shape is not None]
+        if self.shape != Priors.__dataclass_fields__["shape"].default:
+            paths.insert(0, "shape")
+        if paths:
+            raise InputError(
+                f"a Hill shape prior is given ({', '.join(paths)}), but {saturation} saturation has no shape",
+                file=source,
+                key=paths[0],
+                fix=f"drop {' and '.join(paths)} from the priors, or fit with --saturation hill",
+            )
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

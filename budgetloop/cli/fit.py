@@ -122,6 +122,7 @@ def fit_command(
     if priors_file is not None:
         priors = load_priors(priors_file)
         priors.check_channels(table.channels, source=str(priors_file))
+        priors.check_saturation(saturation, source=str(priors_file))
     # checked here, before the fit, so that the message names the flag
     most = max_holdout_periods(table.periods)
     if holdout is None:

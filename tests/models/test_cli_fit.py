@@ -119,7 +119,7 @@ def test_fit_writes_fit_json_and_plots(tmp_path: Path, capsys: pytest.CaptureFix
         "--plots",
         str(tmp_path / "plots"),
     ]
-    argv += ["--chains", "1", "--warmup", "150", "--samples", "100", "--holdout", "0", "--allow-unhealthy"]
+    argv += ["--chains", "1", "--warmup", "150", "--samples", "100", "--holdout", "4", "--allow-unhealthy"]
     old_umask = os.umask(0o022)
     try:
         code, err = _run(argv, capsys)
@@ -134,6 +134,11 @@ def test_fit_writes_fit_json_and_plots(tmp_path: Path, capsys: pytest.CaptureFix
     for name in ("curves", "decomposition", "fit"):
         assert Path(doc["plots"][name]).stat().st_size > 1000
     assert "ROI" in err
+    # the holdout refit's progress starts over, and a line says why
+    assert (
+        "holdout: refitting without the last 4 weeks to predict them" in err
+        and doc["holdout"]["periods"] == 4
+    )
 
 
 def test_saturation_flag_chooses_the_curve_and_a_wrong_one_exits_2(
@@ -197,14 +202,32 @@ def test_a_priors_file_moves_the_fit_and_is_recorded(
     the priors it used."""
     table = _write_table(tmp_path / "data.csv")
     priors = tmp_path / "priors.yaml"
-    priors.write_text("channels:\n  tv:\n    roi: {median: 0.3, sigma: 0.02}\n")
+    priors.write_text(
+        "half_scaled: {median: 2.0, sigma: 0.4}\nchannels:\n  tv:\n    roi: {median: 0.3, sigma: 0.02}\n"
+    )
     out = tmp_path / "FIT.json"
     quick = ["--chains", "1", "--warmup", "150", "--samples", "100", "--holdout", "0", "--allow-unhealthy"]
-    code, err = _run(["fit", str(table), *BASE, "--priors", str(priors), "--out", str(out), *quick], capsys)
+    argv = ["fit", str(table), *BASE, "--priors", str(priors), "--adstock", "delayed", "--out", str(out)]
+    code, err = _run([*argv, *quick], capsys)
     assert code == 0, err
     doc = json.loads(out.read_text())
     assert doc["channels"]["tv"]["roi"]["median"] == pytest.approx(0.3, rel=0.08)
     assert doc["model"]["priors"]["channels"]["tv"]["roi"] == {"median": 0.3, "sigma": 0.02}
+    # and what the priors came to on this table, defaults filled in: the ROI the media share implies,
+    # the half-saturation in currency (2 x the mean spend where the channel spent)
+    df = pd.read_csv(table)
+    used = doc["model"]["priors_by_channel"]
+    assert used["tv"]["roi"] == {"median": pytest.approx(0.3), "sigma": pytest.approx(0.02)}
+    default_roi = 0.25 * df["revenue"].sum() / (df["tv"].sum() + df["search"].sum())
+    assert used["search"]["roi"] == {"median": pytest.approx(default_roi), "sigma": pytest.approx(0.8)}
+    spent = df["search"][df["search"] > 0].mean()
+    assert used["search"]["half"] == {"median": pytest.approx(2.0 * spent), "sigma": pytest.approx(0.4)}
+    assert used["search"]["decay"] == {"a": 1.5, "b": 3.0} and set(used["search"]["shape"]) == {
+        "median",
+        "sigma",
+    }
+    # delayed adstock reports the lag at which each channel's effect peaks
+    assert set(doc["curves"]["parameters"]["tv"]) == {"beta", "half", "shape", "decay", "delay"}
 
 
 @pytest.mark.parametrize(
@@ -452,3 +475,31 @@ def test_quiet_hides_the_progress_but_never_the_warnings(
     for w in warnings:
         assert f"note: {w}" in err
     assert "fitting 40 weeks" not in err and "warmup" not in err and ": ROI " not in err  # no chatter
+
+
+def test_a_shape_prior_in_the_file_with_the_logistic_curve_names_the_file_and_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = _write_table(tmp_path / "data.csv")
+    out = tmp_path / "FIT.json"
+    for text, key in (
+        ("shape: {median: 3, sigma: 0.1}\n", "shape"),
+        ("channels:\n  tv:\n    shape: {median: 1.0, sigma: 0.2}\n", "channels.tv.shape"),
+    ):
+        priors = tmp_path / "priors.yaml"
+        priors.write_text(text)
+        argv = [
+            "fit",
+            str(table),
+            *BASE,
+            "--saturation",
+            "logistic",
+            "--priors",
+            str(priors),
+            "--out",
+            str(out),
+        ]
+        code, err = _run(argv, capsys)
+        assert code == 2, err
+        assert str(priors) in err and f"`{key}`" in err and "logistic saturation has no shape" in err, err
+        assert not out.exists() and "fitting" not in err  # refused before the fit

@@ -136,6 +136,9 @@ def test_svi_refresh_gives_usable_draws(easy_case: tuple[object, Truth], jax_cac
     m = fm.channel_metrics()
     assert np.median(np.abs(np.median(m.mroas, 0) / truth.mroas - 1)) < 0.35
     assert fm.settings["timings"]["sample"] > 0
+    # the settings say what ran: the optimisation and whether it settled, no sampler settings
+    assert fm.settings["svi_converged"] is True and fm.settings["svi_steps"] == 3000
+    assert not {"warmup", "target_accept", "max_tree_depth", "warmup_retry"} & set(fm.settings)
 
 
 def test_svi_keeps_the_trade_offs_between_a_channels_parameters(
@@ -262,9 +265,14 @@ def test_a_shape_prior_with_a_curve_that_has_no_shape_is_refused(easy_case: tupl
     data, _ = easy_case
     priors = Priors().with_channel("ch1", shape=LogNormalPrior(1.0, 0.2))
     with pytest.raises(
-        InputError, match=r"shape prior is given for \['ch1'\].*logistic saturation has no shape"
+        InputError, match=r"shape prior is given \(channels.ch1.shape\).*logistic saturation has no shape"
     ):
         fit(data, priors=priors, saturation="logistic")  # type: ignore[arg-type]
+    # the model-wide one too: it was accepted, ignored, and echoed in FIT.json as if used
+    wide = Priors(shape=LogNormalPrior(3.0, 0.1))
+    with pytest.raises(InputError, match=r"shape prior is given \(shape\)") as err:
+        fit(data, priors=wide, saturation="logistic")  # type: ignore[arg-type]
+    assert err.value.key == "shape"
     with pytest.raises(InputError, match="unknown saturation"):
         fit(data, saturation="michaelis")  # type: ignore[arg-type]
 
@@ -548,3 +556,24 @@ def test_a_channel_the_table_cannot_size_is_flagged_as_repeating_its_roi_prior(
     summary = summarise(fm)
     assert summary["channels"]["ch0"]["roi_prior_contraction"] == pytest.approx(contraction[0])
     assert warning in summary["warnings"]
+
+
+def test_a_roi_prior_of_the_analysts_own_that_holds_the_roi_is_named_as_the_reason(
+    small_fit: FittedModel,
+) -> None:
+    """When the analyst's own tight ROI prior is what holds a channel's ROI, the warning says so
+    rather than blaming the noise: the same draws, read as coming from a prior barely wider than
+    the posterior (the contraction then ~0.1)."""
+    from dataclasses import replace
+
+    from models.priors import LogNormalPrior
+
+    sd = float(np.log(small_fit.channel_metrics().roi[:, 1]).std())
+    priors = small_fit.priors.with_channel("ch1", roi=LogNormalPrior(1.7, 1.05 * sd))
+    fm = replace(small_fit, priors=priors, _cache={})
+    (warning,) = fm.contraction_warnings()
+    assert (
+        warning.startswith("ch1:")
+        and f"the ROI prior set for it (median 1.7, sigma {1.05 * sd:.3g}" in warning
+    )
+    assert "noise" not in warning and "widen its sigma" in warning
