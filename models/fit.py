@@ -27,7 +27,7 @@ from numpyro.optim import ClippedAdam
 from budgetloop.errors import BudgetloopError, FitError, InputError
 from models.data import MIN_PERIODS, MMMData
 from models.diagnostics import DIVERGENCE_MAX, RHAT_MAX, bfmi, chain_stats, coverage, judge, mape
-from models.fitted import FittedModel, Holdout, LiftCheck, media_jit
+from models.fitted import FittedModel, Holdout, LiftCheck, TableAloneCheck, media_jit
 from models.lift import LiftTest, to_arrays
 from models.loo import loo
 from models.model import (
@@ -648,3 +648,34 @@ __all__ = [
     "library_versions",
     "max_holdout_periods",
 ]
+
+
+def check_lift_tests_against_the_table(
+    fm: FittedModel, *, svi_steps: int = 3000
+) -> tuple[TableAloneCheck, ...]:
+    """Each of ``fm``'s lift tests against a fit of the same table, structure and priors without any
+    test: a quick SVI fit (its full-rank guide held 98% of the true ROIs in the recovery study,
+    ``docs/validation.md``), 1,000 draws. Raises :class:`FitError` where that fit fails."""
+    if not fm.lift_tests:
+        return ()
+    spec = fm.spec
+    alone = fit(
+        fm.data,
+        priors=fm.priors,
+        method="svi",
+        chains=2,
+        samples=500,
+        seed=fm.seed,
+        adstock=spec.adstock,
+        baseline=spec.baseline,
+        saturation=spec.saturation,
+        svi_steps=svi_steps,
+        round_shapes=fm.settings.get("round_shapes"),
+        checks=False,
+    )
+    roi_alone, roi_cal = alone.channel_metrics().roi, fm.channel_metrics().roi
+    out = []
+    for i, test in enumerate(fm.lift_tests):
+        j = fm.channels.index(test.channel)
+        out.append(TableAloneCheck(i + 1, test, alone._lift_prediction(test), roi_alone[:, j], roi_cal[:, j]))
+    return tuple(out)

@@ -107,6 +107,62 @@ class LiftCheck:
 
 
 @dataclass(frozen=True)
+class TableAloneCheck:
+    """One lift test against what the table alone predicts for it (a fit of the same model without
+    the tests, :func:`models.fit.check_lift_tests_against_the_table`). :class:`LiftCheck` compares a
+    test with a posterior that already contains it, so a tight test the table contradicts pulls that
+    posterior to itself and still "agrees"; against the table alone the conflict shows."""
+
+    number: int  # as :class:`LiftCheck`'s
+    test: LiftTest
+    predicted: np.ndarray  # [N] the table-alone fit's prediction of the test, currency
+    roi_alone: np.ndarray  # [N] the channel's ROI, table alone
+    roi_calibrated: np.ndarray  # [N] the channel's ROI in the fit with the tests
+
+    @property
+    def z(self) -> float:
+        sd = float(np.hypot(self.test.incremental_revenue_se, np.std(self.predicted)))
+        return float((self.test.incremental_revenue - np.mean(self.predicted)) / sd)
+
+    @property
+    def agrees(self) -> bool:
+        return abs(self.z) <= LIFT_CONFLICT_Z
+
+    def to_dict(self) -> dict[str, Any]:
+        def band(v: np.ndarray) -> dict[str, float]:
+            lo, med, hi = np.quantile(v, [0.05, 0.5, 0.95])
+            return {"mean": float(np.mean(v)), "median": float(med), "p05": float(lo), "p95": float(hi)}
+
+        return {
+            "predicted": band(self.predicted),
+            "z": self.z,
+            "agrees": self.agrees,
+            "roi_table_alone": band(self.roi_alone),
+        }
+
+    def warning(self) -> str | None:
+        if self.agrees:
+            return None
+        t = self.test
+        lo, hi = np.quantile(self.predicted, [0.05, 0.95])
+
+        def roi(v: np.ndarray) -> str:
+            a, m, b = np.quantile(v, [0.05, 0.5, 0.95])
+            return f"{m:.3g} ({a:.3g} to {b:.3g}, 90%)"
+
+        return (
+            f"lift test {self.number} (`{t.channel}`, {str(t.start)[:10]}..{str(t.end)[:10]}): measured "
+            f"{t.incremental_revenue:,.6g} +- {t.incremental_revenue_se:,.6g}, where the table alone "
+            f"predicts {np.mean(self.predicted):,.6g} ({lo:,.6g} to {hi:,.6g}, 90%): {abs(self.z):.1f} "
+            f"standard deviations apart. The fit followed the test: `{t.channel}`'s ROI is "
+            f"{roi(self.roi_calibrated)} with it, {roi(self.roi_alone)} from the table alone. Check the "
+            "test's window (the rows dated start..end count), spend_delta (the total over the window) "
+            "and units; if the test is right, the table misled the model about this channel and the "
+            "test corrects it."
+        )
+
+
+@dataclass(frozen=True)
 class SpendSupport:
     """How much of a channel's curve the table shows, from zero spend up."""
 

@@ -179,6 +179,8 @@ def fit_command(
             typer.echo(f"warning: no plots written to {plots}: {exc.strerror or exc}", err=True)
             plot_paths = None
     doc = fit_json(fm, plots=plot_paths)
+    if tests:
+        _check_against_the_table(fm, doc, say)
     if model_out is not None:
         write_output(model_out, dumps(fm), flag="--model-out")
     write_output(out, json.dumps(doc, indent=1) + "\n", flag="--out")
@@ -202,6 +204,26 @@ def fit_command(
             typer.echo(f"  - {r}", err=True)
         if not allow_unhealthy:
             raise typer.Exit(3)
+
+
+def _check_against_the_table(fm: Any, doc: dict[str, Any], say: Any) -> None:
+    """Each lift test against the table alone (``models.fit.check_lift_tests_against_the_table``),
+    into FIT.json's ``lift_tests[].table_alone`` and ``warnings``: a tight test the table contradicts
+    pulls the calibrated posterior to itself, so only the table-alone fit shows the conflict."""
+    from budgetloop.errors import FitError
+    from models.fit import check_lift_tests_against_the_table
+
+    say("checking each lift test against the table alone (a quick SVI fit without the tests)")
+    try:
+        checks = check_lift_tests_against_the_table(fm)
+    except FitError as exc:
+        doc["warnings"].append(f"the lift tests were not checked against the table alone: {exc}")
+        return
+    for check in checks:
+        doc["lift_tests"][check.number - 1]["table_alone"] = check.to_dict()
+        warning = check.warning()
+        if warning:
+            doc["warnings"].append(warning)
 
 
 def _rerun_lines(settings: dict[str, Any]) -> list[str]:

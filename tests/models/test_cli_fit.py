@@ -503,3 +503,27 @@ def test_a_shape_prior_in_the_file_with_the_logistic_curve_names_the_file_and_ke
         assert code == 2, err
         assert str(priors) in err and f"`{key}`" in err and "logistic saturation has no shape" in err, err
         assert not out.exists() and "fitting" not in err  # refused before the fit
+
+
+def test_each_lift_test_is_checked_against_the_table_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = _write_table(tmp_path / "data.csv")
+    spend = pd.read_csv(table)["tv"]
+    delta = -0.5 * float(spend.iloc[20:24].min()) * 4
+    lift = tmp_path / "lift.csv"
+    lift.write_text(  # a lift of 20 dollars per dollar held out, measured to 5%: the table says far less
+        "channel,start,end,spend_delta,incremental_revenue,incremental_revenue_se\n"
+        f"tv,{pd.read_csv(table)['date'][20]},{pd.read_csv(table)['date'][23]},{delta},{-20 * delta},{-delta}\n"
+    )
+    out = tmp_path / "FIT.json"
+    quick = ["--chains", "1", "--warmup", "150", "--samples", "100", "--holdout", "0", "--allow-unhealthy"]
+    code, err = _run(["fit", str(table), *BASE, "--lift-tests", str(lift), "--out", str(out), *quick], capsys)
+    assert code == 0, err
+    assert "checking each lift test against the table alone" in err
+    doc = json.loads(out.read_text())
+    alone = doc["lift_tests"][0]["table_alone"]
+    assert set(alone) == {"predicted", "z", "agrees", "roi_table_alone"} and alone["agrees"] is False
+    assert alone["predicted"]["p95"] < -20 * delta
+    (warning,) = [w for w in doc["warnings"] if "where the table alone predicts" in w]
+    assert warning.startswith("lift test 1 (`tv`") and f"note: {warning}" in err

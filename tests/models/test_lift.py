@@ -292,3 +292,31 @@ def test_a_lift_test_the_fit_cannot_follow_is_named_with_what_to_check(small_fit
     assert doc["lift_tests"][0]["predicted"]["p05"] < middle < doc["lift_tests"][0]["predicted"]["p95"]
     assert sum("lift test" in w for w in doc["warnings"]) == 2
     assert "lift_tests" not in fit_json(fm)  # a plain fit has none
+
+
+def test_a_tight_test_the_table_contradicts_is_named_against_the_table_alone(small_fit: FittedModel) -> None:
+    """A test 4x what the table implies, with a 3% standard error, pulls the calibrated posterior to
+    itself: against that posterior it barely disagrees. Against a fit of the table alone it does,
+    and the warning gives both ROIs; a test that matches the table passes both checks."""
+    from models.fit import check_lift_tests_against_the_table
+
+    base = _test_on(small_fit, 1, 60, 4, 1.0, 1.0)
+    implied = float(np.mean(_check_of(small_fit, base).predicted))
+    right = dataclasses.replace(base, incremental_revenue=implied, incremental_revenue_se=0.1 * implied)
+    wrong = dataclasses.replace(base, incremental_revenue=4 * implied, incremental_revenue_se=0.03 * implied)
+    zs = {}
+    for name, test in (("right", right), ("wrong", wrong)):
+        fm = fit(small_fit.data, lift_tests=[test], chains=2, warmup=300, samples=300, seed=1)
+        (check,) = check_lift_tests_against_the_table(fm)
+        zs[name] = (check.z, fm.lift_checks()[0].z)
+        assert check.agrees is (name == "right"), zs
+        assert check.to_dict()["roi_table_alone"]["p05"] < check.to_dict()["roi_table_alone"]["p95"]
+        if name == "wrong":
+            warning = check.warning()
+            assert warning is not None and warning.startswith("lift test 1 (`ch1`")
+            assert "where the table alone predicts" in warning and "from the table alone" in warning
+            assert np.median(check.roi_calibrated) > 1.3 * np.median(check.roi_alone)  # the test moved it
+        else:
+            assert check.warning() is None
+    # the calibrated posterior's own check sees far less of the conflict
+    assert abs(zs["wrong"][1]) < abs(zs["wrong"][0]) / 2, zs
