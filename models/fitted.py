@@ -107,26 +107,15 @@ class LiftCheck:
 
 
 @dataclass(frozen=True)
-class TableAloneCheck:
+class TableAloneCheck(LiftCheck):
     """One lift test against what the table alone predicts for it (a fit of the same model without
     the tests, :func:`models.fit.check_lift_tests_against_the_table`). :class:`LiftCheck` compares a
     test with a posterior that already contains it, so a tight test the table contradicts pulls that
     posterior to itself and still "agrees"; against the table alone the conflict shows."""
 
-    number: int  # as :class:`LiftCheck`'s
-    test: LiftTest
-    predicted: np.ndarray  # [N] the table-alone fit's prediction of the test, currency
+    # ``predicted`` (and so ``z`` and ``agrees``): the table-alone fit's prediction of the test
     roi_alone: np.ndarray  # [N] the channel's ROI, table alone
     roi_calibrated: np.ndarray  # [N] the channel's ROI in the fit with the tests
-
-    @property
-    def z(self) -> float:
-        sd = float(np.hypot(self.test.incremental_revenue_se, np.std(self.predicted)))
-        return float((self.test.incremental_revenue - np.mean(self.predicted)) / sd)
-
-    @property
-    def agrees(self) -> bool:
-        return abs(self.z) <= LIFT_CONFLICT_Z
 
     def to_dict(self) -> dict[str, Any]:
         def band(v: np.ndarray) -> dict[str, float]:
@@ -151,8 +140,7 @@ class TableAloneCheck:
             return f"{m:.3g} ({a:.3g} to {b:.3g}, 90%)"
 
         return (
-            f"lift test {self.number} (`{t.channel}`, {str(t.start)[:10]}..{str(t.end)[:10]}): measured "
-            f"{t.incremental_revenue:,.6g} +- {t.incremental_revenue_se:,.6g}, where the table alone "
+            f"{self.name()}: measured {t.incremental_revenue:,.6g} +- {t.incremental_revenue_se:,.6g}, where the table alone "
             f"predicts {np.mean(self.predicted):,.6g} ({lo:,.6g} to {hi:,.6g}, 90%): {abs(self.z):.1f} "
             f"standard deviations apart. The fit followed the test: `{t.channel}`'s ROI is "
             f"{roi(self.roi_calibrated)} with it, {roi(self.roi_alone)} from the table alone. Check the "
