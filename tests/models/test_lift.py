@@ -318,5 +318,10 @@ def test_a_tight_test_the_table_contradicts_is_named_against_the_table_alone(sma
             assert np.median(check.roi_calibrated) > 1.3 * np.median(check.roi_alone)  # the test moved it
         else:
             assert check.warning() is None
+            # a table-alone fit whose loss did not settle predicts nothing worth comparing: said so
+            from budgetloop.errors import FitError
+
+            with pytest.raises(FitError, match="did not settle in 20 SVI steps"):
+                check_lift_tests_against_the_table(fm, svi_steps=20)
     # the calibrated posterior's own check sees far less of the conflict
     assert abs(zs["wrong"][1]) < abs(zs["wrong"][0]) / 2, zs
