@@ -130,7 +130,8 @@ class TableAloneCheck(LiftCheck):
         }
 
     def warning(self) -> str | None:
-        if self.agrees:
+        # a test with the wrong sign is named by its LiftCheck, with the right advice (its sign)
+        if self.agrees or self.reversed_sign:
             return None
         t = self.test
         lo, hi = np.quantile(self.predicted, [0.05, 0.95])
@@ -384,7 +385,8 @@ class FittedModel:
     def priors_by_channel(self) -> dict[str, dict[str, dict[str, float]]]:
         """The prior each channel's parameters were sampled from, defaults filled in from the table
         (FIT.json ``model.priors_by_channel``): ROI and half-saturation (currency per period) as
-        LogNormal ``{median, sigma}``, decay as Beta ``{a, b}``, the Hill shape where the curve has one.
+        LogNormal ``{median, sigma}``, decay as Beta ``{a, b}``, the Hill shape where the curve has one,
+        the delayed adstock's lag to its peak as HalfNormal ``{scale}``.
         ``model.priors`` holds what was asked for; this is what it came to on this table."""
         r = self._resolved_priors()
         hill = self.spec.saturation == "hill"
@@ -400,6 +402,8 @@ class FittedModel:
             }
             if hill:
                 out[ch]["shape"] = {"median": float(np.exp(r.shape_loc[j])), "sigma": float(r.shape_scale[j])}
+            if self.spec.adstock == "delayed":  # HalfNormal, periods to the peak (models.model.site_priors)
+                out[ch]["delay"] = {"scale": 1.0}
         return out
 
     def roi_prior_contraction(self) -> np.ndarray:

@@ -13,13 +13,15 @@ shape_dc)`` (``sat`` Hill's curve or the logistic one, as the fit chose), and a 
 stall at zero spend. We therefore solve the separable problem globally on a grid by dynamic
 programming (a max-plus convolution per channel, which also yields the best revenue for *every*
 total spend: the efficient frontier that ``profit`` and ``target_roas`` choose from), then refine it
-by the same dynamic programme on ever finer local grids around the solution. The method has no
-randomness: the same inputs give the same plan, bit for bit.
+by the same dynamic programme on ever finer local grids around the solution. A last exchange pass
+moves spend, at equal total, from the channel earning least per dollar to the one earning most while
+revenue rises: what the grids cannot express, such as a bound that falls between two grid points.
+The method has no randomness: the same inputs give the same plan, bit for bit.
 
 Public surface::
 
     optimize(curves, budget, *, current=None, bounds=None, locked=(), objective="revenue",
-             margin=None, target_roas=None) -> OptimizationResult
+             margin=None, target_roas=None, cents=False) -> OptimizationResult
     evaluate(curves, allocation) -> np.ndarray          # revenue per draw
     OptimizationResult.to_dict()                        # the PLAN.json body, amounts in cents
     round_to_cents(x, lower, upper, budget)             # cents summing to the total, within bounds
@@ -278,10 +280,13 @@ def _exchange(p: _Problem, x: np.ndarray) -> np.ndarray:
     earned less per dollar. Each move goes as far as the two bounds allow, halved until it pays.
     The total is unchanged, so profit rises with revenue and a met target ROAS stays met."""
     tol = 1e-12 * max(p.budget, 1.0)
+    # a channel no move into pays (say at zero spend, where a Hill curve with shape < 1 has an
+    # infinite derivative yet earns little) stops receiving; the others still may
+    stuck = np.zeros(x.size, dtype=bool)
     for _ in range(4 * x.size):
         with np.errstate(invalid="ignore"):
             marg = _mroas_draws(p.saturation, p.beta, p.half, p.shape, x).mean(axis=0)
-        up, down = x < p.upper - tol, x > p.lower + tol
+        up, down = (x < p.upper - tol) & ~stuck, x > p.lower + tol
         if not (up.any() and down.any()):
             break
         i = int(np.argmax(np.where(up, marg, -np.inf)))
@@ -301,7 +306,7 @@ def _exchange(p: _Problem, x: np.ndarray) -> np.ndarray:
                 break
             move /= 2.0
         else:
-            break
+            stuck[i] = True
     return x
 
 

@@ -336,6 +336,8 @@ def recovery_study(
     With ``jsonl``, each fit's score is appended to that file as soon as it is known, so a long
     study that is stopped early still leaves its results (see :func:`summarize_jsonl`).
     """
+    if oracle and pin:
+        raise ValueError("give `oracle` (every part pinned) or `pin` (some), not both")
     parts = CURVE_PARTS if oracle else tuple(pin)
     _check_parts(parts)
     scores: dict[bool, list[FitScore]] = {c: [] for c in calibrated}
@@ -634,6 +636,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--samples", type=int, default=1000)
         p.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.what == "study" and args.oracle and args.pin:
+        parser.error("--oracle pins every part of the curves; --pin pins some: give one of them")
     if args.what == "summary":
         print(json.dumps(summarize_jsonl(args.files), indent=2))
         return 0

@@ -222,10 +222,8 @@ def test_a_priors_file_moves_the_fit_and_is_recorded(
     assert used["search"]["roi"] == {"median": pytest.approx(default_roi), "sigma": pytest.approx(0.8)}
     spent = df["search"][df["search"] > 0].mean()
     assert used["search"]["half"] == {"median": pytest.approx(2.0 * spent), "sigma": pytest.approx(0.4)}
-    assert used["search"]["decay"] == {"a": 1.5, "b": 3.0} and set(used["search"]["shape"]) == {
-        "median",
-        "sigma",
-    }
+    assert used["search"]["decay"] == {"a": 1.5, "b": 3.0}
+    assert set(used["search"]["shape"]) == {"median", "sigma"} and used["tv"]["delay"] == {"scale": 1.0}
     # delayed adstock reports the lag at which each channel's effect peaks
     assert set(doc["curves"]["parameters"]["tv"]) == {"beta", "half", "shape", "decay", "delay"}
 
@@ -527,3 +525,19 @@ def test_each_lift_test_is_checked_against_the_table_alone(
     assert alone["predicted"]["p95"] < -20 * delta
     (warning,) = [w for w in doc["warnings"] if "where the table alone predicts" in w]
     assert warning.startswith("lift test 1 (`tv`") and f"note: {warning}" in err
+
+
+def test_no_check_tests_skips_the_table_alone_fit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    table = _write_table(tmp_path / "data.csv")
+    dates = pd.read_csv(table)["date"]
+    lift = tmp_path / "lift.csv"
+    lift.write_text(
+        "channel,start,end,spend_delta,incremental_revenue,incremental_revenue_se\n"
+        f"tv,{dates[20]},{dates[23]},-100,150,20\n"
+    )
+    out = tmp_path / "FIT.json"
+    quick = ["--chains", "1", "--warmup", "150", "--samples", "100", "--holdout", "0", "--allow-unhealthy"]
+    argv = ["fit", str(table), *BASE, "--lift-tests", str(lift), "--no-check-tests", "--out", str(out)]
+    code, err = _run([*argv, *quick], capsys)
+    assert code == 0, err
+    assert "table alone" not in err and "table_alone" not in json.loads(out.read_text())["lift_tests"][0]

@@ -325,3 +325,19 @@ def test_a_tight_test_the_table_contradicts_is_named_against_the_table_alone(sma
                 check_lift_tests_against_the_table(fm, svi_steps=20)
     # the calibrated posterior's own check sees far less of the conflict
     assert abs(zs["wrong"][1]) < abs(zs["wrong"][0]) / 2, zs
+
+
+def test_a_test_with_the_wrong_sign_gets_one_warning_about_its_sign() -> None:
+    """A holdout that "raised" revenue is named by its LiftCheck (check the sign); the table-alone
+    check, which a far-off value also trips, must not add advice that the test may be right."""
+    from models.fitted import TableAloneCheck
+
+    day = np.datetime64("2024-01-01")
+    test = LiftTest("tv", day, day + np.timedelta64(21, "D"), -1000.0, -5000.0, 100.0)
+    predicted = np.full(200, 800.0) + np.linspace(-50.0, 50.0, 200)
+    roi = np.linspace(1.0, 2.0, 200)
+    assert LiftCheck(1, test, predicted).reversed_sign
+    check = TableAloneCheck(1, test, predicted, roi, roi)
+    assert not check.agrees and check.warning() is None
+    flipped = dataclasses.replace(check, test=dataclasses.replace(test, incremental_revenue=5000.0))
+    assert flipped.warning() is not None and "where the table alone predicts" in str(flipped.warning())

@@ -305,3 +305,19 @@ def test_a_plan_in_cents_is_judged_as_shown() -> None:
     assert sorted(tiny["allocation"].values()) == [0.0, 0.0, 0.01]
     assert not any(np.signbit(v) for v in tiny["allocation"].values())
     assert not any(np.signbit(line["after"]) for line in tiny["channels"].values())
+
+
+def test_a_channel_no_move_into_pays_does_not_stop_the_exchange() -> None:
+    """A fourth channel at zero spend whose Hill shape is under 1 in one draw has an infinite mean
+    mROAS there, yet earns almost nothing: no move into it pays. The pass must go on to the others
+    (it stopped, and ch2 stayed at 699.04 of its 700)."""
+    curves = ResponseCurves(
+        ("ch0", "ch1", "ch2", "z"),
+        np.array([[5645.0, 3878.0, 2294.0, 1.0], [5645.0, 3878.0, 2294.0, 1.0]]),
+        np.array([[1683.0, 2562.0, 508.0, 1e6], [1683.0, 2562.0, 508.0, 1e6]]),
+        np.array([[1.63, 1.26, 1.41, 0.9], [1.63, 1.26, 1.41, 1.5]]),
+        "week",
+    )
+    bounds = {"ch0": (1050.0, 1400.0), "ch1": (350.0, 2100.0), "ch2": (140.0, 700.0), "z": (0.0, 500.0)}
+    a = optimize(curves, 2900.37, bounds=bounds).allocation
+    assert a["ch2"] == pytest.approx(700.0, abs=1e-9) and a["ch0"] == pytest.approx(1400.0, abs=1e-9)

@@ -167,3 +167,10 @@ def test_oracle_priors_can_pin_part_of_each_curve() -> None:
     np.testing.assert_array_equal(r.shape_scale, default.shape_scale)
     with pytest.raises(ValueError, match="cannot pin \\['roi'\\]"):
         oracle_priors(data, truth, parts=("roi",))
+
+
+def test_a_study_pins_all_the_curves_or_some_not_both() -> None:
+    from models.validation import recovery_study
+
+    with pytest.raises(ValueError, match="not both"):
+        recovery_study([0], oracle=True, pin=("decay",))
