@@ -30,6 +30,7 @@ Public surface::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -601,7 +602,13 @@ def optimize(
     )
     x, notes = _solve(problem)
     if cents:
-        x = round_to_cents(x, lower, upper, float(budget))
+        # a target ROAS holds at the optimum with no room to spare: rounding the total up by a cent
+        # can take it under, rounding it down (spending where the return is below the average) cannot
+        cap = float(budget)
+        if objective == "target_roas":
+            cap = min(cap, math.floor(float(x.sum()) * 100.0 + 1e-6) / 100.0)
+        x = round_to_cents(x, lower, upper, cap)
+        cur = np.round(cur, 2)  # judged against the current amounts as the plan shows them
     if objective == "revenue" and float(upper.sum()) < budget * (1 - 1e-9):
         notes.append(f"the per-channel maximums add up to {upper.sum():.2f}, below the budget {budget:.2f}")
     return _report(problem, channels, curves.period, cur, x, locked_set, notes)
