@@ -46,6 +46,9 @@ OUTLIERS_NAMED = 5
 #: posterior's prediction's, combined) from what the fitted model predicts for it is named in the
 #: warnings: the table and the test disagree, or the test was entered wrongly
 LIFT_CONFLICT_Z = 3.0
+#: a geo holdout's withheld spend (-spend_delta) may differ from what its holdout_share implies by
+#: this share before the fit warns (regions' shares drift a little between the design and the window)
+GEO_SHARE_TOLERANCE = 0.25
 #: A default ROI prior median above this (media spend under 1% of revenue at the default media
 #: share) is worth a warning: ROIs that high are rare, and a table may not be able to say so
 DEFAULT_ROI_WARN = 25.0
@@ -369,8 +372,31 @@ class FittedModel:
         whose ROI (or mROAS) the table does not measure, default priors it may be unable to
         correct, periods it cannot explain."""
         support = tuple(w for w in (s.warning() for s in self.spend_support()) if w)
-        lift = tuple(w for w in (c.warning() for c in self.lift_checks()) if w)
+        lift = tuple(w for w in (c.warning() for c in self.lift_checks()) if w) + self.geo_share_warnings()
         return support + self.contraction_warnings() + lift + self.prior_warnings() + self.outlier_warnings()
+
+    def geo_share_warnings(self) -> tuple[str, ...]:
+        """A warning per geo holdout whose ``spend_delta`` and ``holdout_share`` disagree by more than
+        a quarter: the share says the held-out regions would have spent ``s / (1 - s)`` times the
+        table's spend over the window, and the model reads the share alone (:mod:`models.lift`), so a
+        mistyped share would calibrate the channel silently."""
+        out = []
+        days = self.data.dates.astype("datetime64[D]")
+        for check in self.lift_checks():
+            t, s = check.test, check.test.holdout_share
+            if s is None:
+                continue
+            window = (days >= t.start) & (days <= t.end)
+            shown = float(self.data.spend[window, self.channels.index(t.channel)].sum())
+            implied = shown * s / (1.0 - s)
+            if implied > 0 and abs(-t.spend_delta - implied) > GEO_SHARE_TOLERANCE * implied:
+                out.append(
+                    f"{check.name()}: holdout_share {s:g} says the held-out regions would have spent "
+                    f"{implied:,.2f} over the window (the table's {shown:,.2f} x {s:g} / {1 - s:g}), but "
+                    f"spend_delta is {t.spend_delta:,.2f}. The model reads the share, not spend_delta: "
+                    "check which of the two is right."
+                )
+        return tuple(out)
 
     def _resolved_priors(self) -> ResolvedPriors:
         return resolve(

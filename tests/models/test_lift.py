@@ -341,3 +341,23 @@ def test_a_test_with_the_wrong_sign_gets_one_warning_about_its_sign() -> None:
     assert not check.agrees and check.warning() is None
     flipped = dataclasses.replace(check, test=dataclasses.replace(test, incremental_revenue=5000.0))
     assert flipped.warning() is not None and "where the table alone predicts" in str(flipped.warning())
+
+
+def test_a_geo_holdout_whose_spend_delta_and_share_disagree_is_named(small_fit: FittedModel) -> None:
+    """The model reads a geo holdout's share, not its spend_delta: a share typed 0.1 where the
+    withheld spend says 0.01 would calibrate the channel on ten times the regions, silently."""
+    fm = small_fit
+    consistent = _test_on(fm, 1, 40, 4, 1.0, 1.0, share=0.1)  # spend_delta = -s / (1 - s) x the window's
+    mistyped = dataclasses.replace(consistent, spend_delta=consistent.spend_delta / 10)
+    slightly_off = dataclasses.replace(consistent, spend_delta=consistent.spend_delta * 1.1)
+    assert (
+        dataclasses.replace(fm, lift_tests=(consistent, slightly_off), _cache={}).geo_share_warnings() == ()
+    )
+    (warning,) = dataclasses.replace(fm, lift_tests=(consistent, mistyped), _cache={}).geo_share_warnings()
+    assert warning.startswith("lift test 2 (`ch1`") and "holdout_share 0.1" in warning
+    assert "The model reads the share, not spend_delta" in warning
+    # and it is among FIT.json's warnings
+    assert any(
+        "holdout_share 0.1 says" in w
+        for w in dataclasses.replace(fm, lift_tests=(mistyped,), _cache={}).warnings()
+    )
