@@ -299,6 +299,12 @@ def check_seed(seed: object) -> int:
     return int(seed)
 
 
+def _without_tests(data: MMMData, **kw: Any) -> FittedModel:
+    """``data`` fitted without lift tests, holdout or checks: what the table alone says of each test
+    (the SVI divergence's diagnosis and :func:`check_lift_tests_against_the_table`)."""
+    return fit(data, lift_tests=(), holdout_periods=None, checks=False, **kw)
+
+
 def _lift_conflict(
     diverged: FitError, data: MMMData, tests: tuple[LiftTest, ...], lift_source: str, **kw: Any
 ) -> BudgetloopError:
@@ -308,7 +314,7 @@ def _lift_conflict(
     follow, :meth:`models.fitted.LiftCheck.warning`) and an :class:`InputError` names the tests
     furthest from it, worst first."""
     try:
-        alone = fit(data, lift_tests=(), holdout_periods=None, checks=False, **kw)
+        alone = _without_tests(data, **kw)
     except FitError:
         return diverged
     checks = sorted(
@@ -649,7 +655,7 @@ def check_lift_tests_against_the_table(
     if not fm.lift_tests:
         return ()
     spec = fm.spec
-    alone = fit(
+    alone = _without_tests(
         fm.data,
         priors=fm.priors,
         method="svi",
@@ -661,7 +667,6 @@ def check_lift_tests_against_the_table(
         saturation=spec.saturation,
         svi_steps=svi_steps,
         round_shapes=fm.settings.get("round_shapes"),
-        checks=False,
     )
     if not alone.settings["svi_converged"]:
         raise FitError(f"the fit of the table alone did not settle in {svi_steps} SVI steps")

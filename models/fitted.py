@@ -120,18 +120,6 @@ class TableAloneCheck(LiftCheck):
     roi_alone: np.ndarray  # [N] the channel's ROI, table alone
     roi_calibrated: np.ndarray  # [N] the channel's ROI in the fit with the tests
 
-    def to_dict(self) -> dict[str, Any]:
-        def band(v: np.ndarray) -> dict[str, float]:
-            lo, med, hi = np.quantile(v, [0.05, 0.5, 0.95])
-            return {"mean": float(np.mean(v)), "median": float(med), "p05": float(lo), "p95": float(hi)}
-
-        return {
-            "predicted": band(self.predicted),
-            "z": self.z,
-            "agrees": self.agrees,
-            "roi_table_alone": band(self.roi_alone),
-        }
-
     def warning(self) -> str | None:
         # a test with the wrong sign is named by its LiftCheck, with the right advice (its sign)
         if self.agrees or self.reversed_sign:

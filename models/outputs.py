@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from models.fitted import FittedModel
+from models.fitted import FittedModel, TableAloneCheck
 
 CURVE_POINTS = 41
 CURVE_MAX_MULTIPLE = 3.0
@@ -25,6 +25,17 @@ def summarize(draws: np.ndarray, *, median: bool = True) -> dict[str, float]:
     out["p05"] = float(np.quantile(d, 0.05))
     out["p95"] = float(np.quantile(d, 0.95))
     return out
+
+
+def table_alone_block(check: TableAloneCheck) -> dict[str, Any]:
+    """FIT.json's ``lift_tests[].table_alone``: the test against the table-alone fit's prediction of
+    it, with the channel's ROI from the table alone."""
+    return {
+        "predicted": summarize(check.predicted),
+        "z": check.z,
+        "agrees": check.agrees,
+        "roi_table_alone": summarize(check.roi_alone),
+    }
 
 
 def _finite(v: float | None) -> float | None:

@@ -218,6 +218,7 @@ def _check_against_the_table(fm: Any, doc: dict[str, Any], say: Any) -> None:
     pulls the calibrated posterior to itself, so only the table-alone fit shows the conflict."""
     from budgetloop.errors import FitError
     from models.fit import check_lift_tests_against_the_table
+    from models.outputs import table_alone_block
 
     say("checking each lift test against the table alone (a quick SVI fit without the tests)")
     try:
@@ -231,7 +232,7 @@ def _check_against_the_table(fm: Any, doc: dict[str, Any], say: Any) -> None:
         )
         return
     for check in checks:
-        doc["lift_tests"][check.number - 1]["table_alone"] = check.to_dict()
+        doc["lift_tests"][check.number - 1]["table_alone"] = table_alone_block(check)
         warning = check.warning()
         if warning:
             doc["warnings"].append(warning)

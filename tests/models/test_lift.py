@@ -14,7 +14,7 @@ from models.fit import fit
 from models.fitted import FittedModel, LiftCheck
 from models.lift import LiftTest, load_lift_tests, to_arrays
 from models.model import DIRECT_WINDOW_ROWS, ModelSpec, lift_predictions
-from models.outputs import fit_json
+from models.outputs import fit_json, table_alone_block
 from models.priors import LogNormalPrior, Priors
 from models.simulate import media_np, simulate
 
@@ -310,7 +310,9 @@ def test_a_tight_test_the_table_contradicts_is_named_against_the_table_alone(sma
         (check,) = check_lift_tests_against_the_table(fm)
         zs[name] = (check.z, fm.lift_checks()[0].z)
         assert check.agrees is (name == "right"), zs
-        assert check.to_dict()["roi_table_alone"]["p05"] < check.to_dict()["roi_table_alone"]["p95"]
+        block = table_alone_block(check)
+        assert block["roi_table_alone"]["p05"] < block["roi_table_alone"]["p95"]
+        assert block["predicted"]["mean"] == pytest.approx(float(np.mean(check.predicted)))
         if name == "wrong":
             warning = check.warning()
             assert warning is not None and warning.startswith("lift test 1 (`ch1`")
