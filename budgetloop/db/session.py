@@ -62,9 +62,15 @@ def _name(label: str) -> str:
 
 
 def _fix(label: str) -> str:
-    if label.startswith("--") or label == DATABASE_URL_ENV:
-        return f"set {label} to a URL such as {URL_EXAMPLES}"
-    return f"set --database-url or {DATABASE_URL_ENV} to a URL such as {URL_EXAMPLES}"
+    return f"set {_name(label)} to a URL such as {URL_EXAMPLES}"
+
+
+def _not_sqlite(path: Path, label: str) -> InputError:
+    return InputError(
+        f"{path} is not a SQLite database",
+        key=_key(label),
+        fix=f"point {_name(label)} at a budgetloop database, or at a path where none exists yet",
+    )
 
 
 def _is_memory(u: URL) -> bool:
@@ -146,11 +152,7 @@ def _check_sqlite_file(path: Path, label: str) -> None:
             fix="check the file's permissions",
         ) from None
     if head and head != SQLITE_HEADER:
-        raise InputError(
-            f"{path} is not a SQLite database",
-            key=_key(label),
-            fix=f"point {_name(label)} at a budgetloop database, or at a path where none exists yet",
-        )
+        raise _not_sqlite(path, label)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -206,11 +208,7 @@ def connect_error(exc: BaseException, url: str | URL, *, source: str | None = No
     reason = _reason(exc)
     path = sqlite_path(u)
     if path is not None and "not a database" in reason:
-        return InputError(
-            f"{path} is not a SQLite database",
-            key=_key(label),
-            fix=f"point {_name(label)} at a budgetloop database, or at a path where none exists yet",
-        )
+        return _not_sqlite(path, label)
     hint = label if label != "the database URL" else f"--database-url / {DATABASE_URL_ENV}"
     return InputError(
         f"cannot connect to the database at {where(u)} ({reason})",
