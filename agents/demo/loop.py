@@ -263,6 +263,14 @@ def _demo_policy(config: DemoConfig, scenario: Scenario, progress: Progress) -> 
     market_policy.check_policy_fits_market(
         policy, scenario, source=str(config.policy_path), scenario_source=str(config.scenario_path)
     )
+    text, policy, frozen = market_policy.with_scenario_freezes(text, policy, scenario, source=source)
+    if frozen:
+        source += " (the scenario's freezes added)"
+        progress(
+            f"the scenario's freeze events are added to the policy as {frozen} freeze window(s) "
+            "(00:00-24:00 UTC on the market's days, where its own windows do not already cover them): "
+            "no change executes inside them"
+        )
     text, policy, added = market_policy.with_demo_approvers(text, policy, source=source)
     if added:
         source += " (simulated approvers added)"

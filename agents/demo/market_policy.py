@@ -13,7 +13,10 @@ approvers, and the demo says so.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime, time, timedelta
+from itertools import pairwise
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import yaml
 
@@ -132,6 +135,64 @@ def with_demo_approvers(text: str, policy: Policy, *, source: str) -> tuple[str,
         + yaml.safe_dump(doc, sort_keys=False)
     )
     return new_text, parse_policy(new_text, source=source), True
+
+
+def with_scenario_freezes(
+    text: str, policy: Policy, scenario: Scenario, *, source: str
+) -> tuple[str, Policy, int]:
+    """The policy with every ``freeze`` event of the scenario as freeze windows, and how many it added.
+
+    The scenario's days are the market's days, which the demo runs in UTC, so each event freezes
+    every channel from 00:00 UTC on its first day to the end of its last, whatever the policy's time
+    zone. The policy refuses windows that overlap for a channel, so the event is cut where the
+    policy's own windows already freeze some channels: those stretches get a window for the other
+    channels only, and stretches where every channel is frozen get none. The windows go into the
+    stored policy itself, so the engine that proposes, the executor's last check and the independent
+    checker that counts violations all see them.
+    """
+    zone = ZoneInfo(policy.timezone)
+    channels = list(policy.channels)
+    own = [
+        (*w.interval(zone), None if w.channels is None else set(w.channels)) for w in policy.freeze_windows
+    ]
+    added: list[dict[str, Any]] = []
+    for event in scenario.freezes():
+        start = datetime.combine(event.start, time(), tzinfo=UTC)
+        stop = datetime.combine(event.end + timedelta(days=1), time(), tzinfo=UTC)
+        cuts = sorted({start, stop} | {t for a, b, _ in own for t in (a, b) if start < t < stop})
+        pieces: list[tuple[datetime, datetime, list[str]]] = []
+        for a, b in pairwise(cuts):
+            frozen: set[str] = set()
+            for wa, wb, names in own:
+                if wa <= a and b <= wb:
+                    frozen |= set(channels) if names is None else names
+            free = [ch for ch in channels if ch not in frozen]
+            if not free:
+                continue
+            if pieces and pieces[-1][1] == a and pieces[-1][2] == free:
+                pieces[-1] = (pieces[-1][0], b, free)
+            else:
+                pieces.append((a, b, free))
+        reason = f"scenario freeze: {event.reason}" if event.reason else "scenario freeze"
+        for a, b, free in pieces:
+            # A datetime end blocks its whole minute: ending at b - 1 minute closes the window at b.
+            window: dict[str, Any] = {
+                "start": a.isoformat(),
+                "end": (b - timedelta(minutes=1)).isoformat(),
+                "reason": reason,
+            }
+            if len(free) < len(channels):
+                window["channels"] = free
+            added.append(window)
+    if not added:
+        return text, policy, 0
+    doc = _mapping(yaml.safe_load(text))
+    doc["freeze_windows"] = list(doc.get("freeze_windows") or []) + added
+    new_text = (
+        "# `budgetloop demo`: the scenario's freeze events added as freeze windows (UTC days).\n"
+        + yaml.safe_dump(doc, sort_keys=False)
+    )
+    return new_text, parse_policy(new_text, source=source), len(added)
 
 
 def _mapping(value: Any) -> dict[str, Any]:

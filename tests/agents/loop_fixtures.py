@@ -7,6 +7,8 @@ Not a test module: ``test_execute*.py`` and ``test_monitor*.py`` import it.
 from __future__ import annotations
 
 import statistics
+import subprocess
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -268,3 +270,9 @@ def audit_story(world: Loop, subject_ids: Sequence[int]) -> list[tuple[str, str]
             .order_by(AuditEntry.seq)
         ).all()
     return [(str(s), str(a)) for s, a in rows if str(s) in wanted]
+
+
+def demo_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """`budgetloop demo ARGS` in a process of its own, as a user runs it."""
+    code = "import sys; from budgetloop.cli import main; main(sys.argv[1:])"
+    return subprocess.run([sys.executable, "-c", code, "demo", *args], capture_output=True, text=True)

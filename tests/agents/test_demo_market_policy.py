@@ -8,21 +8,21 @@ marketers; a market with less history than the retrain's window trains on what i
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
-from loop_fixtures import D0, loop, scenario
+from loop_fixtures import D0, demo_cli, loop, scenario
 
 from agents.demo.market_policy import (
     DEMO_APPROVERS,
     check_policy_fits_market,
     policy_for_scenario,
     with_demo_approvers,
+    with_scenario_freezes,
 )
 from agents.retrain import MIN_HOLDOUT_COVERAGE, MIN_TRAINING_DAYS, holdout_ok, retrain
 from agents.runtime import FitOptions
@@ -30,7 +30,9 @@ from budgetloop.db.session import session_scope
 from budgetloop.errors import InputError
 from budgetloop.store import models as model_store
 from connectors.sandbox.scenario import Scenario, parse_scenario
+from guardrails.checker import check_executed
 from guardrails.loading import parse_policy
+from guardrails.records import CampaignState
 from models.fitted import Holdout
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -124,31 +126,79 @@ def test_a_policy_without_approvers_gets_the_simulated_marketers() -> None:
     assert same == (new_text, policy, False)
 
 
+def test_the_scenarios_freeze_events_become_the_policys_freeze_windows() -> None:
+    """A freeze the scenario declares binds the loop whatever policy it runs under: the stored
+    policy carries it, so the engine, the executor and the independent checker all see it."""
+    market = _market(
+        {"search": 1500, "tiktok": 2500},
+        events=[
+            {"type": "freeze", "start": "2025-05-11", "end": "2025-05-14", "reason": "launch"},
+            {"type": "freeze", "start": "2025-06-02", "end": "2025-06-02"},
+        ],
+    )
+    text = (
+        "timezone: America/New_York\nbudget: {total_daily_max: 5000}\n"
+        "channels:\n  search: {}\n  tiktok: {}\n"
+        # Covers June 2nd in UTC as well (New York is four hours behind); a window for one channel
+        # does not cover the launch.
+        "freeze_windows:\n  - {start: 2025-06-01, end: 2025-06-02}\n"
+        "  - {start: 2025-05-01, end: 2025-05-31, channels: [search]}\n"
+    )
+    policy = parse_policy(text, "p.yaml")
+    new_text, merged, added = with_scenario_freezes(text, policy, market, source="p.yaml")
+    # The launch, cut where the policy's May window already freezes search: tiktok alone over it.
+    # June 2nd is covered by the policy's own window (in New York, four hours behind UTC).
+    assert added == 1 and len(merged.freeze_windows) == 3
+    window = merged.freeze_windows[-1]
+    assert window.reason == "scenario freeze: launch" and window.channels == ["tiktok"]
+    start, stop = window.interval(ZoneInfo("America/New_York"))
+    assert (start, stop) == (datetime(2025, 5, 11, tzinfo=UTC), datetime(2025, 5, 15, tzinfo=UTC))
+    assert yaml.safe_load(new_text)["freeze_windows"][-1]["reason"] == "scenario freeze: launch"
+    assert with_scenario_freezes(new_text, merged, market, source="p.yaml")[2] == 0
+    # Without the policy's windows every channel is frozen by one window per event, in UTC days.
+    bare = parse_policy("budget: {total_daily_max: 5000}\nchannels:\n  search: {}\n  tiktok: {}\n", "b")
+    _, alone, n = with_scenario_freezes(
+        "budget: {total_daily_max: 5000}\nchannels:\n  search: {}\n  tiktok: {}\n", bare, market, source="b"
+    )
+    assert n == 2 and [w.channels for w in alone.freeze_windows] == [None, None]
+    assert alone.freeze_windows[1].interval(ZoneInfo("UTC")) == (
+        datetime(2025, 6, 2, tzinfo=UTC),
+        datetime(2025, 6, 3, tzinfo=UTC),
+    )
+
+    states = {ch: CampaignState(channel=ch) for ch in ("search", "tiktok")}
+    # tiktok alone moves: the policy's own May window keeps search frozen past the launch.
+    before, after = {"search": 1500.0, "tiktok": 2500.0}, {"search": 1500.0, "tiktok": 2300.0}
+
+    def rules(at: datetime, p: Any) -> list[str]:
+        found = check_executed(before=before, after=after, states=states, history=[], policy=p, at=at)
+        return [v.rule for v in found]
+
+    inside = datetime(2025, 5, 12, 9, 30, tzinfo=UTC)  # the reviewer's change, inside the launch
+    for p in (merged, alone):
+        assert "freeze_window" in rules(inside, p)
+        assert "freeze_window" in rules(datetime(2025, 5, 14, 23, 59, tzinfo=UTC), p)
+        assert "freeze_window" not in rules(datetime(2025, 5, 15, 0, 0, tzinfo=UTC), p)
+    assert "freeze_window" not in rules(datetime(2025, 5, 12, 9, 30, tzinfo=UTC), bare)
+
+
 def test_the_demo_refuses_a_policy_for_another_market_before_writing_anything(tmp_path: Path) -> None:
     market = tmp_path / "two.yaml"
     doc = yaml.safe_load((EXAMPLES / "scenario.yaml").read_text())
     doc["channels"] = doc["channels"][:2]
     market.write_text(yaml.safe_dump(doc))
     db = tmp_path / "demo.db"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from budgetloop.cli import main; main()",
-            "demo",
-            "--weeks",
-            "1",
-            "--scenario",
-            str(market),
-            "--policy",
-            str(EXAMPLES / "policy.yaml"),
-            "--database-url",
-            f"sqlite:///{db}",
-            "--report-dir",
-            str(tmp_path / "report"),
-        ],
-        capture_output=True,
-        text=True,
+    result = demo_cli(
+        "--weeks",
+        "1",
+        "--scenario",
+        str(market),
+        "--policy",
+        str(EXAMPLES / "policy.yaml"),
+        "--database-url",
+        f"sqlite:///{db}",
+        "--report-dir",
+        str(tmp_path / "report"),
     )
     assert result.returncode == 2, result.stderr
     assert "does not fit the scenario's market" in result.stderr
