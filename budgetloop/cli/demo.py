@@ -9,6 +9,7 @@ import typer
 
 from budgetloop.cli import app
 from budgetloop.errors import InputError
+from budgetloop.fileio import check_output_folder
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -45,6 +46,7 @@ def demo(
     for label, path in (("--scenario", scenario), ("--policy", policy)):
         if path is not None and not path.is_file():
             raise InputError(f"no such file: {path}", key=label, fix="pass the path of an existing YAML file")
+    check_output_folder(report_dir, flag="--report-dir")  # before the run, not after a year of it
     from agents.demo.loop import DemoConfig, run_demo
     from agents.runtime import FitOptions
 

@@ -4,11 +4,10 @@ and the report INTERFACES section 4 promises."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from loop_fixtures import demo_cli
 
 from agents.demo.loop import DemoConfig, run_demo
 from agents.runtime import FitOptions
@@ -65,17 +64,17 @@ def test_two_weeks_of_closed_loop_write_the_contract_report(tmp_path: Path) -> N
 
 
 def test_a_missing_scenario_file_exits_2_and_names_the_flag(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from budgetloop.cli import main; main()",
-            "demo",
-            "--scenario",
-            str(tmp_path / "nope.yaml"),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    result = demo_cli("--scenario", str(tmp_path / "nope.yaml"))
     assert result.returncode == 2
     assert "--scenario" in result.stderr and "nope.yaml" in result.stderr
+
+
+def test_a_report_dir_that_is_a_file_exits_2_before_the_run(tmp_path: Path) -> None:
+    taken = tmp_path / "afile"
+    taken.write_text("mine\n")
+    db = tmp_path / "demo.db"
+    result = demo_cli("--weeks", "1", "--report-dir", str(taken), "--database-url", f"sqlite:///{db}")
+    assert result.returncode == 2, result.stderr
+    assert "--report-dir" in result.stderr and "is a file, not a folder" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert taken.read_text() == "mine\n" and not db.exists()
