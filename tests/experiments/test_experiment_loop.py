@@ -285,3 +285,30 @@ def test_a_store_outage_skips_the_panel_for_a_day_and_the_next_run_fills_the_gap
                 session, start=D0 - timedelta(days=5), end=D0 + timedelta(days=1)
             )
         assert not np.isnan(panel).any()
+
+
+def test_a_panel_with_days_missing_is_a_reason_to_wait_not_an_error(sqlite_url: str) -> None:
+    """A young account's look-back reaches before its history (the reviewer's 30-day scenario): the
+    planner says what it waits for, instead of failing the job three times a day."""
+    from typing import Any, cast
+
+    from agents.experiments.design import PRE_DAYS
+    from agents.experiments.lifecycle import design_inputs, ingest_regional
+    from budgetloop.db.experiments import RegionalRevenue
+
+    with world(sqlite_url) as w:
+        today = w.clock.today()
+        with w.rt.unit_of_work() as session:
+            ingest_regional(w.rt, session, today=today)
+        with w.rt.unit_of_work() as session:
+            first = today - timedelta(days=PRE_DAYS)
+            gone = (
+                session.execute(select(RegionalRevenue).where(RegionalRevenue.day == first)).scalars().all()
+            )
+            assert gone  # the day was there: the panel held every region before
+            for row in gone:
+                session.delete(row)
+        with w.rt.unit_of_work() as session:
+            # The panel is checked before the model is read, so no model version is needed here.
+            reason = design_inputs(w.rt, session, cast(Any, None), today)
+        assert reason == f"the regional panel does not cover the last {PRE_DAYS} days yet"
