@@ -112,7 +112,7 @@ def check_executed(
             )
     for key in moved:
         found.extend(_key_violations(key, old[key], new[key], states, history, policy, at, enforced))
-    found.extend(_total_violations(sum(old.values()), sum(new.values()), len(keys), policy, enforced))
+    found.extend(_total_violations(sum(old.values()), sum(new.values()), policy, enforced))
     return found
 
 
@@ -213,11 +213,11 @@ def _within_ratio(reference: float, value: float, ratio: float) -> bool:
 
 
 def _total_violations(
-    old_total: float, new_total: float, n_keys: int, policy: Policy, enforced: Enforced
+    old_total: float, new_total: float, policy: Policy, enforced: Enforced
 ) -> list[Violation]:
     out: list[Violation] = []
-    slack = 0.005 * n_keys + ABS_TOL  # rounding each key to the cent
-    grew = new_total > old_total + slack
+    # A hard cap holds to the cent: a total that rises above it breaks it, even by a rounding.
+    grew = new_total > old_total + ABS_TOL
     cap = policy.budget.total_daily_max
     if new_total > cap + ABS_TOL and grew and enforced("total_daily_max", None):
         out.append(

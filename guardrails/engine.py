@@ -370,9 +370,17 @@ def _allocate(
     for key, value, low, high in zip(free, values, lows, highs, strict=True):
         adjusted[key] = _to_cents(value, low, high, cur[key])
     total = sum(adjusted.values())
-    limit = max(cap, sum(cur.values())) if frozen + sum(lows) > cap else cap
+    # Rounding to the cent must not carry a total that the caps held over them, even where the
+    # proposal was already inside them (no clip: ``cap`` is then infinite).
+    ceiling = cap
+    for hard in (policy.budget.total_daily_max, policy.budget.monthly_as_daily):
+        if hard is not None and frozen + sum(values) <= hard + 1e-9:
+            ceiling = min(ceiling, hard)
+    limit = max(ceiling, sum(cur.values())) if frozen + sum(lows) > ceiling else ceiling
     if total > limit + 1e-9:  # rounding up to the cent pushed the total over: take cents back
-        for key in sorted(free, key=lambda k: adjusted[k] - lo[k], reverse=True):
+        # from the keys that move anyway first, so an untouched budget stays untouched
+        order = sorted(free, key=lambda k: (adjusted[k] == cur[k], -(adjusted[k] - lo[k])))
+        for key in order:
             while total > limit + 1e-9 and adjusted[key] - 0.01 >= lo[key] - 1e-9:
                 adjusted[key] = round(adjusted[key] - 0.01, 2)
                 total -= 0.01

@@ -191,6 +191,23 @@ def test_caps_clip_the_total_and_spread_the_cut(small_policy: MakePolicy) -> Non
     assert outcomes(decision, "total_daily_max") == [(None, "clipped")]
 
 
+def test_rounding_to_the_cent_never_carries_a_total_over_the_cap(policy_from: Any) -> None:
+    """A reviewer's demo: a plan at exactly the cap, whose amounts each rounded up to the cent,
+    executed 15,000.01 against a 15,000 cap. The engine takes the cent back, from a budget that moves
+    anyway, and the checker counts a total that rises over a cap by any amount."""
+    keys = {k: {"min_daily": 0} for k in ("a", "b", "c", "d")}
+    p = policy_from({"budget": {"total_daily_max": 15_000}, "channels": keys})
+    current = {"a": 4000.0, "b": 6000.0, "c": 2500.0, "d": 2500.0}
+    proposed = {"a": 4278.866, "b": 5958.776, "c": 2500.0, "d": 2262.358}  # sums to 15,000
+    assert sum(proposed.values()) == pytest.approx(15_000.0, abs=1e-9)
+    decision = run(p, current, proposed)
+    assert round(sum(decision.adjusted.values()), 2) <= 15_000.0
+    assert decision.adjusted["c"] == 2500.0  # the budget nobody moved stays as it was
+    over = {"a": 4278.87, "b": 5958.78, "c": 2500.0, "d": 2262.36}  # what executed: 15,000.01
+    found = check_executed(before=current, after=over, states={}, history=[], policy=p, at=NOW)
+    assert [v.rule for v in found] == ["total_daily_max"]
+
+
 def test_over_delivery_tightens_the_monthly_cap(small_policy: MakePolicy) -> None:
     p = small_policy(budget={"total_monthly_max": 60_000, "over_delivery": 0.25})
     decision = run(p, {"a": 1000.0, "b": 1000.0}, {"a": 1000.0, "b": 1000.0})
