@@ -33,7 +33,7 @@ learning phases, cooldowns and swing limits, which the change being undone set o
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
@@ -270,7 +270,7 @@ def _apply_pending(
 ) -> ExecutionReport:
     hooks = run.hooks
     with session_scope(session_factory) as session:
-        items = [_ItemRef.of(i) for i in _load(session, run.request_id).items]
+        items = _lowering_first(_ItemRef.of(i) for i in _load(session, run.request_id).items)
     for item in items:
         if item.state != "pending":
             continue
@@ -344,6 +344,13 @@ class _ItemRef:
         return cls(
             i.id, i.idempotency_key, i.channel, i.platform, i.campaign_external_id, i.before, i.after, i.state
         )
+
+
+def _lowering_first(items: Iterable[_ItemRef], *, undo: bool = False) -> list[_ItemRef]:
+    """The calls that lower a budget before those that raise one (for an undo, the reverse moves),
+    so that the portfolio's total passes through no sum above both its ends: a reallocation at the
+    daily cap never stands above the cap between two calls."""
+    return sorted(items, key=lambda i: (i.after < i.before) == undo)
 
 
 def _record_item(
@@ -432,7 +439,7 @@ def _compensate(
         except ConnectorError:
             live = None  # cannot tell: undo it anyway (setting `before` again is harmless)
     left: list[str] = []
-    for item in items:
+    for item in _lowering_first(items, undo=True):
         if item.state != "applied" and item.key != uncertain:
             continue
         if (

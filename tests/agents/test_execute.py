@@ -36,7 +36,8 @@ from budgetloop.store import audit as audit_store
 from connectors.sandbox.faults import Fault
 from guardrails.policy import Policy
 
-MOVES = {"search": 4400.0, "social": 5600.0}  # +10% / -6.7%: no learning phase, inside every rule
+MOVES = {"search": 3600.0, "social": 6400.0}  # -10% / +6.7%: no learning phase, inside every rule
+# (calls that lower a budget go first, so these run in the items' order: search, then social)
 
 
 class Boom(RuntimeError):
@@ -64,7 +65,7 @@ def test_executes_each_item_once_and_starts_monitoring(database_url: str) -> Non
         report = run(world, rid)
         assert report.outcome == "executed", report.reason
         assert report.status == "monitoring"
-        assert world.live()["search"] == 4400.0 and world.live()["social"] == 5600.0
+        assert world.live()["search"] == 3600.0 and world.live()["social"] == 6400.0
         again = run(world, rid)
         assert again.outcome == "skipped" and again.calls == 0
         counts = _applied_per_key(world)
@@ -87,6 +88,18 @@ def test_executes_each_item_once_and_starts_monitoring(database_url: str) -> Non
         ]
 
 
+def test_budgets_are_lowered_before_others_are_raised(sqlite_url: str) -> None:
+    """A reallocation at the daily cap must not stand above it between two calls (a reviewer saw the
+    total reach 15,371 against a 15,000 cap when the calls ran in channel order)."""
+    with loop(sqlite_url) as world:
+        total = sum(world.live().values())
+        rid = approved_request(world, {"search": 4400.0, "social": 5600.0})  # social's call goes first
+        assert run(world, rid).outcome == "executed"
+        keys = [a.idempotency_key for a in world.applied()]
+        assert keys == [f"cr{rid}-1-social", f"cr{rid}-0-search"]
+        assert sum(world.live().values()) == pytest.approx(total)
+
+
 def test_crash_between_call_and_commit_resumes_with_the_same_keys(database_url: str) -> None:
     with loop(database_url) as world:
         rid = approved_request(world, MOVES)
@@ -104,7 +117,7 @@ def test_crash_between_call_and_commit_resumes_with_the_same_keys(database_url: 
             "applied",
             "pending",
         ]  # social reached the platform, not our DB
-        assert world.live()["social"] == 5600.0
+        assert world.live()["social"] == 6400.0
         report = run(world, rid)
         assert report.outcome == "executed", report.reason
         assert report.calls == 1 and report.replays == 1  # the platform recognised the key: nothing new
@@ -114,7 +127,7 @@ def test_crash_between_call_and_commit_resumes_with_the_same_keys(database_url: 
 
 def test_killed_process_mid_execution_is_finished_by_the_next_run(sqlite_url: str) -> None:
     with loop(sqlite_url) as world:
-        rid = approved_request(world, {"search": 4400.0, "social": 5600.0, "retail": 2200.0})
+        rid = approved_request(world, {"search": 3600.0, "social": 5600.0, "retail": 2200.0})
         script = textwrap.dedent(
             f"""
             import os, sys
@@ -143,7 +156,7 @@ def test_killed_process_mid_execution_is_finished_by_the_next_run(sqlite_url: st
         assert report.outcome == "executed", report.reason
         assert report.calls == 1 and report.replays == 0
         assert sorted(_applied_per_key(world).values()) == [1, 1, 1]
-        assert world.live() == {"search": 4400.0, "social": 5600.0, "retail": 2200.0}
+        assert world.live() == {"search": 3600.0, "social": 5600.0, "retail": 2200.0}
 
 
 def test_timeout_after_the_platform_applied_is_applied_exactly_once(database_url: str) -> None:
@@ -155,13 +168,13 @@ def test_timeout_after_the_platform_applied_is_applied_exactly_once(database_url
         social = next(i for i in report.items if i.channel == "social")
         assert social.replayed is True  # the retry with the same key was answered as a replay
         assert sorted(_applied_per_key(world).values()) == [1, 1]
-        assert world.live()["social"] == 5600.0
+        assert world.live()["social"] == 6400.0
 
 
 def test_partial_failure_rolls_back_the_applied_part(database_url: str) -> None:
     with loop(database_url, edit_caps={"meta": 0}) as world:  # Meta refuses every budget edit today
         before = world.live()
-        rid = approved_request(world, MOVES)
+        rid = approved_request(world, MOVES)  # search is lowered, then raising social is refused
         report = run(world, rid)
         assert report.outcome == "failed" and report.status == "failed"
         assert "rejected social" in (report.reason or "")
@@ -375,7 +388,7 @@ def test_the_kill_switch_halts_an_interrupted_execution_until_lifted(sqlite_url:
 def test_a_compensation_interrupted_by_a_crash_is_finished_by_the_next_run(sqlite_url: str) -> None:
     with loop(sqlite_url, edit_caps={"meta": 0}) as world:
         before = world.live()
-        rid = approved_request(world, {"search": 4400.0, "retail": 2200.0, "social": 5600.0})
+        rid = approved_request(world, {"search": 3600.0, "retail": 1800.0, "social": 6400.0})
 
         def die(key: str) -> None:
             if key.endswith("-0-search-undo"):

@@ -87,9 +87,9 @@ def test_a_shock_after_execution_rolls_back_on_the_third_day_outside_the_band(da
             ("social", 5600.0, before["social"]),
         ]
         applied = [a.idempotency_key for a in world.applied()]
-        assert applied == [
-            f"cr{rid}-0-search",
+        assert applied == [  # each request lowers a budget before it raises one
             f"cr{rid}-1-social",
+            f"cr{rid}-0-search",
             f"cr{rollback_id}-0-search",
             f"cr{rollback_id}-1-social",
         ]
