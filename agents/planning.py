@@ -32,8 +32,11 @@ from guardrails.records import CampaignState, Decision, ExecutedChange, Forecast
 from models.curves import ResponseCurves
 from models.optimize import optimize
 
-# A step smaller than this share of the portfolio is not worth a person's attention.
+# A step smaller than this share of the portfolio is not worth a person's attention, where the policy
+# lets a change move a budget by REFERENCE_SWING; a policy that allows smaller swings asks for smaller
+# steps, so the floor shrinks with it (2% swings: 0.05% of the portfolio).
 MIN_RELATIVE_MOVE = 0.005
+REFERENCE_SWING = 0.20
 
 
 @dataclass(frozen=True)
@@ -205,14 +208,16 @@ def plan(ctx: PlanContext) -> PlanOutcome:
         )
         return PlanOutcome(False, f"blocked by guardrails: {why}", moves, decision, details=details)
     moved = float(np.abs(adjusted - cur).sum())
-    if moved < MIN_RELATIVE_MOVE * max(cur.sum(), 1e-9):
-        return PlanOutcome(
-            False,
-            f"already at the best allocation the guardrails allow (a move of {moved:.2f}/day)",
-            moves,
-            decision,
-            details=details,
+    floor = MIN_RELATIVE_MOVE * min(1.0, swing / REFERENCE_SWING) * max(float(cur.sum()), 1e-9)
+    if moved < floor:
+        away = float(np.abs(target - cur).sum())
+        why = (
+            f"already at the best allocation (the optimum is {away:.2f}/day away)"
+            if away < floor
+            else f"the step the guardrails allow ({moved:.2f}/day) is under the {floor:.2f}/day worth "
+            f"proposing, while the optimum is {away:.2f}/day away"
         )
+        return PlanOutcome(False, why, moves, decision, details=details)
     rev_cur = curves.total_revenue(cur)
     rev_new = curves.total_revenue(adjusted)
     if objective == "profit":

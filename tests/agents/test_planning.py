@@ -146,3 +146,25 @@ def test_an_uncertain_model_does_not_propose(scenario: Scenario, policy: Policy)
     outcome = plan(context(scenario, policy, curves=vague))
     assert not outcome.propose
     assert "P(improvement)" in outcome.reason or "probability" in outcome.reason
+
+
+def test_a_policy_of_small_swings_gets_small_steps(scenario: Scenario, policy: Policy) -> None:
+    """Ops who allow 1% per change ask for small steps: a reviewer's loop proposed nothing for weeks
+    (each step fell under a floor sized for 20% swings) and said it was at the best allocation."""
+    small = policy.model_copy(
+        update={"change": policy.change.model_copy(update={"max_swing_per_change": 0.01})}
+    )
+    cur = current_budgets(scenario)
+    # Two channels learning: the step can move 1% of search and retail media, 40/day in all.
+    learning = {ch: CampaignState(channel=ch, learning=True) for ch in ("social_prospecting", "video")}
+    outcome = plan(context(scenario, small, states=learning))
+    assert outcome.propose, outcome.reason
+    moved = sum(abs(new - cur[ch]) for ch, new in outcome.proposed.items())
+    assert 0 < moved <= 0.01 * (cur["search"] + cur["retail_media"]) + 0.05
+    # Standing at the optimum, the reason says so; a step held back while the optimum is far says that.
+    there = plan(context(scenario, policy, current=outcome.details["target"]))
+    assert not there.propose and there.reason.startswith("already at the best allocation")
+    only_search = {ch: CampaignState(channel=ch, learning=True) for ch in cur if ch != "search"}
+    held = plan(context(scenario, small, states=only_search))
+    assert not held.propose
+    assert "is under the" in held.reason and "while the optimum is" in held.reason, held.reason
