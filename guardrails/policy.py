@@ -37,6 +37,11 @@ from pydantic import (
 )
 
 Level = Literal["hard", "soft", "advisory"]
+
+#: The level of a rule a policy's ``enforcement`` does not list, where it is not hard. A hard
+#: ``min_expected_gain`` (1% of the portfolio's revenue by default) would stop every step of one swing,
+#: so a policy that does not ask for it gets a warning instead, as the example policy has it.
+DEFAULT_ENFORCEMENT: dict[str, Level] = {"min_expected_gain": "advisory"}
 RuleName = Literal[
     "kill_switch",
     "freeze_window",
@@ -284,12 +289,21 @@ class Policy(_Section):
     freeze_windows: list[FreezeWindow] = Field(default_factory=list)
     channels: dict[Name, ChannelRule] = Field(min_length=1)
     campaigns: dict[Name, CampaignRule] = Field(default_factory=dict)
-    enforcement: dict[RuleName, Level] = Field(default_factory=dict)
+    enforcement: dict[RuleName, Level] = Field(
+        default_factory=lambda: dict(DEFAULT_ENFORCEMENT),
+        description="Level of each rule; a rule not listed keeps its default level (DEFAULT_ENFORCEMENT, "
+        "else hard)",
+    )
     owners: list[str] = Field(default_factory=list)
     exploration_share: float = Field(default=0.05, ge=0, le=0.5)
     approval: Approval = Approval()
     monitoring: Monitoring = Monitoring()
     experiments: Experiments = Experiments()
+
+    @field_validator("enforcement", mode="after")
+    @classmethod
+    def _over_the_defaults(cls, value: dict[str, Level]) -> dict[str, Level]:
+        return {**DEFAULT_ENFORCEMENT, **value}  # type: ignore[dict-item]
 
     @field_validator("timezone")
     @classmethod

@@ -50,6 +50,13 @@ def test_minimal_policy_takes_the_documented_defaults() -> None:
     assert p.change.min_probability_of_improvement == 0.80
     assert p.learning_phase.protect is True and p.freeze_windows == []
     assert all(p.level(rule) == "hard" for rule in ("bounds", "freeze_window", "total_daily_max"))
+    # As the example has it: a hard 1% gain floor would block every step of one swing (a reviewer's
+    # policy of only the required keys never moved a budget).
+    assert p.level("min_expected_gain") == "advisory"
+    listed = parse_policy(MINIMAL + "enforcement: {bounds: soft}\nowners: [U0OPS]\n")
+    assert listed.level("min_expected_gain") == "advisory" and listed.level("bounds") == "soft"
+    asked = parse_policy(MINIMAL + "enforcement: {min_expected_gain: hard}\n")
+    assert asked.level("min_expected_gain") == "hard"
     assert (p.experiments.min_detectable_effect, p.experiments.days, p.experiments.max_holdout_share) == (
         0.04,
         14,
