@@ -515,6 +515,9 @@ def _summarise(
         "uplift_captured": None if uplift is None else round(uplift, 4),
         "spend_total": spend_total,
         "budget_total": round(policy.budget.total_daily_max * days, 2),
+        # The daily budgets in force, summed over the run: platforms deliver around them (over on
+        # single days, up to the monthly cap), so spend_total can exceed both this and budget_total.
+        "budgets_set_total": round(sum(daily_totals), 2),
         "change_requests": dict(sorted(final.items())),
         "rollbacks": int(rollbacks or 0),
         "guardrail_violations": n_violations,

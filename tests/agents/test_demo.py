@@ -49,6 +49,7 @@ def test_two_weeks_of_closed_loop_write_the_contract_report(tmp_path: Path) -> N
     assert report["audit_chain_valid"] is True
     assert report["budget_total"] == pytest.approx(16_000 * 14)
     assert report["daily_cap_respected"] is True
+    assert report["budgets_set_total"] <= report["budget_total"] + 0.005
     # The uplift is the contract's ratio of the three revenue totals.
     expected = (report["revenue_total"] - report["static_revenue_total"]) / (
         report["oracle_revenue_total"] - report["static_revenue_total"]
