@@ -69,3 +69,28 @@ def test_a_channel_read_from_the_priors_does_not_hold_the_refit_back() -> None:
     assert shifts(old, moved) == ["brand mROAS 0.80 -> 2.40"]
     moved["channels"]["brand"]["mroas_from_prior"] = True
     assert shifts(old, moved) == []
+
+
+def test_an_unhealthy_fit_on_flat_spend_names_the_channels_that_never_moved() -> None:
+    """A reviewer's market whose budgets never moved: every refit was kept back with 'SVI loss did
+    not settle: raise the number of steps', which sends the user after the wrong knob."""
+    import dataclasses
+
+    import numpy as np
+
+    from agents.retrain import gate
+    from models.fit import fit
+    from models.simulate import simulate
+
+    data, _ = simulate(periods=120, channels=2, frequency="day", seed=3, noise=0.0)
+    flat = data.spend.copy()
+    flat[:, 0] = round(float(flat[:, 0].mean()), 2)
+    fm = fit(dataclasses.replace(data, spend=flat), method="svi", svi_steps=300, samples=50, seed=0)
+    channel = fm.channels[0]
+    unsettled = dataclasses.replace(
+        fm, diagnostics=dataclasses.replace(fm.diagnostics, reasons=("SVI loss did not settle",))
+    )
+    ok, reason = gate(unsettled, [])
+    assert not ok and "SVI loss did not settle" in reason
+    assert f"the spend of {channel} (0.0%) barely moved" in reason
+    assert fm.channels[1] not in reason  # its spend moves
