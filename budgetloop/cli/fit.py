@@ -131,10 +131,15 @@ def fit_command(
         priors.check_saturation(saturation, source=str(priors_file))
     # checked here, before the fit, so that the message names the flag
     most = max_holdout_periods(table.periods)
+    no_holdout = None  # FIT.json's warning where the default holdout finds no rows to take
     if holdout is None:
         holdout = min(13 if table.frequency == "week" else 28, table.periods // 4, most)
         if not holdout:
-            say(f"no holdout: {table.periods} rows leave none to spare")
+            no_holdout = (
+                f"no holdout: the table's {table.periods} rows leave none to spare (the refit keeps at "
+                f"least {MIN_PERIODS}), so FIT.json's `holdout` is null; a table of {MIN_PERIODS + 1} rows "
+                "or more gets one"
+            )
     elif holdout != 0 and not 1 <= holdout <= most:
         raise InputError(
             f"{holdout} periods held out of the table's {table.periods}",
@@ -185,6 +190,8 @@ def fit_command(
             typer.echo(f"warning: no plots written to {plots}: {exc.strerror or exc}", err=True)
             plot_paths = None
     doc = fit_json(fm, plots=plot_paths)
+    if no_holdout is not None:
+        doc["warnings"].append(no_holdout)
     if tests and check_tests:
         _check_against_the_table(fm, doc, say)
     if model_out is not None:

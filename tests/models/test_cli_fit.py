@@ -262,7 +262,13 @@ def test_a_short_table_fits_without_the_default_holdout(
     code, err = _run(["fit", str(table), *BASE, "--out", str(out), *quick], capsys)
     assert code == 0, err
     assert "no holdout" in err
-    assert json.loads(out.read_text()).get("holdout") is None
+    doc = json.loads(out.read_text())
+    assert doc.get("holdout") is None
+    # FIT.json says why, and --quiet still prints it (a reviewer's script found a silent null)
+    assert any(w.startswith("no holdout: the table's 8 rows leave none") for w in doc["warnings"])
+    out.unlink()
+    code, err = _run(["fit", str(table), *BASE, "--out", str(out), *quick, "--quiet"], capsys)
+    assert code == 0 and "note: no holdout: the table's 8 rows" in err, err
     out.unlink()
     code, err = _run(["fit", str(table), *BASE, "--holdout", "2", "--out", str(out), "--quiet"], capsys)
     assert code == 2 and "`--holdout`" in err and "use 0" in err, err
