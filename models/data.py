@@ -321,6 +321,8 @@ def separator_hint(header: str) -> str | None:
 def parse_iso_date(value: object) -> np.datetime64 | None:
     """One cell read by the rule of a table's date column (:func:`from_frame`): an ISO 8601 date,
     or date and time (its calendar day is kept); None for anything else (03/04/2024, 4 March 2024)."""
+    if isinstance(value, str):
+        value = value.strip()  # ' 2024-03-04 ' is an ISO date padded, as numbers and headers may be
     try:
         parsed = pd.to_datetime(pd.Series([value], dtype=object), errors="coerce", format="ISO8601")
     except (ValueError, TypeError):
@@ -358,8 +360,9 @@ def from_frame(
             raise InputError("column not found", file=source, key=col, fix=fix)
     if len(df) == 0:
         raise InputError("the table has no rows", file=source, fix="supply one row per period")
+    column = df[date].map(lambda v: v.strip() if isinstance(v, str) else v)  # padded cells, as numbers
     try:
-        parsed = pd.to_datetime(df[date], errors="coerce", format="ISO8601")
+        parsed = pd.to_datetime(column, errors="coerce", format="ISO8601")
     except ValueError:  # pandas refuses a column whose rows carry different UTC offsets
         raise _mixed_offsets(df[date], source=source, date_col=date) from None
     if parsed.isna().any():

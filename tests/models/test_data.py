@@ -335,6 +335,24 @@ def test_header_names_are_read_without_surrounding_spaces(tmp_path: Path) -> Non
     assert "columns [3, 5]" in str(err.value) and "' tv'" in str(err.value)
 
 
+def test_dates_padded_with_spaces_are_read_like_padded_numbers(tmp_path: Path) -> None:
+    """A reviewer's export padded every cell: numbers were read, dates refused as 'not an ISO date'."""
+    path = _table(tmp_path / "t.csv")
+    lines = path.read_text().splitlines()
+    padded = tmp_path / "padded.csv"
+    cells = [line.split(",") for line in lines[1:]]
+    padded.write_text("\n".join([lines[0], *(",".join(f" {c} " for c in row) for row in cells)]) + "\n")
+    got = _load(padded, controls=["price"])
+    assert got.fingerprint() == _load(path, controls=["price"]).fingerprint()  # type: ignore[attr-defined]
+    lt = tmp_path / "lift.csv"
+    lt.write_text(
+        "channel,start,end,spend_delta,incremental_revenue,incremental_revenue_se\n"
+        "tv, 2024-01-15 , 2024-01-29,-150,300,30\n"
+    )
+    test = load_lift_tests(lt)[0]
+    assert (test.start, test.end) == (np.datetime64("2024-01-15"), np.datetime64("2024-01-29"))
+
+
 def test_a_lift_test_given_twice_is_refused_naming_both_rows(tmp_path: Path) -> None:
     lt = tmp_path / "lift.csv"
     lt.write_text(
