@@ -76,8 +76,6 @@ def test_an_unhealthy_fit_on_flat_spend_names_the_channels_that_never_moved() ->
     not settle: raise the number of steps', which sends the user after the wrong knob."""
     import dataclasses
 
-    import numpy as np
-
     from agents.retrain import gate
     from models.fit import fit
     from models.simulate import simulate
