@@ -102,7 +102,8 @@ def _sat_dcg(kind: str, x_cg: np.ndarray, half: np.ndarray, shape: np.ndarray) -
     with np.errstate(divide="ignore"):
         logx = np.log(np.maximum(x_cg, 0.0))
     z = shape[:, :, None] * (np.log(half)[:, :, None] - logx[None, :, :])
-    return 1.0 / (1.0 + np.exp(np.minimum(z, 700.0)))
+    # exactly 0 at no spend (the clipped exponent alone leaves 1e-304 there)
+    return np.where(x_cg[None, :, :] > 0, 1.0 / (1.0 + np.exp(np.minimum(z, 700.0))), 0.0)
 
 
 def _mean_curve(
@@ -655,6 +656,14 @@ def _report(
         )
         for i, ch in enumerate(channels)
     )
+    for i, ch in enumerate(channels):
+        vertical = float(np.mean(np.isinf(m_new[:, i])))
+        if vertical > 0:
+            notes.append(
+                f"{ch}: at no spend its curve rises vertically in {vertical:.0%} of the draws (a Hill shape "
+                "under 1), so the return on its first dollar has no bound: PLAN.json's mROAS figures that "
+                "are infinite read null"
+            )
     g05, g95 = np.quantile(gain, [0.05, 0.95])
     return OptimizationResult(
         objective=p.objective,

