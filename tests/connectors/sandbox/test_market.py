@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -355,14 +354,12 @@ def test_misuse_is_refused_with_the_reason() -> None:
     assert m.today() == s.first_loop_day
 
 
-def test_two_years_of_twenty_channels_simulate_fast() -> None:
+def test_two_years_of_twenty_channels_simulate() -> None:
+    """How fast: `python -m bench market` (performance is measured there, not here)."""
     platforms = ["google_ads", "meta_ads", "retail_media"]
     channels = [channel(f"c{i}", platforms[i % 3], daily_budget=500.0 + 100 * i) for i in range(20)]
     s = scenario(channels, history_days=365, noise=0.05)
-    began = time.perf_counter()
     m = Market(s)
     m.advance_to(START + timedelta(days=730))
     rows = m.outcomes(START, START + timedelta(days=729))
-    elapsed = time.perf_counter() - began
     assert len(rows) == 730 and len(rows[-1].channels) == 20
-    assert elapsed < 2.0, f"2 years x 20 channels took {elapsed:.2f}s"

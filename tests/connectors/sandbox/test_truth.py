@@ -162,17 +162,14 @@ def test_best_allocation_explains_impossible_requests(example: Scenario) -> None
         truth.best_allocation(example, 1000.0, {"video": (50.0, 10.0)})
 
 
-def test_best_allocation_of_twenty_channels_is_quick() -> None:
-    import time
-
+def test_best_allocation_of_twenty_channels_spends_the_total() -> None:
+    """How fast: `python -m bench market` (performance is measured there, not here)."""
     data = two_curves(2.0).model_dump()
     data["channels"] = [
         {**data["channels"][i % 2], "name": f"c{i}", "roi_at_budget": 0.5 + 0.1 * i} for i in range(20)
     ]
     s = parse_scenario(data)
-    began = time.perf_counter()
     best = truth.best_allocation(s, 40000.0)
-    assert time.perf_counter() - began < 3.0
     assert round(sum(best.values()), 2) == 40000.0
 
 
