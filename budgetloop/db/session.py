@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import sqlite3
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,7 +27,6 @@ MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 DATABASE_URL_ENV = "BUDGETLOOP_DATABASE_URL"
 URL_EXAMPLES = "sqlite:///PATH/TO/budgetloop.db or postgresql://USER@HOST:5432/DB"
-SQLITE_HEADER = b"SQLite format 3\x00"
 # Tables that live in the database but that a library, not our migrations, creates.
 LIBRARY_TABLES = frozenset({"alembic_version", "apscheduler_jobs"})
 
@@ -142,17 +142,32 @@ def parse_database_url(url: str | URL, *, source: str | None = None) -> URL:
 
 
 def _check_sqlite_file(path: Path, label: str) -> None:
+    """Refuse a file that is not a SQLite database (an empty one is a new database).
+
+    Read through SQLite itself, never with open()/close(): closing any descriptor of a file drops
+    every POSIX lock this process holds on it, those of its live SQLite connections included (a
+    server migrating at start-up beside its pooled connection let the next process delete the WAL
+    under it). SQLite keeps one set of locks per file for all its connections in a process."""
     try:
-        with path.open("rb") as fh:
-            head = fh.read(len(SQLITE_HEADER))
-    except OSError as exc:
+        conn = sqlite3.connect(path)
+    except sqlite3.Error as exc:
         raise InputError(
-            f"cannot read the SQLite database {path} ({exc.strerror})",
+            f"cannot read the SQLite database {path} ({exc})",
             key=_key(label),
             fix="check the file's permissions",
         ) from None
-    if head and head != SQLITE_HEADER:
-        raise _not_sqlite(path, label)
+    try:
+        conn.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.DatabaseError as exc:
+        if "not a database" in str(exc) or "encrypted" in str(exc):
+            raise _not_sqlite(path, label) from None
+        raise InputError(
+            f"cannot read the SQLite database {path} ({exc})",
+            key=_key(label),
+            fix="check the file's permissions, or whether another program holds it",
+        ) from None
+    finally:
+        conn.close()
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -169,3 +169,30 @@ def test_a_file_that_is_not_a_database_is_named_at_once(
     code, err = _cli(["token", "create", "--name", "a", "--role", "admin"], capsys)
     assert code == 2 and "x.db is not a SQLite database" in err and "Traceback" not in err
     assert (empty_dir / "x.db").read_text() == "hello\n"
+
+
+def test_a_serving_process_keeps_its_locks_on_the_sqlite_file(tmp_path: Path) -> None:
+    """A reviewer's `serve` lost writes: migrating at start-up checked the file's header with a
+    plain open()/close() while the server's pooled connection was live, and closing any descriptor
+    of a file drops every POSIX lock the process holds on it. The next process to open and close
+    the database then took itself for the last one and deleted the WAL under the live server. The
+    check now goes through SQLite, which keeps its connections' locks."""
+    import subprocess
+    import sys
+
+    from sqlalchemy import text
+
+    from budgetloop.cli.serve import prepare_database
+    from budgetloop.config import Settings
+    from budgetloop.db.session import upgrade_database
+
+    db = tmp_path / "live.db"
+    upgrade_database(f"sqlite:///{db}")
+    engine = prepare_database(Settings(database_url=f"sqlite:///{db}"))
+    with engine.connect() as conn:
+        conn.execute(text("SELECT count(*) FROM audit_log")).one()
+    assert (tmp_path / "live.db-wal").exists()
+    other = "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute('SELECT count(*) FROM audit_log'); c.close()"
+    subprocess.run([sys.executable, "-c", other, str(db)], check=True)
+    assert (tmp_path / "live.db-wal").exists(), "another process deleted the live server's WAL"
+    engine.dispose()
