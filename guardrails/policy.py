@@ -37,11 +37,6 @@ from pydantic import (
 )
 
 Level = Literal["hard", "soft", "advisory"]
-
-#: The level of a rule a policy's ``enforcement`` does not list, where it is not hard. A hard
-#: ``min_expected_gain`` (1% of the portfolio's revenue by default) would stop every step of one swing,
-#: so a policy that does not ask for it gets a warning instead, as the example policy has it.
-DEFAULT_ENFORCEMENT: dict[str, Level] = {"min_expected_gain": "advisory"}
 RuleName = Literal[
     "kill_switch",
     "freeze_window",
@@ -57,6 +52,11 @@ RuleName = Literal[
     "min_probability_of_improvement",
     "min_expected_gain",
 ]
+
+#: The level of a rule a policy's ``enforcement`` does not list, where it is not hard. A hard
+#: ``min_expected_gain`` (1% of the portfolio's revenue by default) would stop every step of one swing,
+#: so a policy that does not ask for it gets a warning instead, as the example policy has it.
+DEFAULT_ENFORCEMENT: dict[RuleName, Level] = {"min_expected_gain": "advisory"}
 RULES: tuple[str, ...] = RuleName.__args__  # type: ignore[attr-defined]
 ALWAYS_HARD: frozenset[str] = frozenset({"kill_switch"})
 
@@ -302,8 +302,8 @@ class Policy(_Section):
 
     @field_validator("enforcement", mode="after")
     @classmethod
-    def _over_the_defaults(cls, value: dict[str, Level]) -> dict[str, Level]:
-        return {**DEFAULT_ENFORCEMENT, **value}  # type: ignore[dict-item]
+    def _over_the_defaults(cls, value: dict[RuleName, Level]) -> dict[RuleName, Level]:
+        return {**DEFAULT_ENFORCEMENT, **value}
 
     @field_validator("timezone")
     @classmethod
