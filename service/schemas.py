@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
+
+#: The largest id a row can have (a signed 64-bit integer in both databases). A path id above it is
+#: a 422 naming the limit, not an integer the database cannot hold (SQLite's driver answers one with
+#: an OverflowError, a 500).
+MAX_ROW_ID = 2**63 - 1
+ChangeRequestId = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="the change request's id")]
+ScenarioId = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="the scenario's id")]
+TokenId = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="the token's id")]
 
 _HASH = "9f2c" + "0" * 60
 

@@ -507,10 +507,16 @@ def parse_cursor(cursor: str | None) -> int | None:
         value = int(cursor)
     except ValueError:
         raise InputError(
-            f"cursor {cursor!r} is not one this API issued", key="cursor", fix="pass `next_cursor` as given"
+            f"cursor {cursor[:40]!r} is not one this API issued",
+            key="cursor",
+            fix="pass `next_cursor` as given",
         ) from None
-    if value < 0:
-        raise InputError(f"cursor {cursor!r} is negative", key="cursor", fix="pass `next_cursor` as given")
+    if not 0 <= value < 2**63:  # a row's id: a signed 64-bit integer
+        raise InputError(
+            f"cursor {cursor[:40]!r} is not one this API issued",
+            key="cursor",
+            fix="pass `next_cursor` as given",
+        )
     return value
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, BackgroundTasks, Body, HTTPException, Path, Query
+from fastapi import APIRouter, BackgroundTasks, Body, HTTPException, Query
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
@@ -19,6 +19,7 @@ from service.deps import READERS, ContextDep, CurrentToken, SessionDep, allow
 from service.flows import after_decision
 from service.schemas import (
     ChangeRequestDetailPublic,
+    ChangeRequestId,
     ChangeRequestPublic,
     DecisionCreate,
     DecisionPublic,
@@ -27,7 +28,7 @@ from service.schemas import (
 
 router = APIRouter(prefix="/change-requests", tags=["change requests"])
 
-CrId = Annotated[int, Path(ge=1, description="the change request's id")]
+CrId = ChangeRequestId
 
 
 def public(cr: ChangeRequest) -> dict[str, Any]:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, HTTPException, Path, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
@@ -13,7 +13,14 @@ from budgetloop.errors import InputError
 from budgetloop.store import policy as policies
 from budgetloop.store import tokens
 from service.deps import READERS, ContextDep, CurrentToken, SessionDep, allow
-from service.schemas import ModelVersionPublic, PolicyPublic, TokenCreate, TokenCreatedPublic, TokenPublic
+from service.schemas import (
+    ModelVersionPublic,
+    PolicyPublic,
+    TokenCreate,
+    TokenCreatedPublic,
+    TokenId,
+    TokenPublic,
+)
 
 models_router = APIRouter(prefix="/models", tags=["models"])
 policy_router = APIRouter(prefix="/policy", tags=["policy"])
@@ -177,9 +184,7 @@ def create_token(ctx: ContextDep, session: SessionDep, token: CurrentToken, body
     summary="Revoke a token at once",
     **allow("admin"),
 )
-def revoke_token(
-    ctx: ContextDep, session: SessionDep, token: CurrentToken, token_id: Annotated[int, Path(ge=1)]
-) -> Any:
+def revoke_token(ctx: ContextDep, session: SessionDep, token: CurrentToken, token_id: TokenId) -> Any:
     try:
         row = tokens.revoke_token(session, token_id=token_id, now=ctx.now(), actor=token.actor)
     except LookupError as exc:

@@ -4,15 +4,16 @@ weeks?"), answered with posterior bands by :mod:`agents.scenarios` and stored so
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, HTTPException, Path
+from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 
 from budgetloop.db.loop import Scenario
 from budgetloop.errors import InputError
 from budgetloop.store import models as model_store
 from service.deps import READERS, ContextDep, CurrentToken, SessionDep, allow
+from service.schemas import ScenarioId
 
 router = APIRouter(prefix="/scenarios", tags=["scenarios"])
 
@@ -172,7 +173,7 @@ def create_scenario(ctx: ContextDep, session: SessionDep, token: CurrentToken, b
     summary="A stored scenario and its answer",
     **allow(*READERS, responses={404: {"description": "no such scenario"}}),
 )
-def get_scenario(session: SessionDep, scenario_id: Annotated[int, Path(ge=1)]) -> Any:
+def get_scenario(session: SessionDep, scenario_id: ScenarioId) -> Any:
     row = session.get(Scenario, scenario_id)
     if row is None:
         raise HTTPException(404, f"no scenario with id {scenario_id}")

@@ -391,3 +391,26 @@ def test_policy_audit_names_the_stored_version(api: httpx.Client, role_tokens: d
     assert "policy v1" not in latest["summary"]
     first = json.loads(entries[0]["payload"])
     assert first["summary"].startswith("policy version 1: ")
+
+
+def test_ids_and_cursors_too_large_for_a_row_are_a_4xx_not_a_crash(
+    api: httpx.Client, role_tokens: dict[str, str]
+) -> None:
+    """A reviewer's 99999999999999999999 reached SQLite's driver, whose OverflowError became a 500 or
+    a reset connection; the ids are now bounded where they enter and the cursor parsed as a row's."""
+    huge = "99999999999999999999"
+    for role, method, path in [
+        ("finance", "GET", f"/api/v1/change-requests/{huge}"),
+        ("approver", "POST", "/api/v1/change-requests/9223372036854775808/reject"),
+        ("admin", "DELETE", f"/api/v1/tokens/{huge}"),
+        ("finance", "GET", f"/api/v1/scenarios/{huge}"),
+    ]:
+        r = api.request(method, path, headers=auth(role_tokens[role]))
+        assert r.status_code == 422, (path, r.status_code, r.text)
+        assert "9223372036854775807" in r.text, r.text
+    h = auth(role_tokens["finance"])
+    for cursor in ("9223372036854775808", huge, "x" * 5000):
+        r = api.get("/api/v1/audit", params={"cursor": cursor}, headers=h)
+        assert r.status_code == 400 and "not one this API issued" in r.text, r.text
+        assert len(r.text) < 1000  # the cursor is not echoed back whole
+    assert api.get("/api/v1/audit", params={"cursor": "9223372036854775807"}, headers=h).status_code == 200
