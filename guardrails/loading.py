@@ -161,6 +161,25 @@ def _unreadable_problem(node: yaml.Node, exc: Exception) -> tuple[str, str]:
     return f"{text!r} is not a valid {tag}", f"remove the `!!{tag}` tag or write a valid {tag}"
 
 
+def channel_names(text: str) -> list[str] | None:
+    """The keys of a policy text's ``channels`` mapping, read off the composed YAML without building
+    it (so an alias bomb costs nothing), whatever else in the text is wrong; None without one."""
+    try:
+        node = _compose(text)
+    except yaml.YAMLError:
+        return None
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    for key, value in node.value:
+        if (
+            isinstance(key, yaml.ScalarNode)
+            and key.value == "channels"
+            and isinstance(value, yaml.MappingNode)
+        ):
+            return [str(k.value) for k, _ in value.value if isinstance(k, yaml.ScalarNode)]
+    return None
+
+
 def _compose(text: str) -> yaml.Node | None:
     loader = yaml.SafeLoader(text)
     try:

@@ -9,6 +9,7 @@ transaction. Nothing here commits.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -19,7 +20,7 @@ from budgetloop.clock import ensure_utc
 from budgetloop.db.policy import PolicyVersion
 from budgetloop.errors import InputError
 from budgetloop.store import audit
-from guardrails.loading import check_policy_text, parse_policy
+from guardrails.loading import channel_names, check_policy_text, parse_policy
 from guardrails.policy import Policy, Problem
 
 
@@ -79,10 +80,12 @@ def record_policy(
     if not author.strip():
         raise InputError("a policy change needs an author", key="author", fix="pass who is changing it")
     policy, problems = check_policy_text(text)
-    if policy is not None:
-        uncovered = _uncovered_channels(session, policy, text)
-        if uncovered:
-            policy, problems = None, [*problems, *uncovered]
+    # checked even where the schema failed, so that one answer lists every problem
+    uncovered = _uncovered_channels(
+        session, list(policy.channels) if policy is not None else channel_names(text), text
+    )
+    if uncovered:
+        policy, problems = None, [*problems, *uncovered]
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     # Serialise writers on the version number: the unique constraint refuses a concurrent duplicate.
     latest = session.scalar(select(func.max(PolicyVersion.version))) or 0
@@ -124,7 +127,7 @@ def record_policy(
     return _record(row, active=policy is not None)
 
 
-def _uncovered_channels(session: Session, policy: Policy, text: str) -> list[Problem]:
+def _uncovered_channels(session: Session, names: Collection[str] | None, text: str) -> list[Problem]:
     """A policy must have a rule for every channel that has campaigns: one without would leave those
     campaigns' budgets to no rule at all (``locked: true`` is how a policy keeps its hands off)."""
     from budgetloop.store.metrics import channels  # the metrics store, not this one, knows campaigns
@@ -138,7 +141,7 @@ def _uncovered_channels(session: Session, policy: Policy, text: str) -> list[Pro
             line,
         )
         for ch in channels(session)
-        if ch not in policy.channels
+        if names is not None and ch not in names
     ]
 
 

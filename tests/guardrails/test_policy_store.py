@@ -159,6 +159,13 @@ def test_a_policy_without_a_rule_for_a_channel_with_campaigns_is_rejected(migrat
         f"channels (line {line}): no entry for `tiktok`, which has campaigns — add `channels.tiktok` "
         "(with `locked: true` to leave its budgets alone)"
     ]
+    # One answer lists every problem: a reviewer fixed the schema errors, only to be told then about
+    # the missing channel.
+    broken = EXAMPLE.replace("max_swing_per_change: 0.20", "max_swing_per_change: lots")
+    with session_scope(migrated_engine) as session:
+        record = record_policy(session, text=broken, source="ops.yaml", author="U0OPSLEAD", now=NOW)
+    assert not record.valid and len(record.problems) == 2, record.problems
+    assert "max_swing_per_change" in record.problems[0] and "`tiktok`" in record.problems[1]
     covered = EXAMPLE.replace("channels:\n", "channels:\n  tiktok: {locked: true}\n")
     with session_scope(migrated_engine) as session:
         record = record_policy(session, text=covered, source="ops.yaml", author="U0OPSLEAD", now=NOW)
