@@ -110,10 +110,22 @@ _YAML_BODY = {
 }
 
 
+#: A policy is a page of YAML; a body larger than this is refused before it is read or stored.
+MAX_POLICY_BYTES = 1 << 20
+#: Content types a YAML body may come with (JSON is YAML); none at all is read as YAML too.
+POLICY_CONTENT_TYPES = frozenset(
+    {"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain", "application/json"}
+)
+
 _PUT_POLICY_ROUTE = allow(
     "ops",
     "admin",
-    responses={422: {"description": "invalid policy: `problems` lists each with its YAML path and line"}},
+    responses={
+        400: {"description": "the body is not UTF-8 text"},
+        413: {"description": f"the body is larger than {MAX_POLICY_BYTES // 1024} KiB"},
+        415: {"description": "the body is not sent as YAML (`Content-Type: application/yaml`)"},
+        422: {"description": "invalid policy: `problems` lists each with its YAML path and line"},
+    },
 )
 _PUT_POLICY_ROUTE["openapi_extra"].update(_YAML_BODY)
 
@@ -127,7 +139,21 @@ _PUT_POLICY_ROUTE["openapi_extra"].update(_YAML_BODY)
     **_PUT_POLICY_ROUTE,
 )
 async def put_policy(ctx: ContextDep, session: SessionDep, token: CurrentToken, request: Request) -> Any:
-    raw = await request.body()
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind and kind not in POLICY_CONTENT_TYPES:
+        raise HTTPException(
+            415, f"a policy is YAML text, not {kind}: send it with `Content-Type: application/yaml`"
+        )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_POLICY_BYTES:
+        raise HTTPException(
+            413, f"a policy of {int(declared):,} bytes is over the {MAX_POLICY_BYTES:,} allowed"
+        )
+    raw = b""
+    async for chunk in request.stream():  # a body without a length is cut off at the limit, not read whole
+        raw += chunk
+        if len(raw) > MAX_POLICY_BYTES:
+            raise HTTPException(413, f"a policy is at most {MAX_POLICY_BYTES:,} bytes")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

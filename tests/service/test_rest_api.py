@@ -138,6 +138,18 @@ def test_policy_is_read_validated_and_versioned(api: httpx.Client, role_tokens: 
     active = api.get("/api/v1/policy", headers=finance).json()
     assert active["version"] == 2 and "17000" in active["text"]
     assert [v["version"] for v in api.get("/api/v1/policy/versions", headers=finance).json()] == [3, 2, 1]
+    # A reviewer stored a 20 MB policy and a form post as versions: both are refused, nothing stored.
+    huge = api.put("/api/v1/policy", content=changed + "#" * (1 << 20), headers=ops)
+    assert huge.status_code == 413 and "1,048,576" in huge.text
+    form = api.put(
+        "/api/v1/policy",
+        content=changed,
+        headers={**ops, "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert form.status_code == 415 and "application/yaml" in form.text
+    assert [v["version"] for v in api.get("/api/v1/policy/versions", headers=finance).json()] == [3, 2, 1]
+    as_json = api.put("/api/v1/policy", json={"budget": {"total_daily_max": 17000}}, headers=ops)
+    assert as_json.status_code == 422  # JSON is YAML: read, and found lacking `channels`
 
 
 def test_admin_manages_tokens_over_rest(api: httpx.Client, role_tokens: dict[str, str]) -> None:
