@@ -42,7 +42,7 @@ class AuditEntryPublic(BaseModel):
 
     id: int
     seq: int
-    at: datetime
+    at: str = Field(description="when, in UTC: ISO 8601 with microseconds, the text exactly as hashed")
     actor: str
     action: str
     subject_type: str

@@ -68,7 +68,15 @@ Bound = Annotated[datetime | None, BeforeValidator(_date_is_utc_midnight)]
         "`next_cursor`. With `Accept: text/csv` the answer is every matching entry from `cursor` on, "
         "streamed as CSV (columns: " + ", ".join(CSV_COLUMNS) + ")."
     ),
-    **allow(*READERS, responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}}),
+    **allow(
+        *READERS,
+        responses={
+            200: {"content": {"text/csv": {"schema": {"type": "string"}}}},
+            400: {
+                "description": "a cursor this API did not issue, a bound without a time zone, or `from` after `to`"
+            },
+        },
+    ),
 )
 def list_audit(
     ctx: ContextDep,
@@ -102,7 +110,9 @@ def list_audit(
                 f"`{name}` must carry a time zone (e.g. 2026-01-01T09:00:00Z) "
                 "or be a plain date (2026-01-01, midnight UTC)",
             )
-    if accept and "text/csv" in accept:
+    if from_ is not None and to is not None and from_ > to:
+        raise HTTPException(400, f"`from` ({from_.isoformat()}) is after `to` ({to.isoformat()}): swap them")
+    if _wants_csv(accept):
         try:
             audit.parse_cursor(cursor)
         except InputError as exc:
@@ -117,6 +127,31 @@ def list_audit(
     except InputError as exc:
         raise _bad_request(exc) from None
     return {"entries": page.entries, "next_cursor": page.next_cursor}
+
+
+def _wants_csv(accept: str | None) -> bool:
+    """Whether the client prefers CSV to JSON: media types compared case-insensitively, each with
+    its q-value (`text/*` and `*/*` count for both); JSON, the default, wins a tie."""
+    if not accept:
+        return False
+    quality = {"csv": 0.0, "json": 0.0}
+    for item in accept.split(","):
+        kind, *params = (part.strip().lower() for part in item.split(";"))
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        for name, exact, family in (
+            ("csv", "text/csv", "text/*"),
+            ("json", "application/json", "application/*"),
+        ):
+            if kind in (exact, family, "*/*"):
+                quality[name] = max(quality[name], q)
+    return quality["csv"] > quality["json"]
 
 
 def _csv_rows(ctx: ContextDep, filters: dict[str, Any], cursor: str | None) -> Iterator[str]:

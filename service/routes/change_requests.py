@@ -86,7 +86,7 @@ def list_change_requests(
     "/{change_request_id}",
     response_model=ChangeRequestDetailPublic,
     summary="One change request: items, approvals, monitoring readings and its full audit history",
-    **allow(*READERS),
+    **allow(*READERS, responses={404: {"description": "no change request with that id"}}),
 )
 def get_change_request(session: SessionDep, change_request_id: CrId) -> Any:
     cr = crs.get(session, change_request_id=change_request_id)

@@ -426,3 +426,30 @@ def test_ids_and_cursors_too_large_for_a_row_are_a_4xx_not_a_crash(
         assert r.status_code == 400 and "not one this API issued" in r.text, r.text
         assert len(r.text) < 1000  # the cursor is not echoed back whole
     assert api.get("/api/v1/audit", params={"cursor": "9223372036854775807"}, headers=h).status_code == 200
+
+
+def test_audit_content_negotiation_bounds_and_one_timestamp_text(
+    api: httpx.Client, role_tokens: dict[str, str], engine: Engine, clock: SimulatedClock
+) -> None:
+    """A reviewer's `Accept: TEXT/CSV` got JSON and `application/json, text/csv` got CSV; `from`
+    after `to` answered an empty page; CSV and JSON wrote one instant two ways."""
+    make_pending(engine, clock)
+    h = auth(role_tokens["finance"])
+
+    def kind(accept: str) -> str:
+        return api.get("/api/v1/audit", headers={**h, "Accept": accept}).headers["content-type"].split(";")[0]
+
+    assert kind("TEXT/CSV") == "text/csv"
+    assert kind("text/csv;q=0.9, application/json") == "application/json"
+    assert kind("application/json, text/csv") == "application/json"  # a tie goes to the default
+    assert kind("text/csv, */*;q=0.1") == "text/csv"
+    backwards = api.get("/api/v1/audit", params={"from": "2026-01-12", "to": "2026-01-10"}, headers=h)
+    assert backwards.status_code == 400 and "swap them" in backwards.text
+    first = api.get("/api/v1/audit", params={"limit": 1}, headers=h).json()["entries"][0]
+    rows = list(
+        csv.DictReader(io.StringIO(api.get("/api/v1/audit", headers={**h, "Accept": "text/csv"}).text))
+    )
+    assert rows[0]["at"] == first["at"] and first["at"].endswith("+00:00") and "." in first["at"]
+    spec = api.get("/openapi.json").json()["paths"]
+    assert "400" in spec["/api/v1/audit"]["get"]["responses"]
+    assert "404" in spec["/api/v1/change-requests/{change_request_id}"]["get"]["responses"]
