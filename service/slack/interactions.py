@@ -143,13 +143,13 @@ def parse_click(body: bytes) -> dict[str, Any] | None:
     if not 1 <= cr_id < 2**63:
         raise _malformed(f"button value {value!r} is not a change request id")
     user = payload.get("user")
-    if user is not None and not isinstance(user, dict):
-        raise _malformed(f"`user` must be an object, got {type(user).__name__}")
+    if not isinstance(user, dict) or not str(user.get("id") or ""):
+        raise _malformed("a click on a decision button must say who clicked (`user.id`)")
     response_url = payload.get("response_url")
     if response_url is not None and not isinstance(response_url, str):
         raise _malformed("`response_url` must be a string")
     return {
-        "user": str((user or {}).get("id") or ""),
+        "user": str(user["id"]),
         "action_id": str(action_id),
         "change_request_id": cr_id,
         "response_url": response_url,
@@ -159,6 +159,8 @@ def parse_click(body: bytes) -> dict[str, Any] | None:
 @router.post(
     "/slack/interactions",
     summary="Slack Block Kit button clicks (signed by Slack; answered at once, decided afterwards)",
+    description="Slack sends every interaction of the app here: other kinds (a modal's submission, a "
+    "shortcut) and other buttons are acknowledged (200) and ignored, as Slack expects of an app.",
     responses={
         400: {"description": "a signed body that is not a Slack interaction of the expected shape"},
         401: {"description": "bad signature or timestamp older than 5 minutes"},
@@ -170,6 +172,6 @@ async def interactions(request: Request, background: BackgroundTasks, ctx: Conte
         ctx, body, request.headers.get("x-slack-request-timestamp"), request.headers.get("x-slack-signature")
     )
     click = parse_click(body)
-    if click is not None and click["user"]:
+    if click is not None:
         background.add_task(handle_click, ctx, **click)
     return Response(status_code=200)

@@ -303,6 +303,8 @@ _BUTTON = {"type": "button", "action_id": "approve", "value": "1"}
         {"type": "block_actions", "user": {"id": "U0MARKETER1"}, "actions": [{**_BUTTON, "value": [1]}]},
         {"type": "block_actions", "user": {"id": "U0MARKETER1"}, "actions": [{**_BUTTON, "value": "0"}]},
         {"type": "block_actions", "user": "U0MARKETER1", "actions": [_BUTTON]},
+        {"type": "block_actions", "actions": [_BUTTON]},
+        {"type": "block_actions", "user": {"name": "someone"}, "actions": [_BUTTON]},
         {"type": "block_actions", "user": {"id": "U0MARKETER1"}, "actions": [_BUTTON], "response_url": 5},
     ],
     ids=[
@@ -315,6 +317,8 @@ _BUTTON = {"type": "button", "action_id": "approve", "value": "1"}
         "value_a_list",
         "value_zero",
         "user_a_string",
+        "user_missing",
+        "user_without_an_id",
         "response_url_a_number",
     ],
 )
