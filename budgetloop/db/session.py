@@ -149,7 +149,7 @@ def _check_sqlite_file(path: Path, label: str) -> None:
     server migrating at start-up beside its pooled connection let the next process delete the WAL
     under it). SQLite keeps one set of locks per file for all its connections in a process."""
     try:
-        conn = sqlite3.connect(path)
+        conn = sqlite3.connect(path, timeout=30)  # as long as the engine waits for a busy file
     except sqlite3.Error as exc:
         raise InputError(
             f"cannot read the SQLite database {path} ({exc})",

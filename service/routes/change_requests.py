@@ -28,8 +28,6 @@ from service.schemas import (
 
 router = APIRouter(prefix="/change-requests", tags=["change requests"])
 
-CrId = ChangeRequestId
-
 
 def public(cr: ChangeRequest) -> dict[str, Any]:
     return {
@@ -88,7 +86,7 @@ def list_change_requests(
     summary="One change request: items, approvals, monitoring readings and its full audit history",
     **allow(*READERS, responses={404: {"description": "no change request with that id"}}),
 )
-def get_change_request(session: SessionDep, change_request_id: CrId) -> Any:
+def get_change_request(session: SessionDep, change_request_id: ChangeRequestId) -> Any:
     cr = crs.get(session, change_request_id=change_request_id)
     if cr is None:
         raise HTTPException(
@@ -197,7 +195,7 @@ def _route(decision: Literal["approve", "reject"]) -> Any:
         ctx: ContextDep,
         token: CurrentToken,
         background: BackgroundTasks,
-        change_request_id: CrId,
+        change_request_id: ChangeRequestId,
         body: Annotated[DecisionCreate | None, Body()] = None,
     ) -> Any:
         return _answer(_decide(ctx, token, background, change_request_id, decision, body))
