@@ -156,9 +156,7 @@ def with_scenario_freezes(
         (*w.interval(zone), None if w.channels is None else set(w.channels)) for w in policy.freeze_windows
     ]
     added: list[dict[str, Any]] = []
-    for event in scenario.freezes():
-        start = datetime.combine(event.start, time(), tzinfo=UTC)
-        stop = datetime.combine(event.end + timedelta(days=1), time(), tzinfo=UTC)
+    for start, stop, reason in _merged_freezes(scenario):
         cuts = sorted({start, stop} | {t for a, b, _ in own for t in (a, b) if start < t < stop})
         pieces: list[tuple[datetime, datetime, list[str]]] = []
         for a, b in pairwise(cuts):
@@ -173,7 +171,6 @@ def with_scenario_freezes(
                 pieces[-1] = (pieces[-1][0], b, free)
             else:
                 pieces.append((a, b, free))
-        reason = f"scenario freeze: {event.reason}" if event.reason else "scenario freeze"
         for a, b, free in pieces:
             # A datetime end blocks its whole minute: ending at b - 1 minute closes the window at b.
             window: dict[str, Any] = {
@@ -193,6 +190,30 @@ def with_scenario_freezes(
         + yaml.safe_dump(doc, sort_keys=False)
     )
     return new_text, parse_policy(new_text, source=source), len(added)
+
+
+def _merged_freezes(scenario: Scenario) -> list[tuple[datetime, datetime, str]]:
+    """The scenario's freeze events as [start, stop) UTC spans, overlapping or touching ones joined
+    (the policy refuses overlapping windows, and a scenario may list events that overlap)."""
+    spans = sorted(
+        (
+            datetime.combine(e.start, time(), tzinfo=UTC),
+            datetime.combine(e.end + timedelta(days=1), time(), tzinfo=UTC),
+            e.reason,
+        )
+        for e in scenario.freezes()
+    )
+    merged: list[tuple[datetime, datetime, list[str]]] = []
+    for start, stop, reason in spans:
+        if merged and start <= merged[-1][1]:
+            first, last, reasons = merged[-1]
+            merged[-1] = (first, max(last, stop), reasons + [reason] if reason not in reasons else reasons)
+        else:
+            merged.append((start, stop, [reason]))
+    return [
+        (start, stop, "scenario freeze" + (": " + "; ".join(r for r in reasons if r) if any(reasons) else ""))
+        for start, stop, reasons in merged
+    ]
 
 
 def _mapping(value: Any) -> dict[str, Any]:

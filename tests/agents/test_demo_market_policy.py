@@ -182,6 +182,29 @@ def test_the_scenarios_freeze_events_become_the_policys_freeze_windows() -> None
     assert "freeze_window" not in rules(datetime(2025, 5, 12, 9, 30, tzinfo=UTC), bare)
 
 
+def test_overlapping_freeze_events_become_one_window() -> None:
+    """The scenario accepts freeze events that overlap or repeat; the policy refuses overlapping
+    windows, so the demo would have died on windows the user never wrote."""
+    market = _market(
+        {"search": 1500, "tiktok": 2500},
+        events=[
+            {"type": "freeze", "start": "2025-05-11", "end": "2025-05-14", "reason": "launch"},
+            {"type": "freeze", "start": "2025-05-14", "end": "2025-05-16", "reason": "sale"},
+            {"type": "freeze", "start": "2025-05-11", "end": "2025-05-14", "reason": "launch"},
+            {"type": "freeze", "start": "2025-05-17", "end": "2025-05-17"},
+        ],
+    )
+    text = "budget: {total_daily_max: 5000}\nchannels:\n  search: {}\n  tiktok: {}\n"
+    _, merged, added = with_scenario_freezes(text, parse_policy(text, "p"), market, source="p")
+    assert added == 1
+    (window,) = merged.freeze_windows
+    assert window.interval(ZoneInfo("UTC")) == (
+        datetime(2025, 5, 11, tzinfo=UTC),
+        datetime(2025, 5, 18, tzinfo=UTC),
+    )
+    assert window.reason == "scenario freeze: launch; sale"
+
+
 def test_the_demo_refuses_a_policy_for_another_market_before_writing_anything(tmp_path: Path) -> None:
     market = tmp_path / "two.yaml"
     doc = yaml.safe_load((EXAMPLES / "scenario.yaml").read_text())
