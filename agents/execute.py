@@ -5,7 +5,7 @@ One run of :func:`execute_request`::
     approved ──(guardrails re-checked now, live budgets == planned `before`)──▶ executing
         │  blocked (freeze, kill switch, learning, shadow, a rule that would now clip) ──▶ failed
         │  stale (a live budget moved since planning, > 1 cent)                       ──▶ cancelled: re-plan
-    executing: one item at a time
+    executing: one item at a time, those that lower a budget first (an undo: raises undone first)
         set_budget(campaign, after, idempotency_key=item key)   ← the platform replays a key it has seen
         commit item `applied` + its audit entry                  ← its own transaction, after every call
     all applied ──▶ executed ──▶ monitoring (with the monitoring plan)

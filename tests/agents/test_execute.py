@@ -385,6 +385,22 @@ def test_the_kill_switch_halts_an_interrupted_execution_until_lifted(sqlite_url:
         assert sorted(_applied_per_key(world).values()) == [1, 1]
 
 
+def test_a_compensation_undoes_the_raises_before_the_lowerings(sqlite_url: str) -> None:
+    """Applied: retail lowered, then search raised; social's raise is refused. Undoing search's raise
+    first keeps the total between its two ends, as applying did."""
+    with loop(sqlite_url, edit_caps={"meta": 0}) as world:
+        before = world.live()
+        rid = approved_request(world, {"retail": 1800.0, "search": 4400.0, "social": 6200.0})
+        assert run(world, rid).outcome == "failed"
+        assert [a.idempotency_key for a in world.applied()] == [
+            f"cr{rid}-0-retail",
+            f"cr{rid}-1-search",
+            f"cr{rid}-1-search-undo",
+            f"cr{rid}-0-retail-undo",
+        ]
+        assert world.live() == before
+
+
 def test_a_compensation_interrupted_by_a_crash_is_finished_by_the_next_run(sqlite_url: str) -> None:
     with loop(sqlite_url, edit_caps={"meta": 0}) as world:
         before = world.live()
