@@ -208,7 +208,8 @@ def plan(ctx: PlanContext) -> PlanOutcome:
         )
         return PlanOutcome(False, f"blocked by guardrails: {why}", moves, decision, details=details)
     moved = float(np.abs(adjusted - cur).sum())
-    floor = MIN_RELATIVE_MOVE * min(1.0, swing / REFERENCE_SWING) * max(float(cur.sum()), 1e-9)
+    allowed = policy.change.max_swing_per_change  # the policy's, not this step's scaled share of it
+    floor = MIN_RELATIVE_MOVE * min(1.0, allowed / REFERENCE_SWING) * max(float(cur.sum()), 1e-9)
     if moved < floor:
         away = float(np.abs(target - cur).sum())
         why = (

@@ -168,3 +168,10 @@ def test_a_policy_of_small_swings_gets_small_steps(scenario: Scenario, policy: P
     held = plan(context(scenario, small, states=only_search))
     assert not held.propose
     assert "is under the" in held.reason and "while the optimum is" in held.reason, held.reason
+
+
+def test_the_floor_follows_the_policys_swing_not_the_steps_scale(scenario: Scenario, policy: Policy) -> None:
+    """The loop starts (and restarts after a rollback) at a fraction of the swing; the floor of what
+    is worth a person's attention stays the policy's: 0.5% of 15,000 a day under 20% swings."""
+    timid = plan(context(scenario, policy, step_scale=0.01))
+    assert not timid.propose and "is under the 75.00/day worth proposing" in timid.reason, timid.reason
