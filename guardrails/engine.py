@@ -373,9 +373,13 @@ def _allocate(
     # Rounding to the cent must not carry a total that the caps held over them, even where the
     # proposal was already inside them (no clip: ``cap`` is then infinite).
     ceiling = cap
-    for hard in (policy.budget.total_daily_max, policy.budget.monthly_as_daily):
-        if hard is not None and frozen + sum(values) <= hard + 1e-9:
-            ceiling = min(ceiling, hard)
+    for rule, limit_value in (
+        ("total_daily_max", policy.budget.total_daily_max),
+        ("total_monthly_max", policy.budget.monthly_as_daily),
+    ):
+        enforced = rules.relaxed(rule, None) is None
+        if limit_value is not None and enforced and frozen + sum(values) <= limit_value + 1e-9:
+            ceiling = min(ceiling, limit_value)
     limit = max(ceiling, sum(cur.values())) if frozen + sum(lows) > ceiling else ceiling
     if total > limit + 1e-9:  # rounding up to the cent pushed the total over: take cents back
         # from the keys that move anyway first, so an untouched budget stays untouched

@@ -202,7 +202,11 @@ def test_rounding_to_the_cent_never_carries_a_total_over_the_cap(policy_from: An
     assert sum(proposed.values()) == pytest.approx(15_000.0, abs=1e-9)
     decision = run(p, current, proposed)
     assert round(sum(decision.adjusted.values()), 2) <= 15_000.0
-    assert decision.adjusted["c"] == 2500.0  # the budget nobody moved stays as it was
+    # the budget nobody moved stays as it was, though it has the most room above its minimum
+    roomy = {"a": 3000.0, "b": 3000.0, "c": 6000.0, "d": 3000.0}
+    moved = {"a": 3100.006, "b": 3100.006, "c": 6000.0, "d": 2799.988}  # sums to 15,000
+    assert sum(moved.values()) == pytest.approx(15_000.0, abs=1e-9)
+    assert run(p, roomy, moved).adjusted["c"] == 6000.0
     over = {"a": 4278.87, "b": 5958.78, "c": 2500.0, "d": 2262.36}  # what executed: 15,000.01
     found = check_executed(before=current, after=over, states={}, history=[], policy=p, at=NOW)
     assert [v.rule for v in found] == ["total_daily_max"]
