@@ -8,10 +8,10 @@ from typing import Annotated, Any, Literal
 from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
-#: The largest id a row can have (a signed 64-bit integer in both databases). A path id above it is
-#: a 422 naming the limit, not an integer the database cannot hold (SQLite's driver answers one with
-#: an OverflowError, a 500).
-MAX_ROW_ID = 2**63 - 1
+from budgetloop.db.base import MAX_ROW_ID
+
+# A path id above MAX_ROW_ID is a 422 naming the limit, not an integer SQLite's driver cannot hold
+# (its OverflowError was a 500).
 ChangeRequestId = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="the change request's id")]
 ScenarioId = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="the scenario's id")]
 TokenId = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="the token's id")]
@@ -42,7 +42,10 @@ class AuditEntryPublic(BaseModel):
 
     id: int
     seq: int
-    at: str = Field(description="when, in UTC: ISO 8601 with microseconds, the text exactly as hashed")
+    at: str = Field(
+        description="when, in UTC: ISO 8601 with microseconds, the text exactly as hashed",
+        json_schema_extra={"format": "date-time"},
+    )
     actor: str
     action: str
     subject_type: str

@@ -19,6 +19,11 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
+#: No row's id is larger: the most a SQLite INTEGER or a PostgreSQL BIGINT holds (most of our id
+#: columns are smaller INTEGERs on PostgreSQL, where a larger lookup simply finds nothing). An id from
+#: outside above it is refused where it enters, before a driver meets an integer it cannot send.
+MAX_ROW_ID = 2**63 - 1
+
 # JSON everywhere, JSONB on PostgreSQL.
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 

@@ -161,10 +161,15 @@ def _check_sqlite_file(path: Path, label: str) -> None:
     except sqlite3.DatabaseError as exc:
         if "not a database" in str(exc) or "encrypted" in str(exc):
             raise _not_sqlite(path, label) from None
+        fix = (
+            "another program holds it: stop it, or wait and retry"
+            if "locked" in str(exc)
+            else "restore it from a backup, or point at another file"
+            if "malformed" in str(exc)
+            else "check the file's permissions"
+        )
         raise InputError(
-            f"cannot read the SQLite database {path} ({exc})",
-            key=_key(label),
-            fix="check the file's permissions, or whether another program holds it",
+            f"cannot read the SQLite database {path} ({exc})", key=_key(label), fix=fix
         ) from None
     finally:
         conn.close()
@@ -184,7 +189,8 @@ def make_engine(url: str | URL, *, source: str | None = None, **kwargs: Any) -> 
 
     The URL is checked first (:func:`parse_database_url`): a user's bad URL is an
     :class:`InputError` naming ``source``, never a SQLAlchemy traceback. Creating an engine does
-    not connect."""
+    not connect to a server; an existing SQLite file is opened once, through SQLite, to check that
+    it is a database."""
     u = parse_database_url(url, source=source)
     path = sqlite_path(u)
     if u.get_backend_name() == "sqlite":

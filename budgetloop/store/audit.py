@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from budgetloop.clock import ensure_utc
 from budgetloop.db.audit import AuditDigest, AuditEntry
+from budgetloop.db.base import MAX_ROW_ID
 from budgetloop.errors import InputError
 
 GENESIS = "0" * 64
@@ -511,7 +512,7 @@ def parse_cursor(cursor: str | None) -> int | None:
             key="cursor",
             fix="pass `next_cursor` as given",
         ) from None
-    if not 0 <= value < 2**63:  # a row's id: a signed 64-bit integer
+    if not 0 <= value <= MAX_ROW_ID:  # a row's id
         raise InputError(
             f"cursor {cursor[:40]!r} is not one this API issued",
             key="cursor",

@@ -130,11 +130,12 @@ def list_audit(
 
 
 def _wants_csv(accept: str | None) -> bool:
-    """Whether the client prefers CSV to JSON: media types compared case-insensitively, each with
-    its q-value (`text/*` and `*/*` count for both); JSON, the default, wins a tie."""
+    """Whether the client prefers CSV to JSON (RFC 9110): media ranges compared case-insensitively,
+    each type taking the q-value of the most specific range that matches it (`text/csv` over
+    `text/*` over `*/*`, q clamped to 0..1); JSON, the default, wins a tie."""
     if not accept:
         return False
-    quality = {"csv": 0.0, "json": 0.0}
+    ranges: dict[str, float] = {}
     for item in accept.split(","):
         kind, *params = (part.strip().lower() for part in item.split(";"))
         q = 1.0
@@ -142,16 +143,19 @@ def _wants_csv(accept: str | None) -> bool:
             name, _, value = param.partition("=")
             if name.strip() == "q":
                 try:
-                    q = float(value)
+                    q = min(max(float(value), 0.0), 1.0)
                 except ValueError:
                     q = 0.0
-        for name, exact, family in (
-            ("csv", "text/csv", "text/*"),
-            ("json", "application/json", "application/*"),
-        ):
-            if kind in (exact, family, "*/*"):
-                quality[name] = max(quality[name], q)
-    return quality["csv"] > quality["json"]
+        if kind:
+            ranges[kind] = max(ranges.get(kind, 0.0), q)
+
+    def quality(exact: str, family: str) -> float:
+        for candidate in (exact, family, "*/*"):
+            if candidate in ranges:
+                return ranges[candidate]
+        return 0.0
+
+    return quality("text/csv", "text/*") > quality("application/json", "application/*")
 
 
 def _csv_rows(ctx: ContextDep, filters: dict[str, Any], cursor: str | None) -> Iterator[str]:

@@ -140,7 +140,7 @@ _PUT_POLICY_ROUTE["openapi_extra"].update(_YAML_BODY)
 )
 async def put_policy(ctx: ContextDep, session: SessionDep, token: CurrentToken, request: Request) -> Any:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind and kind not in POLICY_CONTENT_TYPES:
+    if kind and kind not in POLICY_CONTENT_TYPES and not kind.endswith("+yaml"):
         raise HTTPException(
             415, f"a policy is YAML text, not {kind}: send it with `Content-Type: application/yaml`"
         )
@@ -149,7 +149,7 @@ async def put_policy(ctx: ContextDep, session: SessionDep, token: CurrentToken, 
         raise HTTPException(
             413, f"a policy of {int(declared):,} bytes is over the {MAX_POLICY_BYTES:,} allowed"
         )
-    raw = b""
+    raw = bytearray()
     async for chunk in request.stream():  # a body without a length is cut off at the limit, not read whole
         raw += chunk
         if len(raw) > MAX_POLICY_BYTES:

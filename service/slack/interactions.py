@@ -24,6 +24,7 @@ from slack_sdk.webhook import WebhookClient
 
 from agents.approvals import Decision, DecisionOutcome, decide
 from budgetloop.clock import Clock
+from budgetloop.db.base import MAX_ROW_ID
 from budgetloop.db.session import session_scope
 from budgetloop.errors import InputError
 from budgetloop.store import change_requests as crs
@@ -140,7 +141,7 @@ def parse_click(body: bytes) -> dict[str, Any] | None:
         cr_id = int(value)
     except ValueError:
         raise _malformed(f"button value {value!r} is not a change request id") from None
-    if not 1 <= cr_id < 2**63:
+    if not 1 <= cr_id <= MAX_ROW_ID:
         raise _malformed(f"button value {value!r} is not a change request id")
     user = payload.get("user")
     if not isinstance(user, dict) or not str(user.get("id") or ""):

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import time
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -141,6 +142,14 @@ def test_policy_is_read_validated_and_versioned(api: httpx.Client, role_tokens: 
     # A reviewer stored a 20 MB policy and a form post as versions: both are refused, nothing stored.
     huge = api.put("/api/v1/policy", content=changed + "#" * (1 << 20), headers=ops)
     assert huge.status_code == 413 and "1,048,576" in huge.text
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the body is cut off at the limit
+        yield changed.encode()
+        for _ in range(20):
+            yield b"#" * (1 << 16)
+
+    streamed = api.put("/api/v1/policy", content=chunks(), headers={**ops, "Content-Type": "text/yaml"})
+    assert streamed.status_code == 413 and "at most 1,048,576 bytes" in streamed.text
     form = api.put(
         "/api/v1/policy",
         content=changed,
@@ -443,6 +452,8 @@ def test_audit_content_negotiation_bounds_and_one_timestamp_text(
     assert kind("text/csv;q=0.9, application/json") == "application/json"
     assert kind("application/json, text/csv") == "application/json"  # a tie goes to the default
     assert kind("text/csv, */*;q=0.1") == "text/csv"
+    assert kind("application/json;q=0.1, */*") == "text/csv"  # the most specific range decides
+    assert kind("text/csv;q=2, application/json") == "application/json"  # q is at most 1
     backwards = api.get("/api/v1/audit", params={"from": "2026-01-12", "to": "2026-01-10"}, headers=h)
     assert backwards.status_code == 400 and "swap them" in backwards.text
     first = api.get("/api/v1/audit", params={"limit": 1}, headers=h).json()["entries"][0]
