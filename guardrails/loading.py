@@ -176,7 +176,9 @@ def channel_names(text: str) -> list[str] | None:
             and key.value == "channels"
             and isinstance(value, yaml.MappingNode)
         ):
-            return [str(k.value) for k, _ in value.value if isinstance(k, yaml.ScalarNode)]
+            names = [str(k.value) for k, _ in value.value if isinstance(k, yaml.ScalarNode)]
+            # a merge key (`<<: *base`) brings channels only building the YAML would name
+            return None if "<<" in names else names
     return None
 
 

@@ -85,7 +85,7 @@ def record_policy(
         session, list(policy.channels) if policy is not None else channel_names(text), text
     )
     if uncovered:
-        policy, problems = None, [*problems, *uncovered]
+        policy, problems = None, sorted([*problems, *uncovered], key=lambda p: (p.line or 0, p.path))
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     # Serialise writers on the version number: the unique constraint refuses a concurrent duplicate.
     latest = session.scalar(select(func.max(PolicyVersion.version))) or 0
