@@ -173,14 +173,7 @@ def gate(fm: FittedModel, previous_reasons: list[str]) -> tuple[bool, str]:
         reasons.append("unhealthy fit: " + "; ".join(diag.reasons))
         # The likeliest cause, where the table has it: a channel whose spend never moved leaves its
         # effect and the baseline's level to trade freely, which no sampler settles.
-        flat = [s for s in fm.spend_support() if s.mroas_from_prior]
-        if flat:
-            reasons.append(
-                "the spend of "
-                + ", ".join(f"{s.channel} ({s.spend_variation:.1%})" for s in flat)
-                + " barely moved over the window (its variation around the mean), so the data cannot "
-                "tell those channels' effects from the baseline: move their budgets, or run a lift test"
-            )
+        reasons.extend(w for s in fm.spend_support() if s.mroas_from_prior and (w := s.warning()))
     h = fm.holdout
     if h is not None and not holdout_ok(h):
         covered = (

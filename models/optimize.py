@@ -660,7 +660,8 @@ def _report(
         vertical = float(np.mean(np.isinf(m_new[:, i])))
         if vertical > 0:
             notes.append(
-                f"{ch}: at no spend its curve rises vertically in {vertical:.0%} of the draws (a Hill shape "
+                f"{ch}: at no spend its curve rises vertically in "
+                f"{f'{vertical:.0%}' if vertical >= 0.005 else 'under 1%'} of the draws (a Hill shape "
                 "under 1), so the return on its first dollar has no bound: PLAN.json's mROAS figures that "
                 "are infinite read null"
             )

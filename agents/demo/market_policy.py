@@ -207,7 +207,7 @@ def _merged_freezes(scenario: Scenario) -> list[tuple[datetime, datetime, str]]:
     for start, stop, reason in spans:
         if merged and start <= merged[-1][1]:
             first, last, reasons = merged[-1]
-            merged[-1] = (first, max(last, stop), reasons + [reason] if reason not in reasons else reasons)
+            merged[-1] = (first, max(last, stop), reasons if reason in reasons else [*reasons, reason])
         else:
             merged.append((start, stop, [reason]))
     return [

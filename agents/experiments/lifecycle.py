@@ -28,7 +28,6 @@ from collections import defaultdict
 from datetime import date, datetime, timedelta
 from typing import Any
 
-import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -479,12 +478,12 @@ def design_inputs(rt: Runtime, session: Session, version: ModelVersion, today: d
     from agents.plan import daily_curves, live_campaigns, load_model
 
     yesterday = today - timedelta(days=1)
-    days, regions, revenue = store.regional_panel(
-        session, start=yesterday - timedelta(days=PRE_DAYS - 1), end=yesterday
-    )
-    if revenue.size == 0 or not np.isfinite(revenue).all():  # a young account, or days not landed yet
-        return f"the regional panel does not cover the last {PRE_DAYS} days yet"
-    panel = Panel(days, regions, revenue)
+    try:
+        panel = _panel(session, start=yesterday - timedelta(days=PRE_DAYS - 1), end=yesterday)
+    except ValueError:  # a young account, or days not landed yet
+        return f"the regional panel does not cover each of the last {PRE_DAYS} days"
+    if panel.revenue.size == 0:
+        return "no regional revenue has landed yet"
     live = live_campaigns(rt, session)
     spend: dict[str, float] = defaultdict(float)
     for c in live:

@@ -90,5 +90,5 @@ def test_an_unhealthy_fit_on_flat_spend_names_the_channels_that_never_moved() ->
     )
     ok, reason = gate(unsettled, [])
     assert not ok and "SVI loss did not settle" in reason
-    assert f"the spend of {channel} (0.0%) barely moved" in reason
+    assert f"{channel}: its spend barely moved (it varies by 0.0% of its mean" in reason
     assert fm.channels[1] not in reason  # its spend moves

@@ -311,4 +311,4 @@ def test_a_panel_with_days_missing_is_a_reason_to_wait_not_an_error(sqlite_url: 
         with w.rt.unit_of_work() as session:
             # The panel is checked before the model is read, so no model version is needed here.
             reason = design_inputs(w.rt, session, cast(Any, None), today)
-        assert reason == f"the regional panel does not cover the last {PRE_DAYS} days yet"
+        assert reason == f"the regional panel does not cover each of the last {PRE_DAYS} days"
