@@ -291,8 +291,8 @@ class Policy(_Section):
     campaigns: dict[Name, CampaignRule] = Field(default_factory=dict)
     enforcement: dict[RuleName, Level] = Field(
         default_factory=lambda: dict(DEFAULT_ENFORCEMENT),
-        description="Level of each rule; a rule not listed keeps its default level (DEFAULT_ENFORCEMENT, "
-        "else hard)",
+        description="Level of each rule; a rule not listed is hard, except min_expected_gain, which is "
+        "advisory unless listed",
     )
     owners: list[str] = Field(default_factory=list)
     exploration_share: float = Field(default=0.05, ge=0, le=0.5)
