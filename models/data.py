@@ -434,6 +434,12 @@ def check_input_file(path: Path, *, source: str, fix: str) -> None:
     """Refuse a path that is no file: a folder is named as one (not as missing)."""
     if path.is_dir():
         raise InputError("is a directory, not a file", file=source, fix="give the path of the CSV file in it")
+    if path.exists() and not path.is_file():
+        raise InputError(
+            "is not a regular file (a device, a pipe or a socket)",
+            file=source,
+            fix="give the path of a CSV file",
+        )
     if not path.is_file():
         raise InputError("file not found", file=source, fix=fix)
 

@@ -393,3 +393,9 @@ def test_one_row_and_a_folder_are_named_as_such(tmp_path: Path) -> None:
         _load(tmp_path)
     with pytest.raises(InputError, match=r"is a directory, not a file"):
         load_lift_tests(tmp_path)
+
+
+def test_a_device_is_named_as_such_not_as_missing() -> None:
+    """A reviewer's `budgetloop fit /dev/null` was told the file does not exist."""
+    with pytest.raises(InputError, match="is not a regular file"):
+        load_csv("/dev/null", target="revenue", date="week", channels=["tv"])
