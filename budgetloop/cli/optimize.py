@@ -258,6 +258,8 @@ def optimize(
             "planned with --allow-unhealthy from a fit that is NOT healthy: "
             + "; ".join(unhealthy or ["diagnostics.healthy is false"]),
         )
+    if round(budget, 2) != budget:
+        notes.insert(0, f"--budget {budget} is planned in cents: {round(budget, 2):.2f} per {curves.period}")
     body["notes"] = notes
     write_output(out, json.dumps(body, indent=2) + "\n", flag="--out")
     typer.echo(

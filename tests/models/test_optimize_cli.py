@@ -74,6 +74,15 @@ def test_plan_within_policy_bounds(tmp_path: Path, capsys: pytest.CaptureFixture
     assert plan["objective"]["metric"] == "revenue"
 
 
+def test_a_budget_finer_than_cents_is_planned_in_cents_and_said(tmp_path: Path) -> None:
+    """A reviewer's --budget 0.001 came back as "budget": 0.0 with no word why."""
+    fit, out = _fit_json(tmp_path), tmp_path / "PLAN.json"
+    assert _run(["optimize", str(fit), "--budget", "11000.004", "--out", str(out)]) == 0
+    plan = json.loads(out.read_text())
+    assert plan["notes"][0] == "--budget 11000.004 is planned in cents: 11000.00 per day"
+    assert sum(plan["allocation"].values()) == pytest.approx(11000.0, abs=0.005)
+
+
 def test_weekly_fit_scales_daily_policy_bounds_by_seven(tmp_path: Path) -> None:
     fit = _fit_json(tmp_path, period="week")
     policy = tmp_path / "policy.yaml"
