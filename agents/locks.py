@@ -20,8 +20,10 @@ Owners are ``host:pid:token`` strings (:func:`process_owner`), so the audit of w
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,10 +31,15 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from budgetloop.clock import ensure_utc
 from budgetloop.db.ops import JobLock, JobRun
+
+log = logging.getLogger(__name__)
+
+#: Tries at recording a finished run (1, 2, 4 s apart) before leaving its claim to a later run.
+RELEASE_ATTEMPTS = 4
 
 _PROCESS_TOKEN = uuid.uuid4().hex[:8]
 
@@ -199,18 +206,33 @@ def release(
     waits for a retry, which any scheduler may claim. ``outcome`` (status, finished_at, duration_s,
     error, summary) goes to the attempt's ``job_runs`` row in the same transaction."""
     try:
-        with engine.begin() as tx:
-            if outcome is not None and claim.run_id is not None:
-                tx.execute(update(JobRun).where(JobRun.id == claim.run_id).values(**outcome))
-            tx.execute(
-                update(JobLock)
-                .where(
-                    JobLock.job == claim.job,
-                    JobLock.scheduled_for == claim.scheduled_for,
-                    JobLock.owner == claim.owner,
-                )
-                .values(status="done" if final else "retry", updated_at=ensure_utc(now))
-            )
+        # A database away for a while (down, or a file another process holds) must not kill the
+        # worker: try again, then leave the claim `running` for a later run to take over.
+        for attempt in range(RELEASE_ATTEMPTS):
+            try:
+                with engine.begin() as tx:
+                    if outcome is not None and claim.run_id is not None:
+                        tx.execute(update(JobRun).where(JobRun.id == claim.run_id).values(**outcome))
+                    tx.execute(
+                        update(JobLock)
+                        .where(
+                            JobLock.job == claim.job,
+                            JobLock.scheduled_for == claim.scheduled_for,
+                            JobLock.owner == claim.owner,
+                        )
+                        .values(status="done" if final else "retry", updated_at=ensure_utc(now))
+                    )
+                break
+            except OperationalError as exc:
+                if attempt + 1 == RELEASE_ATTEMPTS:
+                    log.error(
+                        "could not record %s due %s (%s): its claim is left for a later run to take over",
+                        claim.job,
+                        claim.scheduled_for.isoformat(),
+                        str(exc).splitlines()[0],
+                    )
+                    break
+                time.sleep(2.0**attempt)
     finally:
         _drop(claim._conn, claim.job, claim.scheduled_for)
         claim._conn = None

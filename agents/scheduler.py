@@ -34,6 +34,7 @@ from typing import Any
 
 from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import Engine, func, insert, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from agents.jobs import JOBS, JobSpec
@@ -177,7 +178,21 @@ def run_job(
     scheduled_for = ensure_utc(scheduled_for, name="scheduled_for")
     token = current_job.set(name)
     try:
-        claim = try_claim(rt.engine, job=name, scheduled_for=scheduled_for, owner=owner, now=rt.clock.now())
+        try:
+            claim = try_claim(
+                rt.engine, job=name, scheduled_for=scheduled_for, owner=owner, now=rt.clock.now()
+            )
+        except OperationalError as exc:  # the database is away: nothing claimed, try again later
+            retry_at = rt.clock.now() + retry.delay(1)
+            log.warning(
+                "%s due %s: cannot reach the database (%s); trying again at %s",
+                name,
+                scheduled_for.isoformat(),
+                str(exc).splitlines()[0],
+                retry_at.isoformat(),
+            )
+            JOB_ATTEMPTS.labels(name, "failed").inc()
+            return JobResult(name, scheduled_for, "failed", 0, error=_error_text(exc), retry_at=retry_at)
         if isinstance(claim, Refusal):
             return _skipped(rt.engine, claim, owner=owner, now=rt.clock.now())
         return _attempt(rt, jobs[name], claim, retry)
@@ -363,7 +378,11 @@ class SimulatedScheduler:
             if until is None or now < until:
                 return True
             del self._idle[name]
-        answer = idle_until(self.rt, name, self.idle_checks)
+        try:
+            answer = idle_until(self.rt, name, self.idle_checks)
+        except Exception as exc:  # the database is away: run the job, whose attempt retries with backoff
+            log.warning("cannot tell whether %s has work (%s): running it", name, _error_text(exc))
+            return False
         if answer == WORK_NOW:
             return False
         assert answer is None or isinstance(answer, datetime)

@@ -200,3 +200,29 @@ def test_an_idle_job_wakes_when_another_job_gives_it_work(sqlite_url: str) -> No
         assert executed == [MONDAY.replace(hour=8, minute=5), MONDAY.replace(day=6, hour=8, minute=5)]
         # Between steps a person may approve something: the next call looks again at once.
         assert sched.run_due(MONDAY + timedelta(days=2, minutes=30)) == []
+
+
+def test_a_database_that_goes_away_is_waited_for_not_a_crash(sqlite_url: str) -> None:
+    """A reviewer cut the simulated worker's database for 25 s: its idle check ('is there anything
+    to execute?') and the claim sat outside the job's retry, and the worker died with a traceback.
+    Now the job is tried, the claim that cannot reach the database is a failed attempt with a retry
+    time, and the worker goes on; once the database is back the job runs."""
+    from budgetloop.db.session import make_engine
+
+    ran: list[datetime] = []
+    jobs = {
+        "execute": JobSpec(
+            "execute", lambda rt: ran.append(rt.clock.now()) or {}, {"minute": "*/5"}, "execute"
+        )
+    }
+    with runtime(sqlite_url) as rt:
+        sched = SimulatedScheduler(rt, rt.clock, jobs=jobs)  # with the real idle check of execute
+        live = rt.engine
+        rt.engine = make_engine("postgresql://nobody@127.0.0.1:9/none")  # nothing listens there
+        results = sched.run_due(MONDAY + timedelta(minutes=11))
+        assert results and all(r.status == "failed" and r.retry_at is not None for r in results)
+        assert "OperationalError" in (results[0].error or "") and ran == []
+        rt.engine.dispose()
+        rt.engine = live  # the database is back
+        sched.run_due(MONDAY + timedelta(minutes=30))
+        assert ran, "the job never ran once the database was back"
