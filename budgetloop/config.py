@@ -23,6 +23,7 @@ _UNSET_DEFAULTS: dict[str, str | None] = {
     "slack_bot_token": DEV_SLACK_BOT_TOKEN,
     "slack_base_url": DEFAULT_SLACK_BASE_URL,
     "sandbox_url": None,
+    "policy_file": None,
 }
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 FIT_METHODS = ("nuts", "svi")
@@ -81,7 +82,12 @@ class Settings(BaseSettings):
     fit_saturation: Literal["hill", "logistic"] = "hill"
 
     @field_validator(
-        "slack_signing_secret", "slack_bot_token", "slack_base_url", "sandbox_url", mode="before"
+        "slack_signing_secret",
+        "slack_bot_token",
+        "slack_base_url",
+        "sandbox_url",
+        "policy_file",
+        mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: Any, info: ValidationInfo) -> Any:

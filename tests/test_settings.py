@@ -107,3 +107,9 @@ def test_the_slack_line_is_logged_once_at_start(caplog: pytest.LogCaptureFixture
     with caplog.at_level(logging.WARNING, logger="budgetloop.process"):
         log_slack_state(Settings(), receives_clicks=True)
     assert [r.getMessage()[:30] for r in caplog.records] == ["Slack approvals are disabled: "]
+
+
+def test_an_empty_policy_file_variable_means_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reviewer's BUDGETLOOP_POLICY_FILE= was read as the folder `.`."""
+    monkeypatch.setenv("BUDGETLOOP_POLICY_FILE", "")
+    assert load_settings().policy_file is None

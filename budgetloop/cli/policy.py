@@ -121,7 +121,8 @@ def show(
         engine.dispose()
     if record is None:
         raise InputError(
-            "no valid policy has been applied yet", fix="run `budgetloop policy apply POLICY.yaml`"
+            "no valid policy has been applied yet",
+            fix="run `budgetloop policy apply POLICY.yaml --author NAME`",
         )
     typer.echo(f"# version {record.version} by {record.author} at {record.created_at.isoformat()}")
     typer.echo(record.text, nl=False)

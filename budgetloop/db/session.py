@@ -384,7 +384,7 @@ def open_existing_database(url: str | URL, *, source: str | None = None) -> Engi
         raise InputError(
             f"no database at {path} yet",
             key=_key(label),
-            fix="run `budgetloop policy apply POLICY.yaml` or `budgetloop serve` first, "
+            fix="run `budgetloop policy apply POLICY.yaml --author NAME` or `budgetloop serve` first, "
             f"or point {_name(label)} at an existing database",
         )
     upgrade_database(url, source=source)
