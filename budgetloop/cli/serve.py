@@ -625,7 +625,7 @@ def jobs_run(
 
 
 @jobs_app.command("list", help="The most recent job runs (every replica), newest first.")
-def jobs_list(limit: Annotated[int, typer.Option("--limit", help="how many")] = 20) -> None:
+def jobs_list(limit: Annotated[int, typer.Option("--limit", min=1, help="how many")] = 20) -> None:
     from sqlalchemy import select
 
     from budgetloop.db.ops import JobRun
