@@ -98,3 +98,25 @@ def test_dockerfile_installs_the_lock_and_runs_as_a_non_root_user() -> None:
     for src in re.findall(r"^COPY\s+(.+?)\s+\S+$", text, re.M):
         for path in src.split():
             assert (REPO / path).exists(), f"the Dockerfile copies {path}, which is not in the repository"
+
+
+@pytest.mark.parametrize("command", [["serve"], ["sandbox", "serve", "--scenario", "examples/scenario.yaml"]])
+def test_a_port_in_use_exits_2_naming_the_flag_before_any_work(command: list[str], tmp_path: Path) -> None:
+    """An ops reviewer's second `serve` on a taken port exited 3 with uvicorn's log, after migrating."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        db = tmp_path / "never.db"
+        done = subprocess.run(
+            [sys.executable, "-c", "import sys; from budgetloop.cli import main; main(sys.argv[1:])", *command, "--port", port],
+            capture_output=True, text=True, cwd=REPO, timeout=120,
+            env={**__import__("os").environ, "BUDGETLOOP_DATABASE_URL": f"sqlite:///{db}"},
+        )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "`--port`" in done.stderr and "in use" in done.stderr and "Traceback" not in done.stderr
+    assert not db.exists()  # refused before the database was touched

@@ -237,6 +237,30 @@ def _stop_event() -> threading.Event:
     return stop
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Refuse (exit 2, naming --port) a port another process listens on, before any work is done:
+    uvicorn would only log the bind error after start-up and exit 3."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise InputError(
+            f"cannot listen on {host!r}: {exc.strerror}", key="--host", fix="give an IP or a host name"
+        ) from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise InputError(
+                f"cannot listen on {host}:{port}: {exc.strerror}",
+                key="--port",
+                fix="choose another port, or stop the process that listens there",
+            ) from None
+
+
 @app.command("serve", help="Run the REST API, the Slack endpoints and (unless --no-scheduler) the scheduler.")
 def serve(
     host: Annotated[str, typer.Option("--host", help="interface to listen on")] = "127.0.0.1",
@@ -261,6 +285,7 @@ def serve(
 
     settings = load_settings()
     configure_logging(settings.log_level)
+    check_port_free(host, port)
     log_slack_state(settings, receives_clicks=True)
     engine = prepare_database(settings)
     if not has_active_policy(engine):  # the REST API still serves the audit log and the history
@@ -567,6 +592,7 @@ def sandbox_serve(
     from service.observability import configure_logging
 
     configure_logging(load_settings().log_level)
+    check_port_free(host, port)
     if not scenario.is_file():
         raise InputError(
             "no such file", file=str(scenario), key="--scenario", fix="give a scenario YAML path"
