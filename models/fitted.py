@@ -24,7 +24,7 @@ from models.curves import ResponseCurves, delayed_adstock_np, geometric_adstock_
 from models.data import FREQ_DAYS, MMMData
 from models.diagnostics import Diagnostics
 from models.lift import LiftTest
-from models.model import ModelSpec, baseline_value, media_per_draw
+from models.model import DELAY_SCALE, ModelSpec, baseline_value, media_per_draw
 from models.priors import ROI_CONTRACTION_MIN, ChannelPrior, Priors, ResolvedPriors, resolve
 
 MROAS_STEP = 0.01
@@ -416,8 +416,8 @@ class FittedModel:
             }
             if hill:
                 out[ch]["shape"] = {"median": float(np.exp(r.shape_loc[j])), "sigma": float(r.shape_scale[j])}
-            if self.spec.adstock == "delayed":  # HalfNormal, periods to the peak (models.model.site_priors)
-                out[ch]["delay"] = {"scale": 1.0}
+            if self.spec.adstock == "delayed":  # HalfNormal, periods to the peak
+                out[ch]["delay"] = {"scale": DELAY_SCALE}
         return out
 
     def roi_prior_contraction(self) -> np.ndarray:

@@ -49,6 +49,8 @@ from models.transforms import SATURATIONS, delayed_adstock, geometric_adstock, s
 Array = Any
 YEAR_DAYS = 365.25
 ADSTOCKS = ("geometric", "delayed")
+#: scale of the delayed adstock's HalfNormal prior on the lag (periods) to a dollar's peak effect
+DELAY_SCALE = 1.0
 #: How trend, seasonality and controls combine into the baseline ``level x form(rest)``:
 #: ``exp(rest)`` (relative effects that compound, as the sandbox market's baseline) or ``1 + rest``
 #: (effects that add up, as in Robyn, Meridian and PyMC-Marketing's models)
@@ -380,7 +382,7 @@ def site_priors(inputs: dict[str, Any], spec: ModelSpec, priors_sd: dict[str, fl
         "decay": SitePrior("beta", p["decay_a"], p["decay_b"]),
         "half": SitePrior("lognormal", p["half_loc"], p["half_scale"]),
         "shape": SitePrior("lognormal", p["shape_loc"], p["shape_scale"]),
-        "delay": SitePrior("halfnormal", np.ones(c, dtype=np.float32)),
+        "delay": SitePrior("halfnormal", np.full(c, DELAY_SCALE, dtype=np.float32)),
     }
     out = {name: media[name] for name in spec.channel_sites()}
     out["trend"] = SitePrior("normal", 0.0, priors_sd["trend_sd"])
