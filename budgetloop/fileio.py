@@ -131,7 +131,7 @@ def check_output_folder(path: str | Path, *, flag: str) -> None:
         raise InputError(
             f"{p} is a file, not a folder",
             key=flag,
-            fix=f"give a folder (it is created if missing), e.g. {flag} {p.parent / (p.stem + '-plots')}",
+            fix=f"give a folder (it is created if missing) other than the file {p.name}",
         )
     check_output_path(p / "plot.png", flag=flag)
 
