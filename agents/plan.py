@@ -230,9 +230,19 @@ def run_plan(rt: Runtime, session: Session) -> PlannerRun:
         return _record_run(
             session, now=now, version_id=version.id, reason=outcome.reason, cr_id=None, details=details
         )
-    cr = _create_request(
-        rt, session, outcome, by_channel, policy, policy_version, version.id, scale, now, deadline
-    )
+    try:
+        cr = _create_request(
+            rt, session, outcome, by_channel, policy, policy_version, version.id, scale, now, deadline
+        )
+    except crs.CampaignBusy as busy:  # another worker proposed between our check and our insert
+        return _record_run(
+            session,
+            now=now,
+            version_id=version.id,
+            reason=f"{busy} (proposed while this run was planning): one decision at a time",
+            cr_id=None,
+            details=details,
+        )
     return _record_run(
         session, now=now, version_id=version.id, reason=outcome.reason, cr_id=cr.id, details=details
     )

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
 
-from budgetloop.db.session import session_scope
+from budgetloop.db.loop import ChangeRequest, ChangeRequestItem
+from budgetloop.db.session import make_engine, session_scope, upgrade_database
 from budgetloop.errors import IllegalTransition
 from budgetloop.lifecycle import TERMINAL, TRANSITIONS, Event, State, allowed_events, next_state
 from budgetloop.store import audit
@@ -85,6 +88,45 @@ def test_a_campaign_is_held_by_one_open_request(migrated_engine: Engine) -> None
         )
         assert crs.open_channels(s) == {}
         crs.create(s, draft=_draft(), now=NOW)
+
+
+@pytest.mark.postgres
+def test_a_request_that_loses_the_race_for_its_campaigns_is_busy_and_leaves_no_row(postgres_url: str) -> None:
+    """Two planners both pass the open-lock check; the second insert waits on the first's lock row,
+    and when the first commits it reads as CampaignBusy, with none of its rows left behind."""
+    upgrade_database(postgres_url)
+    engine = make_engine(postgres_url)
+    try:
+        first = Session(engine)
+        winner = crs.create(first, draft=_draft(), now=NOW)  # locks held, not committed yet
+        outcome: list[BaseException | int] = []
+
+        def second() -> None:
+            with Session(engine) as s:
+                try:
+                    outcome.append(crs.create(s, draft=_draft(), now=NOW).id)
+                    s.commit()
+                except BaseException as exc:  # recorded for the main thread to judge
+                    outcome.append(exc)
+
+        t = threading.Thread(target=second)
+        t.start()
+        t.join(timeout=1.0)
+        assert t.is_alive(), "the second insert should wait on the first's uncommitted lock row"
+        first.commit()
+        winner_id = winner.id
+        first.close()
+        t.join(timeout=30)
+        assert not t.is_alive()
+        (result,) = outcome
+        assert isinstance(result, crs.CampaignBusy), result
+        assert result.holder == winner_id and result.channel in {"search", "video"}
+        with session_scope(engine) as s:
+            assert s.execute(select(func.count()).select_from(ChangeRequest)).scalar_one() == 1
+            assert s.execute(select(func.count()).select_from(ChangeRequestItem)).scalar_one() == 2
+            assert audit.verify_chain(s).entries == 1
+    finally:
+        engine.dispose()
 
 
 def test_a_newer_executed_request_supersedes_the_watch_of_an_older_one(migrated_engine: Engine) -> None:

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from budgetloop.clock import ensure_utc
@@ -94,6 +95,33 @@ def create(session: Session, *, draft: ChangeRequestDraft, now: datetime) -> Cha
     held = session.execute(select(CampaignLock).where(CampaignLock.channel.in_(channels))).scalars().all()
     if held:
         raise CampaignBusy(held[0].channel, held[0].change_request_id)
+    try:
+        # A savepoint: a request that loses the race for its campaigns (another process locked one
+        # between the check above and the insert) leaves no row behind and reads as CampaignBusy.
+        with session.begin_nested():
+            cr = _insert(session, draft=draft, channels=channels, now=now)
+    except IntegrityError as exc:
+        lock = session.execute(
+            select(CampaignLock).where(CampaignLock.channel.in_(channels)).limit(1)
+        ).scalar_one_or_none()
+        if lock is None:
+            raise
+        raise CampaignBusy(lock.channel, lock.change_request_id) from exc
+    audit.append(
+        session,
+        action="proposed",
+        actor=draft.requested_by,
+        at=now,
+        subject_type="change_request",
+        subject_id=cr.id,
+        payload=describe(cr),
+    )
+    return cr
+
+
+def _insert(
+    session: Session, *, draft: ChangeRequestDraft, channels: list[str], now: datetime
+) -> ChangeRequest:
     cr = ChangeRequest(
         kind=draft.kind,
         status=State.DRAFT.value,
@@ -132,15 +160,6 @@ def create(session: Session, *, draft: ChangeRequestDraft, now: datetime) -> Cha
     for channel in dict.fromkeys(channels):  # one lock per channel, however many of its campaigns move
         session.add(CampaignLock(channel=channel, change_request_id=cr.id, acquired_at=now))
     session.flush()
-    audit.append(
-        session,
-        action="proposed",
-        actor=draft.requested_by,
-        at=now,
-        subject_type="change_request",
-        subject_id=cr.id,
-        payload=describe(cr),
-    )
     return cr
 
 
