@@ -114,10 +114,10 @@ def chain_stats(
             if np.ptp(x) == 0:
                 continue
             label = name if flat.shape[2] == 1 else f"{name}[{k}]"
-            if a.shape[0] >= 2:
-                r = float(split_gelman_rubin(x))
-                if np.isfinite(r) and (rhat_max is None or r > rhat_max):
-                    rhat_max, worst = r, label
+            # split r-hat: each chain's halves compared too, so one chain that drifts is caught
+            r = float(split_gelman_rubin(x))
+            if np.isfinite(r) and (rhat_max is None or r > rhat_max):
+                rhat_max, worst = r, label
             e = _bulk_ess(x)
             ess_min = e if ess_min is None else min(ess_min, e)
             te = _tail_ess(x)

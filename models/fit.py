@@ -344,6 +344,27 @@ def max_holdout_periods(periods: int) -> int:
     return max(0, min(periods // 3, periods - MIN_PERIODS))
 
 
+def holdout_room(data: MMMData, periods: int) -> tuple[int, str | None]:
+    """How many of the last ``periods`` rows a holdout can take, and why fewer where it cannot.
+
+    The refit learns each channel's curve from the rows it keeps; a channel that first spends
+    inside the held-out rows has none there (its ROI would divide by zero spend), so the holdout
+    shrinks until every channel spends at least once in the refit's rows (0: no holdout at all).
+    """
+    first = [int(np.argmax(data.spend[:, j] > 0)) for j in range(len(data.channels))]
+    room = max(0, min(periods, data.periods - 1 - max(first, default=0)))
+    if room == periods:
+        return room, None
+    late = [c for c, f in zip(data.channels, first, strict=True) if f >= data.periods - periods]
+    first_day = str(data.dates[max(first)])[:10]
+    what = f"a holdout of {room} {data.frequency}s" if room else "no holdout"
+    return room, (
+        f"{what} instead of {periods}: {', '.join(f'`{c}`' for c in late)} first spend(s) inside the "
+        f"last {periods} {data.frequency}s (the latest on {first_day}), and the holdout refit needs "
+        "every channel's spend in the rows it keeps"
+    )
+
+
 def fit(
     data: MMMData,
     *,
@@ -410,6 +431,7 @@ def fit(
         "max_tree_depth": max_tree_depth,
         "warmup_tree_depth": warmup_tree_depth,
         "dense_mass": dense_mass,
+        "retry": retry,
     }
     if round_shapes not in ROUND_SHAPES:
         raise ValueError(f"`round_shapes` must be one of {ROUND_SHAPES}, got {round_shapes!r}")
@@ -575,6 +597,10 @@ def fit(
     holdout = None
     t_hold = time.perf_counter()
     if holdout_periods:
+        holdout_periods, note = holdout_room(data, holdout_periods)
+        if note is not None:  # kept with the fit (FittedModel.warnings reads it back)
+            fm.settings["holdout_note"] = note
+    if holdout_periods:
         if progress:  # the refit's progress starts again from its first warmup iteration: say why
             print(
                 f"  holdout: refitting without the last {holdout_periods} {data.frequency}s to predict them",
@@ -685,6 +711,7 @@ __all__ = [
     "check_seed",
     "enable_compilation_cache",
     "fit",
+    "holdout_room",
     "library_versions",
     "max_holdout_periods",
 ]

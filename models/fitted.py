@@ -361,7 +361,15 @@ class FittedModel:
         correct, periods it cannot explain."""
         support = tuple(w for w in (s.warning() for s in self.spend_support()) if w)
         lift = tuple(w for w in (c.warning() for c in self.lift_checks()) if w) + self.geo_share_warnings()
-        return support + self.contraction_warnings() + lift + self.prior_warnings() + self.outlier_warnings()
+        held = (str(self.settings["holdout_note"]),) if self.settings.get("holdout_note") else ()
+        return (
+            support
+            + self.contraction_warnings()
+            + lift
+            + self.prior_warnings()
+            + self.outlier_warnings()
+            + held
+        )
 
     def geo_share_warnings(self) -> tuple[str, ...]:
         """A warning per geo holdout whose ``spend_delta`` and ``holdout_share`` disagree by more than

@@ -31,7 +31,7 @@ from budgetloop.store import change_requests as crs
 from connectors.sandbox.market import Market
 from connectors.sandbox.truth import true_roi
 
-FIT = FitOptions(method="nuts", chains=1, warmup=150, samples=150, window_days=364, holdout_days=0, seed=0)
+FIT = FitOptions(method="nuts", chains=2, warmup=300, samples=300, window_days=364, holdout_days=0, seed=0)
 
 
 def _history_regression_roi(market: Market, channel: str, days: int = 180) -> float:

@@ -89,3 +89,16 @@ def test_bulk_and_tail_ess_are_the_rank_normalized_split_chain_estimates() -> No
         _, bulk, tail, _ = chain_stats({"x": x})
         assert bulk == pytest.approx(float(az.ess(x, method="bulk")), rel=0.02)
         assert tail == pytest.approx(float(az.ess(x, method="tail")), rel=0.02)
+
+
+def test_one_chain_that_drifts_is_caught_by_split_rhat() -> None:
+    """With ``--chains 1`` there is no second chain to disagree with: r-hat was None and the gate
+    never ran, so a chain still walking away from its start was called healthy. Split r-hat compares
+    the chain's two halves."""
+    rng = np.random.default_rng(1)
+    still = {"a": rng.normal(size=(1, 500))}
+    drifting = {"a": rng.normal(size=(1, 500)) + np.linspace(0.0, 4.0, 500)}
+    r, *_ = chain_stats(still)
+    assert r is not None and r == pytest.approx(1.0, abs=0.02)
+    r, _, _, worst = chain_stats(drifting)
+    assert r is not None and r > 1.5 and worst == "a"

@@ -15,7 +15,7 @@ from models.fitted import FittedModel
 from models.lift import LiftTest
 from models.outputs import fit_json
 from models.sampler import WARMUP_TREE_DEPTH
-from models.serialize import dumps, load, save
+from models.serialize import dumps, from_dict, load, save, to_dict
 from models.simulate import Truth
 
 
@@ -338,7 +338,7 @@ def test_the_holdout_refit_reuses_the_fits_compiled_sampler(
 
     data, _ = easy_case
     known = set(sampler._PROGRAMS)
-    fm = fit(data, chains=1, warmup=37, samples=40, seed=2, holdout_periods=8)  # type: ignore[arg-type]
+    fm = fit(data, chains=1, warmup=37, samples=40, seed=2, holdout_periods=8, retry=False)  # type: ignore[arg-type]
     assert len(set(sampler._PROGRAMS) - known) == 1
     assert fm.holdout is not None and 0.0 < fm.holdout.mape < 0.2
     dates = data.dates  # type: ignore[attr-defined]
@@ -347,18 +347,20 @@ def test_the_holdout_refit_reuses_the_fits_compiled_sampler(
         LiftTest("ch1", dates[-5], dates[-2], -1000.0, 2000.0, 400.0),  # inside the held-out rows
     ]
     known = set(sampler._PROGRAMS)
-    tested = fit(data, lift_tests=tests, chains=1, warmup=37, samples=40, seed=2, holdout_periods=8)  # type: ignore[arg-type]
+    tested = fit(
+        data, lift_tests=tests, chains=1, warmup=37, samples=40, seed=2, holdout_periods=8, retry=False
+    )  # type: ignore[arg-type]
     assert len(set(sampler._PROGRAMS) - known) == 1
     assert tested.holdout is not None and 0.0 < tested.holdout.mape < 0.2
     assert fm.diagnostics.ppc_coverage_90 is not None and fm.diagnostics.elpd_loo is not None
     # with progress shown (the command line's default) the fit and its refit share one program too:
     # the refit once ran without progress, so compiled a second sampler (9.8 s of holdout, not 3.7 s)
     known = set(sampler._PROGRAMS)
-    shown = fit(data, chains=1, warmup=37, samples=40, seed=2, holdout_periods=8, progress=True)  # type: ignore[arg-type]
+    shown = fit(data, chains=1, warmup=37, samples=40, seed=2, holdout_periods=8, progress=True, retry=False)  # type: ignore[arg-type]
     assert len(set(sampler._PROGRAMS) - known) == 1
     assert shown.holdout is not None and 0.0 < shown.holdout.mape < 0.2
     # the refit runs without the predictive checks and PSIS-LOO, which nobody reads there
-    bare = fit(data, chains=1, warmup=37, samples=40, seed=2, checks=False)  # type: ignore[arg-type]
+    bare = fit(data, chains=1, warmup=37, samples=40, seed=2, checks=False, retry=False)  # type: ignore[arg-type]
     assert bare.diagnostics.ppc_coverage_90 is None and bare.diagnostics.prior_ppc_coverage_90 is None
     assert bare.diagnostics.elpd_loo is None
 
@@ -577,3 +579,32 @@ def test_a_roi_prior_of_the_analysts_own_that_holds_the_roi_is_named_as_the_reas
         and f"the ROI prior set for it (median 1.7, sigma {1.05 * sd:.3g}" in warning
     )
     assert "noise" not in warning and "widen its sigma" in warning
+
+
+def test_a_channel_that_first_spends_inside_the_holdout_shortens_it_instead_of_failing_the_fit(
+    easy_case: tuple[object, Truth], jax_cache: Path
+) -> None:
+    """A channel launched in the table's last weeks has no spend in the rows the holdout refit keeps:
+    its curve there is 0/0 and the refit's draws were NaN, so the whole fit failed (the command
+    line's default holdout, a weekly retrain after a launch). The holdout now shrinks to the rows
+    after the latest launch, and says so; a launch on the last row leaves no holdout at all."""
+    from dataclasses import replace
+
+    from models.fit import holdout_room
+
+    data, _ = easy_case
+    n = data.periods  # type: ignore[attr-defined]
+    spend = data.spend.copy()  # type: ignore[attr-defined]
+    spend[: n - 5, 2] = 0.0  # ch2 launches five rows before the end
+    launched = replace(data, spend=spend)  # type: ignore[type-var]
+    assert holdout_room(data, 8) == (8, None)  # type: ignore[arg-type]
+    room, note = holdout_room(launched, 8)
+    assert room == 4 and note is not None
+    assert note.startswith("a holdout of 4 weeks instead of 8: `ch2` first spend(s) inside the last 8 weeks")
+    fm = fit(launched, chains=1, warmup=37, samples=40, seed=2, holdout_periods=8, retry=False)
+    assert fm.holdout is not None and fm.holdout.periods == 4 and np.isfinite(fm.holdout.mape)
+    assert note in fm.warnings() and note in fit_json(fm, extras=False)["warnings"]
+    assert from_dict(to_dict(fm)).warnings() == fm.warnings()  # kept with the stored version
+    spend[: n - 1, 2] = 0.0
+    room, note = holdout_room(replace(data, spend=spend), 8)  # type: ignore[type-var]
+    assert room == 0 and note is not None and note.startswith("no holdout instead of 8:")
