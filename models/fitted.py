@@ -28,6 +28,8 @@ from models.model import DELAY_SCALE, ModelSpec, baseline_value, media_per_draw
 from models.priors import ROI_CONTRACTION_MIN, ChannelPrior, Priors, ResolvedPriors, resolve
 
 MROAS_STEP = 0.01
+#: the per-channel parameters of a media curve, each drawn as [draws, channels]
+CURVE_PARAMETERS = ("beta", "decay", "delay", "half", "shape")
 #: a period's carried-over spend (the adstock the response curve reads) is "low" below this share
 #: of its mean; a channel with fewer than LOW_SPEND_MIN_SHARE of its periods low never showed the
 #: curve near zero (see :meth:`FittedModel.spend_support`)
@@ -499,7 +501,8 @@ class FittedModel:
             full = x * (1.0 + window * s / (1.0 - s))
             changed, weight = full * ~window, s
         scale = float(self.data.spend_scale[j])
-        draws = {k: np.asarray(v, dtype=float)[:, j] for k, v in self.draws.items() if np.ndim(v) == 2}
+        # the channel's own curve parameters (not every [draws, k] array: controls' gamma is one too)
+        draws = {k: np.asarray(self.draws[k], dtype=float)[:, j] for k in CURVE_PARAMETERS if k in self.draws}
 
         def media(spend: np.ndarray) -> np.ndarray:  # [T, N], scaled units as the draws are
             xs = np.broadcast_to((spend / scale)[:, None], (len(spend), self.n_draws))

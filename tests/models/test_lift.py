@@ -363,3 +363,22 @@ def test_a_geo_holdout_whose_spend_delta_and_share_disagree_is_named(small_fit: 
         "holdout_share 0.1 says" in w
         for w in dataclasses.replace(fm, lift_tests=(mistyped,), _cache={}).warnings()
     )
+
+
+def test_a_table_with_controls_predicts_a_test_on_any_channel(easy_case: tuple[object, object]) -> None:
+    """The fit's view of a test took every [draws, k] array as a per-channel one, controls'
+    coefficients included: a test on a channel at or past the number of controls raised IndexError
+    after sampling (an analyst's `--controls` with `--lift-tests`), and FIT.json was never written."""
+    data, _ = easy_case
+    n = data.periods  # type: ignore[attr-defined]
+    promo = np.random.default_rng(3).normal(size=(n, 1))
+    with_control = dataclasses.replace(data, controls=promo, control_names=("promo",))  # type: ignore[call-overload]
+    dates = data.dates  # type: ignore[attr-defined]
+    test = LiftTest("ch2", dates[40], dates[43], -1000.0, 2000.0, 400.0)
+    fm = fit(with_control, lift_tests=[test], chains=1, warmup=60, samples=60, seed=0, retry=False)
+    (check,) = fm.lift_checks()
+    assert np.all(np.isfinite(check.predicted)) and np.all(check.predicted > 0)
+    doc = fit_json(fm)
+    (reported,) = doc["lift_tests"]
+    assert reported["channel"] == "ch2"
+    assert 0 < reported["predicted"]["p05"] <= reported["predicted"]["p95"]
