@@ -244,5 +244,14 @@ def _drop(conn: Connection | None, job: str, scheduled_for: datetime) -> None:
     try:
         conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": advisory_key(job, scheduled_for)})
         conn.commit()
+    except OperationalError as exc:
+        # the session is gone (terminated, the server restarted): the server dropped its advisory
+        # lock with it, so there is nothing left to release
+        log.warning(
+            "advisory lock of %s due %s went with its connection (%s)",
+            job,
+            ensure_utc(scheduled_for).isoformat(),
+            str(exc).splitlines()[0],
+        )
     finally:
         conn.close()

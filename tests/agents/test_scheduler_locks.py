@@ -14,7 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from agents.jobs import JobSpec
 from agents.locks import Claim, Refusal, process_owner, release, try_claim
@@ -170,3 +170,23 @@ def test_postgres_advisory_lock_refuses_while_held(postgres_url: str) -> None:
         retry = try_claim(rt.engine, job="monitor", scheduled_for=due, owner=process_owner("b"), now=due)
         assert isinstance(retry, Claim) and retry.attempt == 2 and retry.took_over_from is None
         release(rt.engine, retry, final=True, now=due)
+
+
+def test_a_claim_whose_postgres_session_was_terminated_is_released_without_raising(postgres_url: str) -> None:
+    """The advisory lock lives on the claim's own connection. When the server ends that session
+    (pg_terminate_backend, a restart) unlocking it raised OperationalError out of ``release`` and
+    killed the simulated worker; the lock went with the session, so releasing now just records."""
+    due = MONDAY.replace(hour=7)
+    with runtime(postgres_url) as rt:
+        claim = try_claim(rt.engine, job="monitor", scheduled_for=due, owner=process_owner("a"), now=due)
+        assert isinstance(claim, Claim) and claim._conn is not None
+        pid = claim._conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        claim._conn.commit()
+        with rt.engine.connect() as other:
+            other.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+            other.commit()
+        release(rt.engine, claim, final=True, now=due)  # raised OperationalError before
+        with rt.engine.connect() as c:
+            assert c.execute(select(JobLock.status).where(JobLock.job == "monitor")).scalar_one() == "done"
+        again = try_claim(rt.engine, job="monitor", scheduled_for=due, owner=process_owner("b"), now=due)
+        assert isinstance(again, Refusal) and "already ran to the end" in again.reason
