@@ -15,11 +15,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from agents.execute_guard import executed_history
 from agents.planning import PlanContext, PlanOutcome, plan, summarise
 from agents.retrain import decode_model
+from agents.rollback import ROLLBACK_KIND
 from agents.runtime import Runtime
 from budgetloop.db.loop import ChangeRequest, ModelVersion, PlannerRun
 from budgetloop.db.metrics import DailyRevenue
@@ -171,6 +172,20 @@ def run_plan(rt: Runtime, session: Session) -> PlannerRun:
             cr_id=None,
             details={},
         )
+    stuck = failed_rollback(session)
+    if stuck is not None:
+        rollback_id, original_id = stuck
+        return _record_run(
+            session,
+            now=now,
+            version_id=None,
+            reason=(
+                f"the rollback of change request {original_id} (request {rollback_id}) failed and the "
+                "monitor will try it again: no new step on top of a change that is being undone"
+            ),
+            cr_id=None,
+            details={},
+        )
     version = model_store.promoted(session)
     if version is None:
         return _record_run(
@@ -246,6 +261,26 @@ def run_plan(rt: Runtime, session: Session) -> PlannerRun:
     return _record_run(
         session, now=now, version_id=version.id, reason=outcome.reason, cr_id=cr.id, details=details
     )
+
+
+def failed_rollback(session: Session) -> tuple[int, int] | None:
+    """(rollback id, original id) of a rollback that failed while its original is still monitored:
+    the budgets are not where the monitor decided they must go back to, and the next failing day
+    triggers the rollback again. A step planned meanwhile would start from them, and once executed
+    it would supersede the very change that was being undone."""
+    original = aliased(ChangeRequest)
+    row = session.execute(
+        select(ChangeRequest.id, original.id)
+        .join(original, original.id == ChangeRequest.rolls_back_id)
+        .where(
+            ChangeRequest.kind == ROLLBACK_KIND,
+            ChangeRequest.status == State.FAILED.value,
+            original.status == State.MONITORING.value,
+        )
+        .order_by(ChangeRequest.id.desc())
+        .limit(1)
+    ).first()
+    return (int(row[0]), int(row[1])) if row is not None else None
 
 
 def decision_deadline(policy: Policy, now: datetime) -> tuple[datetime, str | None]:
