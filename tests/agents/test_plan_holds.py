@@ -12,7 +12,7 @@ from budgetloop.db.session import session_scope
 from budgetloop.lifecycle import Event
 from budgetloop.store import change_requests as crs
 from budgetloop.store.policy import record_policy
-from tests.agents.scheduler_fixtures import MONDAY, runtime
+from tests.agents.scheduler_fixtures import runtime
 
 POLICY = """
 budget: {total_daily_max: 10000}
