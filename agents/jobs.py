@@ -20,6 +20,7 @@ digest     daily 00:15 UTC             sign the audit log's head, chained to the
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -33,8 +34,12 @@ from budgetloop.lifecycle import State
 from budgetloop.store import change_requests as crs
 from budgetloop.store import metrics as metrics_store
 
+log = logging.getLogger(__name__)
+
 JobFunc = Callable[[Runtime], dict[str, Any]]
 EXPERIMENT_KINDS = ("experiment", "experiment_end")
+#: executor outcomes that leave an approved change unapplied (or partly undone), worth a warning
+UNEXECUTED = frozenset({"blocked", "stale", "failed", "halted"})
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,16 @@ def execute(rt: Runtime) -> dict[str, Any]:
             rt.sessions, change_request_id=cr_id, connectors=rt.connectors, policy=policy, clock=rt.clock
         )
         results[str(cr_id)] = report.status
+        went_wrong = report.outcome in UNEXECUTED
+        if went_wrong:  # the job ran; the change did not: operators read this in the worker's log
+            log.warning("change request %s %s (%s): %s", cr_id, report.outcome, report.status, report.reason)
+        if rt.notifier is not None:  # the Slack message follows the request: executed, failed, ...
+            with rt.unit_of_work() as session:
+                cr = crs.get(session, change_request_id=cr_id)
+                if cr is not None:
+                    rt.notify(session, cr)
+                    if went_wrong and report.reason:
+                        rt.note(session, cr, f"Execution {report.outcome}: {report.reason}")
     return {"executed": results}
 
 

@@ -8,12 +8,14 @@ refreshes the same message (the buttons disappear once decided) and notes go in 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from slack_sdk import WebClient
 from sqlalchemy.orm import Session
 
 from budgetloop.clock import Clock
 from budgetloop.db.loop import ChangeRequest
+from budgetloop.errors import InputError
 from guardrails.policy import Policy
 from service.slack import notify
 
@@ -22,27 +24,44 @@ log = logging.getLogger(__name__)
 
 class SlackNotifier:
     def __init__(
-        self, client: WebClient, *, channel: str, clock: Clock, policy: Policy | None = None
+        self,
+        client: WebClient,
+        *,
+        channel: str,
+        clock: Clock,
+        policy: Policy | None = None,
+        policy_source: Callable[[Session], tuple[int | None, Policy]] | None = None,
     ) -> None:
+        """``policy``: a fixed policy (the demo's); ``policy_source``: read the active one each time
+        (a deployment, whose ops may change it), so the message asks for the approvals that the
+        decision will count."""
         self.client = client
         self.channel = channel
         self.clock = clock
         self.policy = policy
+        self.policy_source = policy_source
+
+    def _policy(self, session: Session) -> Policy | None:
+        if self.policy is not None or self.policy_source is None:
+            return self.policy
+        try:
+            return self.policy_source(session)[1]
+        except InputError:  # no valid policy recorded: nothing could be approved anyway
+            return None
 
     def change_request_changed(self, session: Session, change_request: ChangeRequest) -> None:
         try:
             if change_request.slack_ts:
                 notify.update_change_request(session, self.client, change_request_id=change_request.id)
             elif change_request.status in ("pending_approval", "approved"):
+                policy = self._policy(session)
                 notify.post_change_request(
                     session,
                     self.client,
                     change_request_id=change_request.id,
                     channel=self.channel,
                     now=self.clock.now(),
-                    two_approvers_above=None
-                    if self.policy is None
-                    else self.policy.approval.two_approvers_above,
+                    two_approvers_above=None if policy is None else policy.approval.two_approvers_above,
                 )
         except Exception:  # Slack being down never undoes a decision or a plan
             log.exception("could not tell Slack about change request %s", change_request.id)

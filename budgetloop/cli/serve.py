@@ -156,7 +156,9 @@ def build_runtime(settings: Settings, engine: Any, clock: Any) -> Any:
     if slack is not None:
         from agents.notify import SlackNotifier
 
-        notifier = SlackNotifier(slack, channel=settings.slack_channel, clock=clock)
+        notifier = SlackNotifier(
+            slack, channel=settings.slack_channel, clock=clock, policy_source=active_policy
+        )
     fit = FitOptions(
         method=settings.fit_method,
         chains=settings.fit_chains,

@@ -1,0 +1,83 @@
+"""The Slack message follows a request past its approval: the execute job refreshes it (it stayed at
+`approved` after the budgets moved, or failed to), and a deployment's notifier asks for the approvals
+that the active policy will count (it had no policy and always asked for one)."""
+
+from __future__ import annotations
+
+import json
+
+from loop_fixtures import POLICY_YAML, approved_request, load, loop
+from slack_sdk import WebClient
+from sqlalchemy import select
+
+from agents import jobs
+from agents.notify import SlackNotifier
+from agents.runtime import Runtime
+from budgetloop.config import Settings
+from budgetloop.db.audit import AuditEntry
+from budgetloop.db.session import session_scope
+from budgetloop.store import change_requests as requests
+from budgetloop.store.policy import active_policy, record_policy
+from service.slack.fake import FakeSlack
+
+
+def _policy_text(extra: str = "") -> str:
+    return POLICY_YAML.format(evaluation_days=5, require_approval="false", extra=extra)
+
+
+def test_the_execute_job_refreshes_the_message_once_the_change_is_applied(database_url: str) -> None:
+    with FakeSlack(signing_secret="s", bot_token="xoxb-test") as slack, loop(database_url) as world:
+        notifier = SlackNotifier(
+            WebClient(token="xoxb-test", base_url=slack.api_url),
+            channel="#budget-changes",
+            clock=world.clock,
+            policy_source=active_policy,
+        )
+        rt = Runtime(
+            engine=world.sessions.kw["bind"],
+            clock=world.clock,
+            connectors=world.connectors,
+            settings=Settings(database_url=world.database_url),
+            policy_source=active_policy,
+            notifier=notifier,
+        )
+        with session_scope(world.sessions) as s:
+            record_policy(s, text=_policy_text(), source="p.yaml", author="U0OPS", now=world.clock.now())
+        live = world.live()
+        ok = approved_request(world, {"search": live["search"] * 1.1, "social": live["social"] * 0.95})
+        with session_scope(world.sessions) as s:
+            cr = requests.get(s, change_request_id=ok)
+            assert cr is not None
+            notifier.change_request_changed(s, cr)  # posted when approved (as the approval path does)
+        assert len(slack.calls_to("chat.postMessage")) == 1
+        summary = jobs.execute(rt)
+        assert summary == {"executed": {str(ok): load(world, ok).status}}
+        (update,) = slack.calls_to("chat.update")
+        assert load(world, ok).status in ("executed", "monitoring")
+        assert load(world, ok).status in json.dumps(update.args)  # the message says where it stands
+
+
+def test_a_deployments_notifier_asks_for_the_approvals_the_active_policy_counts(database_url: str) -> None:
+    with FakeSlack(signing_secret="s", bot_token="xoxb-test") as slack, loop(database_url) as world:
+        notifier = SlackNotifier(
+            WebClient(token="xoxb-test", base_url=slack.api_url),
+            channel="#budget-changes",
+            clock=world.clock,
+            policy_source=active_policy,
+        )
+        with session_scope(world.sessions) as s:
+            text = _policy_text().replace(
+                "approval: {approvers: [U0APPROVER]}",
+                "approval: {approvers: [U0APPROVER, U0SECOND], two_approvers_above: 0.01}",
+            )
+            record_policy(s, text=text, source="p.yaml", author="U0OPS", now=world.clock.now())
+        live = world.live()
+        cr_id = approved_request(world, {"search": live["search"] * 1.1, "social": live["social"] * 0.95})
+        with session_scope(world.sessions) as s:
+            cr = requests.get(s, change_request_id=cr_id)
+            assert cr is not None
+            notifier.change_request_changed(s, cr)
+            posted = s.execute(
+                select(AuditEntry.payload).where(AuditEntry.action == "posted_to_slack")
+            ).scalar_one()
+        assert json.loads(posted)["approvals_needed"] == 2  # was 1: the notifier had no policy
