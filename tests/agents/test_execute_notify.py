@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from loop_fixtures import POLICY_YAML, approved_request, load, loop
+from loop_fixtures import POLICY_YAML, Loop, approved_request, load, loop
 from slack_sdk import WebClient
 from sqlalchemy import select
 
@@ -25,14 +25,15 @@ def _policy_text(extra: str = "") -> str:
     return POLICY_YAML.format(evaluation_days=5, require_approval="false", extra=extra)
 
 
+def _notifier(slack: FakeSlack, world: Loop) -> SlackNotifier:
+    """What ``serve`` builds: the real slack-sdk client, the active policy read at each post."""
+    client = WebClient(token="xoxb-test", base_url=slack.api_url)
+    return SlackNotifier(client, channel="#budget-changes", clock=world.clock, policy_source=active_policy)
+
+
 def test_the_execute_job_refreshes_the_message_once_the_change_is_applied(database_url: str) -> None:
     with FakeSlack(signing_secret="s", bot_token="xoxb-test") as slack, loop(database_url) as world:
-        notifier = SlackNotifier(
-            WebClient(token="xoxb-test", base_url=slack.api_url),
-            channel="#budget-changes",
-            clock=world.clock,
-            policy_source=active_policy,
-        )
+        notifier = _notifier(slack, world)
         rt = Runtime(
             engine=world.sessions.kw["bind"],
             clock=world.clock,
@@ -59,12 +60,7 @@ def test_the_execute_job_refreshes_the_message_once_the_change_is_applied(databa
 
 def test_a_deployments_notifier_asks_for_the_approvals_the_active_policy_counts(database_url: str) -> None:
     with FakeSlack(signing_secret="s", bot_token="xoxb-test") as slack, loop(database_url) as world:
-        notifier = SlackNotifier(
-            WebClient(token="xoxb-test", base_url=slack.api_url),
-            channel="#budget-changes",
-            clock=world.clock,
-            policy_source=active_policy,
-        )
+        notifier = _notifier(slack, world)
         with session_scope(world.sessions) as s:
             text = _policy_text().replace(
                 "approval: {approvers: [U0APPROVER]}",
