@@ -229,6 +229,19 @@ def optimize(
             fix="pass --current channel=amount,... (per period)",
         )
     metric = objective or limits.metric
+    if margin is not None and not 0 < margin <= 1:
+        raise InputError(
+            f"margin {margin:g} is not a share of revenue",
+            key="--margin",
+            fix="give the gross margin as a share in (0, 1], e.g. --margin 0.35 for 35%",
+        )
+    for flag, value, wants in (("--margin", margin, "profit"), ("--target-roas", target_roas, "target_roas")):
+        if value is not None and metric != wants:
+            raise InputError(
+                f"{flag} {value:g} has no effect on the objective `{metric}`",
+                key=flag,
+                fix=f"add --objective {wants}, or drop {flag}",
+            )
     try:
         result = run_optimize(
             curves,

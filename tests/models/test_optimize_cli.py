@@ -391,3 +391,25 @@ def test_an_out_that_is_an_input_file_is_refused(
     err = capsys.readouterr().err
     assert f"--out is the input file {target}" in err and "Traceback" not in err, err
     assert target.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (["--target-roas", "3"], "`--target-roas`: --target-roas 3 has no effect on the objective `revenue`"),
+        (["--margin", "0.4"], "--margin 0.4 has no effect on the objective `revenue`"),
+        (["--objective", "profit", "--margin", "1.5"], "margin 1.5 is not a share of revenue"),
+        (["--objective", "target_roas", "--target-roas", "3", "--margin", "0.4"], "objective `target_roas`"),
+    ],
+)
+def test_an_objective_flag_the_objective_ignores_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], needle: str
+) -> None:
+    """`--target-roas 3` alone planned for revenue and said nothing; `--margin 1.5` was taken where
+    `policy validate` refuses the same margin."""
+    fit = _fit_json(tmp_path)
+    out = tmp_path / "PLAN.json"
+    assert _run(["optimize", str(fit), "--budget", "9000", *flags, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+    assert not out.exists()
