@@ -306,12 +306,25 @@ class BoundModel:
             mmm_model(inputs, self.spec, dict(self.priors_sd), self.generative)
 
 
+#: a LogNormal prior wider than this (sigma) starts the sampler at its median, not its mean
+WIDE_LOGNORMAL = 1.0
+
+
 def _init_site(site: dict[str, Any] | None = None) -> Any:
     if site is None:
         return init_strategy
     if site["name"] in SAMPLER_INIT:
         shape = site["fn"].shape(site["kwargs"].get("sample_shape", ()))
         return jnp.full(shape, SAMPLER_INIT[site["name"]])
+    if site["type"] == "sample" and not site["is_observed"] and isinstance(site["fn"], dist.LogNormal):
+        # A wide prior's mean exp(loc + sigma^2 / 2) lies far out in its tail: with `roi_sigma: 2` the
+        # mean ROIs put media at 1.9x mean revenue, where the baseline's level is not defined, and a
+        # chain could never leave its start (sigma 10: the mean overflows). Such a site starts at its
+        # median exp(loc); the default priors (sigma <= 1) keep the mean.
+        fn = site["fn"]
+        shape = fn.shape(site["kwargs"].get("sample_shape", ()))
+        mean, median = jnp.broadcast_to(fn.mean, shape), jnp.broadcast_to(jnp.exp(fn.loc), shape)
+        return jnp.where(jnp.broadcast_to(fn.scale, shape) > WIDE_LOGNORMAL, median, mean)
     return init_to_mean(site)
 
 

@@ -608,3 +608,23 @@ def test_a_channel_that_first_spends_inside_the_holdout_shortens_it_instead_of_f
     spend[: n - 1, 2] = 0.0
     room, note = holdout_room(replace(data, spend=spend), 8)  # type: ignore[type-var]
     assert room == 0 and note is not None and note.startswith("no holdout instead of 8:")
+
+
+def test_a_wide_roi_prior_fits_instead_of_failing_on_a_non_finite_start(
+    easy_case: tuple[object, Truth], jax_cache: Path
+) -> None:
+    """`roi_sigma: 2` is a valid prior, but its mean ROIs (the sampler's start) put media at 1.9x
+    mean revenue: the baseline level's log was -inf, chains stuck on NaN and the fit failed with
+    "the posterior of `intercept` holds non-finite values" (sigma 20: the mean overflows). A
+    LogNormal prior wider than sigma 1 now starts the sampler at its median."""
+    from dataclasses import replace
+
+    from models.priors import Priors
+
+    data, _ = easy_case
+    for sigma in (2.5, 20.0):
+        fm = fit(
+            data, priors=replace(Priors(), roi_sigma=sigma), warmup=150, samples=100, seed=0, retry=False
+        )  # type: ignore[arg-type]
+        assert all(np.all(np.isfinite(v)) for v in fm.draws.values()), sigma
+        assert np.all(fm.channel_metrics().roi > 0)
