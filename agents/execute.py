@@ -11,6 +11,9 @@ One run of :func:`execute_request`::
     all applied ──▶ executed ──▶ monitoring (with the monitoring plan)
                     (a rollback: ──▶ confirmed at once, and the request it undoes ──▶ rolled_back)
     one rejected ──▶ compensate the applied part (each back to `before`, key `<key>-undo`) ──▶ failed
+    one never answered (timeouts, then 5xx) ──▶ undone if the platform shows it applied, else `unknown`
+        ──▶ each later run (:func:`reconcile_unknown`): landed late ──▶ put back (`<key>-late-undo`);
+            still at `before` after LATE_WRITE_WINDOW ──▶ settled `failed`; the planner waits meanwhile
 
 **Crash safety.** Everything the executor knows lives in the database, committed after each platform
 call, and every call carries an idempotency key derived from the item. A run that dies anywhere leaves
@@ -57,6 +60,11 @@ from guardrails.policy import Policy
 EXPERIMENT_KINDS = frozenset({"experiment", "experiment_end"})  # geo tests: agents.experiments runs them
 CENT = 0.01 + 1e-9  # budgets within a cent of each other are the same budget
 Outcome = Literal["executed", "blocked", "stale", "failed", "halted", "deferred", "skipped"]
+#: an item whose platform call never answered and whose budget had not moved when its request failed
+UNKNOWN = "unknown"
+#: how long such a call may still land (a request held in the platform's queue): well past any
+#: connector's timeouts and retries; until then each execute run looks at the live budget again
+LATE_WRITE_WINDOW = timedelta(hours=1)
 
 
 class LostRace(RuntimeError):
@@ -447,7 +455,18 @@ def _compensate(
             and live is not None
             and _same(live.budget(item.platform, item.campaign), item.before)
         ):
-            run.notes[item.key] = "not applied by the platform (live budget still at `before`)"
+            # Not applied yet, as far as the platform shows; but a call that never answered may still
+            # land (it hung in the platform's queue). The item stays `unknown`, and each execute run
+            # looks again until LATE_WRITE_WINDOW has passed (:func:`reconcile_unknown`).
+            run.notes[item.key] = "not applied by the platform so far (live budget still at `before`)"
+            _record_item(
+                session_factory,
+                run,
+                item,
+                UNKNOWN,
+                {"outcome": "unknown", "since": run.clock.now().isoformat(), "live": item.before},
+                "platform_outcome_unknown",
+            )
             continue
         connector = platforms.get(item.platform)
         undo_key = f"{item.key}-undo"[:100]
@@ -477,6 +496,117 @@ def _compensate(
     with session_scope(session_factory) as session:
         _transition(session, run, Event.FAIL, reason=reason, payload={"not_compensated": left})
         return _report_in(session, run, "failed", reason)
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    """What a look at an ``unknown`` item found: ``undone`` (the call had landed late: put back),
+    ``not_applied`` (still at ``before`` once the window passed), ``moved`` (someone else set the
+    budget: left alone, recorded), ``undo_failed`` (landed, and putting it back failed: tried again)."""
+
+    change_request_id: int
+    key: str
+    channel: str
+    outcome: Literal["undone", "not_applied", "moved", "undo_failed"]
+    detail: str
+
+
+def reconcile_unknown(
+    session_factory: sessionmaker[Session],
+    connectors: Platforms,
+    *,
+    clock: Clock,
+    actor: str = "executor",
+) -> list[Reconciled]:
+    """Settle the items of failed requests whose platform call never answered (state ``unknown``).
+
+    Such a call may land after the request was failed and the rest undone: a budget raised with no
+    record, which the next plan would take as its starting point. Each run of the execute job reads
+    the live budgets: a campaign found at the item's ``after`` is put back to ``before`` (key
+    ``<key>-late-undo``); one still at ``before`` once :data:`LATE_WRITE_WINDOW` has passed is
+    settled as not applied; one at a third value was set by someone else and is left, recorded.
+    Nothing is decided when the platforms cannot be read: the next run looks again.
+    """
+    platforms = platforms_of(connectors)
+    with session_scope(session_factory) as session:
+        rows = session.execute(
+            select(ChangeRequestItem).where(ChangeRequestItem.state == UNKNOWN).order_by(ChangeRequestItem.id)
+        ).scalars()
+        found = [(_ItemRef.of(i), i.change_request_id, dict(i.platform_response or {})) for i in rows]
+    if not found:
+        return []
+    try:
+        live = read_live(platforms)
+    except ConnectorError:
+        return []
+    now = clock.now()
+    out: list[Reconciled] = []
+    for item, request_id, response in found:
+        run = _Run(request_id=request_id, actor=actor, clock=clock, hooks=ExecutionHooks())
+        budget = live.budget(item.platform, item.campaign)
+        since = datetime.fromisoformat(str(response.get("since", now.isoformat())))
+        if _same(budget, item.after):
+            connector = platforms.get(item.platform)
+            undo_key = f"{item.key}-late-undo"[:100]
+            try:
+                if connector is None:
+                    raise LookupError(f"no connector for platform `{item.platform}`")
+                result = connector.set_budget(item.campaign, item.before, idempotency_key=undo_key)
+            except (ConnectorError, LookupError) as exc:
+                _audit_error(session_factory, run, item, "platform_undo_failed", f"{undo_key}: {exc}")
+                out.append(Reconciled(request_id, item.key, item.channel, "undo_failed", str(exc)))
+                continue
+            _record_item(
+                session_factory,
+                run,
+                item,
+                "compensated",
+                {
+                    **response,
+                    "outcome": "landed late",
+                    "undo_idempotency_key": undo_key,
+                    "previous_daily_budget": result.previous_daily_budget,
+                    "new_daily_budget": result.new_daily_budget,
+                    "replayed": result.replayed,
+                },
+                "platform_late_write_undone",
+            )
+            detail = f"landed late at {item.after:.2f}; put back to {item.before:.2f}"
+            out.append(Reconciled(request_id, item.key, item.channel, "undone", detail))
+        elif _same(budget, item.before):
+            if now - since < LATE_WRITE_WINDOW:
+                continue
+            _record_item(
+                session_factory,
+                run,
+                item,
+                "failed",
+                {**response, "outcome": "not applied", "settled_at": now.isoformat()},
+                "platform_outcome_settled",
+            )
+            out.append(
+                Reconciled(request_id, item.key, item.channel, "not_applied", f"still at {budget:.2f}")
+            )
+        else:
+            detail = (
+                f"live budget {budget:.2f} is neither before ({item.before:.2f}) nor after ({item.after:.2f}): "
+                "set by someone else; left as it is"
+            )
+            _record_item(
+                session_factory,
+                run,
+                item,
+                "failed",
+                {
+                    **response,
+                    "outcome": "moved by someone else",
+                    "live": budget,
+                    "settled_at": now.isoformat(),
+                },
+                "platform_budget_moved",
+            )
+            out.append(Reconciled(request_id, item.key, item.channel, "moved", detail))
+    return out
 
 
 def _finish(

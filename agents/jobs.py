@@ -95,8 +95,18 @@ def plan(rt: Runtime) -> dict[str, Any]:
 
 
 def execute(rt: Runtime) -> dict[str, Any]:
-    from agents.execute import execute_request
+    from agents.execute import execute_request, reconcile_unknown
 
+    settled = reconcile_unknown(rt.sessions, rt.connectors, clock=rt.clock)
+    for r in settled:  # a call that never answered, looked at again (landed late: put back)
+        log.warning(
+            "change request %s, %s (%s): %s, %s", r.change_request_id, r.channel, r.key, r.outcome, r.detail
+        )
+        if rt.notifier is not None:
+            with rt.unit_of_work() as session:
+                cr = crs.get(session, change_request_id=r.change_request_id)
+                if cr is not None:
+                    rt.note(session, cr, f"{r.channel}: the budget call that never answered {r.detail}")
     with rt.unit_of_work() as session:
         ids = list(
             session.execute(
@@ -123,7 +133,10 @@ def execute(rt: Runtime) -> dict[str, Any]:
                     rt.notify(session, cr)
                     if went_wrong and report.reason:
                         rt.note(session, cr, f"Execution {report.outcome}: {report.reason}")
-    return {"executed": results}
+    summary: dict[str, Any] = {"executed": results}
+    if settled:
+        summary["reconciled"] = {r.key: r.outcome for r in settled}
+    return summary
 
 
 def monitor(rt: Runtime) -> dict[str, Any]:

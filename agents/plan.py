@@ -17,12 +17,13 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased
 
+from agents.execute import UNKNOWN
 from agents.execute_guard import executed_history
 from agents.planning import PlanContext, PlanOutcome, plan, summarise
 from agents.retrain import decode_model
 from agents.rollback import ROLLBACK_KIND
 from agents.runtime import Runtime
-from budgetloop.db.loop import ChangeRequest, ModelVersion, PlannerRun
+from budgetloop.db.loop import ChangeRequest, ChangeRequestItem, ModelVersion, PlannerRun
 from budgetloop.db.metrics import DailyRevenue
 from budgetloop.lifecycle import OPEN, Event, State
 from budgetloop.store import change_requests as crs
@@ -169,6 +170,23 @@ def run_plan(rt: Runtime, session: Session) -> PlannerRun:
             now=now,
             version_id=None,
             reason=f"change request {open_cr[0]} is still {open_cr[1]}: one decision at a time",
+            cr_id=None,
+            details={},
+        )
+    unknown = session.execute(
+        select(ChangeRequestItem.change_request_id, ChangeRequestItem.channel)
+        .where(ChangeRequestItem.state == UNKNOWN)
+        .limit(1)
+    ).first()
+    if unknown is not None:
+        return _record_run(
+            session,
+            now=now,
+            version_id=None,
+            reason=(
+                f"a budget call of change request {unknown[0]} ({unknown[1]}) never answered and may still "
+                "land: the executor looks again each run, and planning waits until it is settled"
+            ),
             cr_id=None,
             details={},
         )

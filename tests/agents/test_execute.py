@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections import Counter
 from datetime import timedelta
 from typing import Any
@@ -30,7 +31,14 @@ from loop_fixtures import (
     policy,
 )
 
-from agents.execute import ExecutionHooks, ExecutionReport, execute_request
+from agents.execute import (
+    LATE_WRITE_WINDOW,
+    UNKNOWN,
+    ExecutionHooks,
+    ExecutionReport,
+    execute_request,
+    reconcile_unknown,
+)
 from budgetloop.db.session import session_scope
 from budgetloop.store import audit as audit_store
 from connectors.sandbox.faults import Fault
@@ -133,7 +141,14 @@ def test_killed_process_mid_execution_is_finished_by_the_next_run(sqlite_url: st
             import os, sys
             sys.path.insert(0, {os.path.dirname(__file__)!r})
             from datetime import datetime
-            from agents.execute import ExecutionHooks, ExecutionReport, execute_request
+            from agents.execute import (
+    LATE_WRITE_WINDOW,
+    UNKNOWN,
+    ExecutionHooks,
+    ExecutionReport,
+    execute_request,
+    reconcile_unknown,
+)
             from budgetloop.clock import SimulatedClock
             from budgetloop.db.session import make_engine, session_factory
             from connectors.registry import sandbox_connectors
@@ -361,12 +376,48 @@ def test_a_platform_that_never_answers_an_edit_is_compensated(sqlite_url: str) -
         report = run(world, rid)
         assert report.outcome == "failed" and "did not answer for social" in (report.reason or "")
         social = next(i for i in report.items if i.channel == "social")
-        assert social.state == "pending" and "not applied by the platform" in (social.detail or "")
-        assert [i.state for i in report.items] == ["compensated", "pending"]
+        assert social.state == UNKNOWN and "not applied by the platform so far" in (social.detail or "")
+        assert [i.state for i in report.items] == ["compensated", UNKNOWN]
         assert world.live() == before
         assert [a.idempotency_key for a in world.applied()] == [f"cr{rid}-0-search", f"cr{rid}-0-search-undo"]
         story = [a for _s, a in audit_story(world, [rid])]
         assert "platform_call_failed" in story and story[-1] == "failed"
+        # the call never lands: looked at again by each execute run, settled once the window passed
+        assert reconcile_unknown(world.sessions, world.connectors, clock=world.clock) == []
+        world.clock.set(world.clock.now() + LATE_WRITE_WINDOW)
+        (settled,) = reconcile_unknown(world.sessions, world.connectors, clock=world.clock)
+        assert (settled.change_request_id, settled.channel, settled.outcome) == (rid, "social", "not_applied")
+        assert [i.state for i in load(world, rid).items] == ["compensated", "failed"]
+        assert reconcile_unknown(world.sessions, world.connectors, clock=world.clock) == []
+        assert world.live() == before
+
+
+def test_a_call_that_never_answered_and_landed_late_is_put_back(sqlite_url: str) -> None:
+    """The platform held the raise past the client's timeout and its retries (503s); the executor
+    saw social still at `before`, undid search and failed the request. Then the held call landed:
+    social raised with no record, which the next plan took as its start and its swing limits never
+    counted. The next execute run finds it at `after` and puts it back."""
+    with loop(sqlite_url) as world:
+        before = world.live()
+        rid = approved_request(world, MOVES)
+        world.server.arm(
+            Fault(kind="slow", dialect="meta", route="edit", delay=HANG, times=1),
+            Fault(kind="server_error", dialect="meta", route="edit", times=None),
+        )
+        report = run(world, rid)
+        assert report.outcome == "failed" and [i.state for i in report.items] == ["compensated", UNKNOWN]
+        deadline = time.monotonic() + 4 * HANG
+        while world.live()["social"] != MOVES["social"]:  # the held call lands
+            assert time.monotonic() < deadline, "the held call never landed"
+            time.sleep(0.05)
+        world.server.state.faults.clear()
+        (settled,) = reconcile_unknown(world.sessions, world.connectors, clock=world.clock)
+        assert (settled.channel, settled.outcome) == ("social", "undone")
+        assert world.live() == before
+        assert [i.state for i in load(world, rid).items] == ["compensated", "compensated"]
+        story = [a for _s, a in audit_story(world, [rid])]
+        assert story[-1] == "platform_late_write_undone"
+        assert reconcile_unknown(world.sessions, world.connectors, clock=world.clock) == []
 
 
 def test_the_kill_switch_halts_an_interrupted_execution_until_lifted(sqlite_url: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from agents.execute import UNKNOWN
 from agents.plan import failed_rollback, run_plan
 from agents.rollback import ROLLBACK_KIND
 from budgetloop.db.session import session_scope
@@ -64,4 +65,26 @@ def test_a_failed_rollback_holds_the_planner_until_it_is_done(database_url: str)
             # once the monitor lets the original go (confirmed, or rolled back by a retry) it plans again
             crs.transition(s, change_request_id=original.id, event=Event.CONFIRM, actor="monitor", now=later)
             assert failed_rollback(s) is None
+            assert run_plan(rt, s).reason == "no promoted model yet"
+
+
+def test_a_budget_call_whose_outcome_is_unknown_holds_the_planner(database_url: str) -> None:
+    """A call that never answered may still land: a plan made now would start from a budget that
+    can change under it (agents.execute.reconcile_unknown settles it)."""
+    with runtime(database_url) as rt:
+        now = rt.clock.now()
+        with session_scope(rt.engine) as s:
+            record_policy(s, text=POLICY, source="p.yaml", author="U0OPS", now=now)
+            failed = crs.create(s, draft=_draft(), now=now)
+            for ev in (Event.AUTO_APPROVE, Event.START_EXECUTION, Event.FAIL):
+                crs.transition(s, change_request_id=failed.id, event=ev, actor="executor", now=now)
+            failed.items[1].state = UNKNOWN  # as the executor records a call with no answer
+            s.flush()
+            run = run_plan(rt, s)
+            assert not run.proposed
+            assert run.reason.startswith(
+                f"a budget call of change request {failed.id} (video) never answered"
+            )
+            failed.items[1].state = "failed"  # settled
+            s.flush()
             assert run_plan(rt, s).reason == "no promoted model yet"
