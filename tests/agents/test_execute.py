@@ -141,14 +141,7 @@ def test_killed_process_mid_execution_is_finished_by_the_next_run(sqlite_url: st
             import os, sys
             sys.path.insert(0, {os.path.dirname(__file__)!r})
             from datetime import datetime
-            from agents.execute import (
-    LATE_WRITE_WINDOW,
-    UNKNOWN,
-    ExecutionHooks,
-    ExecutionReport,
-    execute_request,
-    reconcile_unknown,
-)
+            from agents.execute import ExecutionHooks, ExecutionReport, execute_request
             from budgetloop.clock import SimulatedClock
             from budgetloop.db.session import make_engine, session_factory
             from connectors.registry import sandbox_connectors
