@@ -47,6 +47,20 @@ def _finite_list(a: np.ndarray) -> list[float | None]:
     return [_finite(float(v)) for v in np.asarray(a, dtype=float)]
 
 
+#: significant digits that amounts of spend keep in FIT.json when cents would not hold them
+MONEY_DIGITS = 6
+
+
+def money_decimals(amounts: np.ndarray) -> int:
+    """Decimals for amounts of spend: cents, or more where the table's unit is large (spend in
+    millions: 0.008 a week), so that they keep :data:`MONEY_DIGITS` significant digits of the
+    largest; rounded to cents, such a table's grid read all 0 and its current spend 0."""
+    top = float(np.max(np.abs(amounts), initial=0.0))
+    if not np.isfinite(top) or top <= 0:
+        return 2
+    return max(2, MONEY_DIGITS - 1 - int(np.floor(np.log10(top))))
+
+
 def response_curve_grid(fm: FittedModel, points: int = CURVE_POINTS) -> dict[str, Any]:
     """Per channel: spend per period grid (0 .. 3x the mean spend) -> steady-state revenue bands."""
     rc = fm.response_curves()
@@ -59,7 +73,7 @@ def response_curve_grid(fm: FittedModel, points: int = CURVE_POINTS) -> dict[str
         rev = rc.revenue(budgets)[:, :, j]  # [draws, points]
         marg = rc.mroas(budgets)[:, :, j]
         out[ch] = {
-            "spend_per_period": grid.round(2).tolist(),
+            "spend_per_period": grid.round(money_decimals(grid)).tolist(),
             "revenue_mean": _finite_list(rev.mean(0)),
             "revenue_p05": _finite_list(np.quantile(rev, 0.05, axis=0)),
             "revenue_p95": _finite_list(np.quantile(rev, 0.95, axis=0)),
@@ -177,7 +191,7 @@ def fit_json(fm: FittedModel, *, extras: bool = True, plots: dict[str, str] | No
     recent = fm.data.spend[-(4 if fm.data.frequency == "week" else 28) :].mean(axis=0)
     out["response_curves"] = {
         **rc.subset(RESPONSE_DRAWS, seed=fm.seed).to_dict(),
-        "current": {ch: round(float(recent[j]), 2) for j, ch in enumerate(fm.channels)},
+        "current": {ch: round(float(recent[j]), money_decimals(recent)) for j, ch in enumerate(fm.channels)},
     }
     out["decomposition"] = decomposition(fm)
     if plots:

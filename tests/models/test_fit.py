@@ -628,3 +628,27 @@ def test_a_wide_roi_prior_fits_instead_of_failing_on_a_non_finite_start(
         )  # type: ignore[arg-type]
         assert all(np.all(np.isfinite(v)) for v in fm.draws.values()), sigma
         assert np.all(fm.channel_metrics().roi > 0)
+
+
+def test_spend_in_large_units_keeps_its_digits_in_fit_json(
+    easy_case: tuple[object, Truth], jax_cache: Path
+) -> None:
+    """Spend in millions (0.008 a week): FIT.json rounded every amount to cents, so the curves' spend
+    grid read all 0 and `response_curves.current` 0, and `optimize` planned against a current spend
+    of 0. Amounts keep six significant digits where cents would not hold them."""
+    from dataclasses import replace
+
+    from models.outputs import money_decimals
+
+    data, _ = easy_case
+    small = replace(data, spend=data.spend * 1e-6)  # type: ignore[attr-defined]
+    fm = fit(small, chains=1, warmup=60, samples=60, seed=0, retry=False)
+    doc = fit_json(fm)
+    for ch, curve in doc["curves"]["grid"].items():
+        grid = curve["spend_per_period"]
+        assert grid[0] == 0 and all(b > a for a, b in zip(grid, grid[1:], strict=False)), ch
+    recent = small.spend[-4:].mean(axis=0)
+    for j, ch in enumerate(small.channels):
+        assert doc["response_curves"]["current"][ch] == pytest.approx(recent[j], rel=1e-5)
+    assert money_decimals(np.array([4000.0, 12.5])) == 2  # a currency's cents stay cents
+    assert money_decimals(np.array([0.0083])) == 8
