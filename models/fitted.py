@@ -44,6 +44,9 @@ FLAT_SPEND_VARIATION = 0.05
 OUTLIER_Z = 5.0
 #: at most this many such periods are named; the warning counts the rest
 OUTLIERS_NAMED = 5
+#: a spend cell this many times the channel's 90th percentile of non-zero spend is named (a typo?): a
+#: dropped decimal point is 100x; the liveliest simulated budgets (`--variation 1`) reach 21x
+SPEND_OUTLIER_RATIO = 50.0
 #: A lift test whose measured lift sits further than this many standard deviations (its own and the
 #: posterior's prediction's, combined) from what the fitted model predicts for it is named in the
 #: warnings: the table and the test disagree, or the test was entered wrongly
@@ -370,6 +373,7 @@ class FittedModel:
             + lift
             + self.prior_warnings()
             + self.outlier_warnings()
+            + self.spend_outlier_warnings()
             + held
         )
 
@@ -547,6 +551,34 @@ class FittedModel:
             "one (a sale, an outage, a holiday), add a control column marking it (1 on its rows, 0 "
             "elsewhere; --controls); if it is a data error, correct the row.",
         )
+
+    def spend_outlier_warnings(self) -> tuple[str, ...]:
+        """Spend cells many times anything else the channel spent: a dropped decimal point (598262
+        for 5982.62) moved every channel's ROI with no word (the default ROI prior is sized on total
+        spend), where a revenue outlier is named. A cell above ``SPEND_OUTLIER_RATIO`` times the
+        channel's 90th percentile of non-zero spend is named with its row; flights and launches,
+        a few times the usual, stay well under it."""
+        out: list[str] = []
+        for j, ch in enumerate(self.channels):
+            x = self.data.spend[:, j]
+            spent = x[x > 0]
+            if spent.size < 10:
+                continue
+            usual = float(np.quantile(spent, 0.9))
+            rows = [int(i) for i in np.flatnonzero(x > SPEND_OUTLIER_RATIO * usual)]
+            if not rows:
+                continue
+            named = ", ".join(
+                f"{str(self.data.dates[i])[:10]} ({_amount(float(x[i]))}, {x[i] / usual:,.0f}x)"
+                for i in rows[:OUTLIERS_NAMED]
+            )
+            more = f" and {len(rows) - OUTLIERS_NAMED} more" if len(rows) > OUTLIERS_NAMED else ""
+            out.append(
+                f"{ch}: spend on {named}{more} is over {SPEND_OUTLIER_RATIO:g} times the channel's 90th "
+                f"percentile ({_amount(usual)}). Check the row(s) for a typo (a dropped decimal point); "
+                "one such cell moves every channel's ROI."
+            )
+        return tuple(out)
 
     def prior_warnings(self) -> tuple[str, ...]:
         """Where a default prior says something the table may be unable to correct. The default ROI

@@ -652,3 +652,18 @@ def test_spend_in_large_units_keeps_its_digits_in_fit_json(
         assert doc["response_curves"]["current"][ch] == pytest.approx(recent[j], rel=1e-5)
     assert money_decimals(np.array([4000.0, 12.5])) == 2  # a currency's cents stay cents
     assert money_decimals(np.array([0.0083])) == 8
+
+
+def test_a_spend_cell_far_above_the_channels_spend_is_named(small_fit: FittedModel) -> None:
+    """A dropped decimal point in one spend cell moved every channel's ROI with no word."""
+    from dataclasses import replace
+
+    assert small_fit.spend_outlier_warnings() == ()  # flights and pauses are not typos
+    spend = small_fit.data.spend.copy()
+    row = int(np.argmax(spend[:, 1]))
+    spend[row, 1] *= 100  # 5982.62 entered as 598262
+    typo = replace(small_fit, data=replace(small_fit.data, spend=spend), _cache={})
+    (warning,) = typo.spend_outlier_warnings()
+    day = str(small_fit.data.dates[row])[:10]
+    assert warning.startswith(f"ch1: spend on {day} (") and "dropped decimal point" in warning
+    assert warning in typo.warnings()
