@@ -271,6 +271,12 @@ def optimize(
             "planned with --allow-unhealthy from a fit that is NOT healthy: "
             + "; ".join(unhealthy or ["diagnostics.healthy is false"]),
         )
+    unbounded = [ch for ch in channels if ch not in limits.channels]
+    if policy is not None and unbounded:
+        notes.append(
+            f"{policy} sets no bounds for {', '.join(unbounded)}: planned anywhere from 0 to the budget "
+            "(add them under `channels` to bound them, as the loop requires)"
+        )
     if round(budget, 2) != budget:
         notes.insert(0, f"--budget {budget} is planned in cents: {round(budget, 2):.2f} per {curves.period}")
     body["notes"] = notes

@@ -136,6 +136,12 @@ def test_unreachable_target_roas_spends_the_minimums_and_says_so() -> None:
     res = optimize(curves, 3000.0, objective="target_roas", target_roas=1e6, bounds={"ch0": (100.0, None)})
     assert res.allocation == {"ch0": 100.0, "ch1": 0.0, "ch2": 0.0}
     assert any("target ROAS" in n for n in res.notes)
+    # without minimums the plan spent nothing and said nothing (`--target-roas 50`)
+    bare = optimize(curves, 3000.0, objective="target_roas", target_roas=1e6)
+    assert bare.allocation == {"ch0": 0.0, "ch1": 0.0, "ch2": 0.0}
+    (note,) = [n for n in bare.notes if "target ROAS" in n]
+    assert note.startswith("no spend above the per-channel minimums reaches the target ROAS 1e+06")
+    assert "the best these curves give is" in note
 
 
 def test_gain_band_and_probability_of_improvement_come_from_the_draws() -> None:

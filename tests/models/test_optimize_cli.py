@@ -413,3 +413,21 @@ def test_an_objective_flag_the_objective_ignores_is_refused(
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_a_policy_that_leaves_a_fitted_channel_out_says_it_is_unbounded(tmp_path: Path) -> None:
+    """The demo refuses a policy that omits a channel; optimize planned it between 0 and the whole
+    budget and said nothing."""
+    fit = _fit_json(tmp_path)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        POLICY.replace("  video:              {min_daily: 0,    max_daily: 5000, locked: true}\n", "")
+    )
+    out = tmp_path / "PLAN.json"
+    assert _run(["optimize", str(fit), "--budget", "11000", "--policy", str(policy), "--out", str(out)]) == 0
+    notes = json.loads(out.read_text())["notes"]
+    assert f"{policy} sets no bounds for video: planned anywhere from 0 to the budget" in " ".join(notes)
+    # a policy that bounds every channel says nothing of the kind
+    policy.write_text(POLICY)
+    assert _run(["optimize", str(fit), "--budget", "11000", "--policy", str(policy), "--out", str(out)]) == 0
+    assert not any("sets no bounds" in n for n in json.loads(out.read_text())["notes"])
