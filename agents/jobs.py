@@ -124,7 +124,9 @@ def execute(rt: Runtime) -> dict[str, Any]:
         )
         results[str(cr_id)] = report.status
         went_wrong = report.outcome in UNEXECUTED
-        if went_wrong:  # the job ran; the change did not: operators read this in the worker's log
+        if (
+            went_wrong or report.outcome == "deferred"
+        ):  # the job ran, the change did not: the worker's log says
             log.warning("change request %s %s (%s): %s", cr_id, report.outcome, report.status, report.reason)
         if rt.notifier is not None:  # the Slack message follows the request: executed, failed, ...
             with rt.unit_of_work() as session:
