@@ -153,3 +153,39 @@ def invalid_yaml(exc: Exception, *, source: str) -> InputError:
     where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
     problem = getattr(exc, "problem", None) or str(exc)
     return InputError(f"invalid YAML{where}: {problem}", file=source, fix="fix the YAML syntax")
+
+
+def reject_duplicate_keys(text: str, *, source: str) -> None:
+    """Raise :class:`InputError` at the first mapping key given twice in a YAML document (PyYAML
+    keeps the last silently, so a priors or scenario file could say one thing and mean another),
+    naming its dotted path and both lines. Text that does not parse is left to the caller's loader."""
+    import yaml
+
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return
+    stack: list[tuple[yaml.Node, str]] = [(root, "")] if root is not None else []
+    seen_nodes: set[int] = set()
+    while stack:
+        node, path = stack.pop()
+        if id(node) in seen_nodes:  # an alias: walked once
+            continue
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            first: dict[str, int] = {}
+            for key_node, value_node in node.value:
+                key = str(key_node.value)
+                line = key_node.start_mark.line + 1
+                where = f"{path}.{key}" if path else key
+                if key in first:
+                    raise InputError(
+                        f"duplicate key at line {line} (first given on line {first[key]})",
+                        file=source,
+                        key=where,
+                        fix="keep one of them; YAML would silently use the last",
+                    )
+                first[key] = line
+                stack.append((value_node, where))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, f"{path}[{i}]") for i, item in enumerate(node.value))

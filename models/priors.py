@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from budgetloop.errors import InputError
-from budgetloop.fileio import invalid_yaml, read_user_text
+from budgetloop.fileio import invalid_yaml, read_user_text, reject_duplicate_keys
 
 #: A channel whose data removed less than this share of its ROI prior's variance (on the log scale,
 #: :meth:`models.fitted.FittedModel.roi_prior_contraction`) has an ROI that mostly repeats its
@@ -282,4 +282,5 @@ def load_priors(path: str | Path) -> Priors:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise invalid_yaml(e, source=str(p)) from None
+    reject_duplicate_keys(text, source=str(p))
     return priors_from_document(doc, source=str(p))

@@ -23,7 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from budgetloop.errors import InputError
-from budgetloop.fileio import invalid_yaml, read_user_text
+from budgetloop.fileio import invalid_yaml, read_user_text, reject_duplicate_keys
 
 __all__ = [
     "PLATFORMS",
@@ -260,6 +260,7 @@ def load_scenario(path: str | Path) -> Scenario:
         root = yaml.compose(text)
     except yaml.YAMLError as exc:
         raise invalid_yaml(exc, source=source) from None
+    reject_duplicate_keys(text, source=source)
     if not isinstance(data, dict):
         raise InputError(
             f"a scenario must be a YAML mapping at the top level, got {type(data).__name__}",

@@ -57,6 +57,11 @@ def test_an_empty_file_is_the_defaults(tmp_path: Path) -> None:
         ("channels: [search]\n", "`channels`"),
         ("- 1\n- 2\n", "mapping"),
         ("media_share: [0.1\n", "line"),
+        # YAML kept the last silently: a second `search` replaced the first's ROI prior
+        (
+            "channels:\n  search:\n    roi: {median: 2, sigma: 0.3}\n  search:\n    decay: {a: 2, b: 2}\n",
+            "`channels.search`: duplicate key at line 4 (first given on line 2)",
+        ),
     ],
 )
 def test_every_mistake_names_the_file_and_the_key(tmp_path: Path, text: str, named: str) -> None:

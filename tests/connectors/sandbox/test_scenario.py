@@ -219,3 +219,16 @@ def test_a_date_that_is_no_calendar_day_names_its_key_and_line(tmp_path: Path, b
         load_scenario(path)
     assert caught.value.key == "start"
     assert f"got '{bad}'" in str(caught.value) and "(line 3)" in str(caught.value)
+
+
+def test_a_key_given_twice_is_refused_naming_both_lines(tmp_path: Path) -> None:
+    """YAML keeps the last of two equal keys silently: a scenario could state one noise and run another."""
+    text = EXAMPLE.read_text()
+    first = next(i for i, line in enumerate(text.splitlines(), 1) if line.startswith("noise:"))
+    path = tmp_path / "twice.yaml"
+    path.write_text(text + "noise: 0.5\n")
+    with pytest.raises(InputError) as caught:
+        load_scenario(path)
+    assert caught.value.file == str(path) and caught.value.key == "noise"
+    last = len(text.splitlines()) + 1
+    assert f"duplicate key at line {last} (first given on line {first})" in str(caught.value)
