@@ -243,6 +243,12 @@ def _flag_column(raw: pd.Series, *, source: str, col: str) -> pd.Series | None:
     return text.map(FLAG_VALUES)
 
 
+#: the largest magnitude a cell may hold: 10^18 of any currency per period is past every economy;
+#: beyond it the model's single-precision inputs overflow (a spend of 1e300 failed the fit with
+#: "the posterior of `beta` holds non-finite values", naming no row)
+MAX_AMOUNT = 1e18
+
+
 def _numeric_column(
     df: pd.DataFrame, col: str, *, source: str, nonneg: bool, hint: str, flags: bool = False
 ) -> np.ndarray:
@@ -262,6 +268,16 @@ def _numeric_column(
             fix=f"every cell of this column must be a finite number ({hint})",
         )
     arr = num.to_numpy(dtype=float)
+    huge = np.abs(arr) > MAX_AMOUNT
+    if huge.any():
+        i = int(np.flatnonzero(huge)[0])
+        raise InputError(
+            f"value {raw.iloc[i]!r} is beyond any amount a table of this kind holds ({MAX_AMOUNT:.0e})",
+            file=source,
+            row=i + 2,
+            key=col,
+            fix="check the cell (a stray exponent, digits run together, the wrong column?)",
+        )
     if nonneg and np.any(arr < 0):
         i = int(np.flatnonzero(arr < 0)[0])
         raise InputError(

@@ -78,6 +78,12 @@ def test_daily_table_is_recognised(tmp_path: Path) -> None:
         ({"target": "sales"}, {}, r"`sales`: column not found"),
         ({}, {"tv": [100.0] * 4 + [-5.0] + [100.0] * 7}, r"row 6, `tv`: negative value -5"),
         ({}, {"search": [50.0] * 3 + ["abc"] + [50.0] * 8}, r"row 5, `search`: value 'abc' is not a number"),
+        # a spend of 1e300 overflowed the model's inputs: "the posterior of `beta` holds non-finite values"
+        (
+            {},
+            {"search": [50.0] * 6 + [1e300] + [50.0] * 5},
+            r"row 8, `search`: value '1e\+300' is beyond any amount",
+        ),
         (
             {},
             {"week": ["2024-01-01", "2024-01-08", "2024-01-08"] + [f"2024-02-{d:02d}" for d in range(1, 10)]},
