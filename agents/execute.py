@@ -36,6 +36,7 @@ learning phases, cooldowns and swing limits, which the change being undone set o
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -545,6 +546,9 @@ def reconcile_unknown(
         run = _Run(request_id=request_id, actor=actor, clock=clock, hooks=ExecutionHooks())
         budget = live.budget(item.platform, item.campaign)
         since = datetime.fromisoformat(str(response.get("since", now.isoformat())))
+        later = _later_change(session_factory, request_id, item)
+        if later is not None:  # the campaign moved on under a newer request: its budget is that one's
+            budget = float("nan")
         if _same(budget, item.after):
             connector = platforms.get(item.platform)
             undo_key = f"{item.key}-late-undo"[:100]
@@ -588,10 +592,15 @@ def reconcile_unknown(
                 Reconciled(request_id, item.key, item.channel, "not_applied", f"still at {budget:.2f}")
             )
         else:
-            detail = (
-                f"live budget {budget:.2f} is neither before ({item.before:.2f}) nor after ({item.after:.2f}): "
-                "set by someone else; left as it is"
-            )
+            if later is not None:
+                detail = f"change request {later} has moved the campaign since; left as it is"
+            elif math.isnan(budget):
+                detail = "the platform no longer lists the campaign; nothing to put back"
+            else:
+                detail = (
+                    f"live budget {budget:.2f} is neither before ({item.before:.2f}) nor after "
+                    f"({item.after:.2f}): set by someone else; left as it is"
+                )
             _record_item(
                 session_factory,
                 run,
@@ -599,14 +608,30 @@ def reconcile_unknown(
                 "failed",
                 {
                     **response,
-                    "outcome": "moved by someone else",
-                    "live": budget,
+                    "outcome": detail,
+                    "live": None if math.isnan(budget) else budget,  # JSON has no NaN
                     "settled_at": now.isoformat(),
                 },
                 "platform_budget_moved",
             )
             out.append(Reconciled(request_id, item.key, item.channel, "moved", detail))
     return out
+
+
+def _later_change(session_factory: sessionmaker[Session], request_id: int, item: _ItemRef) -> int | None:
+    """A newer request that has written this item's campaign (an item applied or undone), if any."""
+    with session_scope(session_factory) as session:
+        return session.execute(
+            select(ChangeRequestItem.change_request_id)
+            .where(
+                ChangeRequestItem.change_request_id > request_id,
+                ChangeRequestItem.platform == item.platform,
+                ChangeRequestItem.campaign_external_id == item.campaign,
+                ChangeRequestItem.state.in_(("applied", "compensated")),
+            )
+            .order_by(ChangeRequestItem.change_request_id.desc())
+            .limit(1)
+        ).scalar_one_or_none()
 
 
 def _finish(

@@ -476,3 +476,22 @@ def test_a_cooldown_blocks_unless_an_owner_overrode_the_soft_rule(sqlite_url: st
         overridden = approved_request(world, {"search": 4600.0}, details={"overrides": [override]})
         assert run(world, overridden, soft).outcome == "executed"
         assert world.live()["search"] == 4600.0
+
+
+def test_an_unknown_item_whose_campaign_a_newer_request_moved_is_left_alone(sqlite_url: str) -> None:
+    """Put back only what the lost call itself set: once a newer request has written the campaign,
+    a budget at the old `after` is that request's, not a late landing."""
+    with loop(sqlite_url) as world:
+        rid = approved_request(world, MOVES)
+        world.server.arm(Fault(kind="server_error", dialect="meta", route="edit", times=None))
+        assert run(world, rid).outcome == "failed"
+        world.server.state.faults.clear()
+        newer = approved_request(world, {"social": MOVES["social"]})  # sets the very same budget
+        assert run(world, newer).outcome == "executed"
+        (settled,) = reconcile_unknown(world.sessions, world.connectors, clock=world.clock)
+        assert (settled.outcome, settled.detail) == (
+            "moved",
+            f"change request {newer} has moved the campaign since; left as it is",
+        )
+        assert world.live()["social"] == MOVES["social"]
+        assert [i.state for i in load(world, rid).items] == ["compensated", "failed"]
