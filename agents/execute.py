@@ -115,8 +115,9 @@ class ExecutionHooks:
     """Points where a test can interrupt a run (raise, or kill the process) to prove crash safety.
 
     ``after_call(key)`` runs once the platform answered an item's call, before its state commits;
-    ``after_commit(key)`` once the item's ``applied`` state is committed, and ``after_commit(key-undo)``
-    once an undone item's ``compensated`` state is.
+    ``after_commit(key)`` once the item's ``applied`` state is committed, ``after_commit(key-undo)``
+    once an undone item's ``compensated`` state is, and ``after_commit(key-unknown)`` once an item
+    whose call never answered is recorded ``unknown``.
     """
 
     after_call: Callable[[str], None] | None = None
@@ -232,7 +233,7 @@ def _run_request(
             )
         with session_scope(session_factory) as session:
             cr = _load(session, change_request_id)
-            if any(i.state in ("compensated", "failed") for i in cr.items):
+            if any(i.state in ("compensated", "failed", UNKNOWN) for i in cr.items):
                 first = _compensation_reason(session, change_request_id) or "unknown"
                 return _compensate(
                     session_factory, platforms, run, f"{first} (an interrupted compensation was resumed)"
@@ -468,6 +469,8 @@ def _compensate(
                 {"outcome": "unknown", "since": run.clock.now().isoformat(), "live": item.before},
                 "platform_outcome_unknown",
             )
+            if run.hooks.after_commit:
+                run.hooks.after_commit(f"{item.key}-unknown")
             continue
         connector = platforms.get(item.platform)
         undo_key = f"{item.key}-undo"[:100]
@@ -517,6 +520,7 @@ def reconcile_unknown(
     connectors: Platforms,
     *,
     clock: Clock,
+    policy: Policy | None = None,
     actor: str = "executor",
 ) -> list[Reconciled]:
     """Settle the items of failed requests whose platform call never answered (state ``unknown``).
@@ -526,8 +530,11 @@ def reconcile_unknown(
     the live budgets: a campaign found at the item's ``after`` is put back to ``before`` (key
     ``<key>-late-undo``); one still at ``before`` once :data:`LATE_WRITE_WINDOW` has passed is
     settled as not applied; one at a third value was set by someone else and is left, recorded.
-    Nothing is decided when the platforms cannot be read: the next run looks again.
+    Nothing is decided when the platforms cannot be read, nor written while ``policy``'s kill switch
+    is on: the next run looks again.
     """
+    if policy is not None and policy.kill_switch:
+        return []
     platforms = platforms_of(connectors)
     with session_scope(session_factory) as session:
         rows = session.execute(
@@ -558,7 +565,11 @@ def reconcile_unknown(
                 result = connector.set_budget(item.campaign, item.before, idempotency_key=undo_key)
             except (ConnectorError, LookupError) as exc:
                 _audit_error(session_factory, run, item, "platform_undo_failed", f"{undo_key}: {exc}")
-                out.append(Reconciled(request_id, item.key, item.channel, "undo_failed", str(exc)))
+                detail = (
+                    f"the budget call that never answered landed late, setting {item.after:.2f}; "
+                    f"putting it back failed ({exc}), tried again next run"
+                )
+                out.append(Reconciled(request_id, item.key, item.channel, "undo_failed", detail))
                 continue
             _record_item(
                 session_factory,
@@ -575,7 +586,10 @@ def reconcile_unknown(
                 },
                 "platform_late_write_undone",
             )
-            detail = f"landed late at {item.after:.2f}; put back to {item.before:.2f}"
+            detail = (
+                f"the budget call that never answered landed late, setting {item.after:.2f}; "
+                f"put back to {item.before:.2f}"
+            )
             out.append(Reconciled(request_id, item.key, item.channel, "undone", detail))
         elif _same(budget, item.before):
             if now - since < LATE_WRITE_WINDOW:
@@ -588,9 +602,11 @@ def reconcile_unknown(
                 {**response, "outcome": "not applied", "settled_at": now.isoformat()},
                 "platform_outcome_settled",
             )
-            out.append(
-                Reconciled(request_id, item.key, item.channel, "not_applied", f"still at {budget:.2f}")
+            detail = (
+                f"the budget call that never answered did not land in {LATE_WRITE_WINDOW} (the budget "
+                f"is still {budget:.2f}): settled as not applied"
             )
+            out.append(Reconciled(request_id, item.key, item.channel, "not_applied", detail))
         else:
             if later is not None:
                 detail = f"change request {later} has moved the campaign since; left as it is"
@@ -601,6 +617,7 @@ def reconcile_unknown(
                     f"live budget {budget:.2f} is neither before ({item.before:.2f}) nor after "
                     f"({item.after:.2f}): set by someone else; left as it is"
                 )
+            detail = "the budget call that never answered is settled: " + detail
             _record_item(
                 session_factory,
                 run,

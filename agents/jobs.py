@@ -97,38 +97,38 @@ def plan(rt: Runtime) -> dict[str, Any]:
 def execute(rt: Runtime) -> dict[str, Any]:
     from agents.execute import execute_request, reconcile_unknown
 
-    settled = reconcile_unknown(rt.sessions, rt.connectors, clock=rt.clock)
+    with rt.unit_of_work() as session:
+        _, policy = rt.policy(session)
+    settled = reconcile_unknown(rt.sessions, rt.connectors, clock=rt.clock, policy=policy)
     for r in settled:  # a call that never answered, looked at again (landed late: put back)
-        log.warning(
-            "change request %s, %s (%s): %s, %s", r.change_request_id, r.channel, r.key, r.outcome, r.detail
-        )
-        if rt.notifier is not None:
+        log.warning("change request %s, %s (%s): %s", r.change_request_id, r.channel, r.key, r.detail)
+        if rt.notifier is not None and r.outcome != "undo_failed":  # that one is tried again each run
             with rt.unit_of_work() as session:
                 cr = crs.get(session, change_request_id=r.change_request_id)
                 if cr is not None:
-                    rt.note(session, cr, f"{r.channel}: the budget call that never answered {r.detail}")
+                    rt.note(session, cr, f"{r.channel}: {r.detail}")
     with rt.unit_of_work() as session:
-        ids = list(
-            session.execute(
-                select(ChangeRequest.id)
+        due: dict[int, str] = {
+            cr_id: status
+            for cr_id, status in session.execute(
+                select(ChangeRequest.id, ChangeRequest.status)
                 .where(ChangeRequest.status.in_([State.APPROVED.value, State.EXECUTING.value]))
                 .where(ChangeRequest.kind.not_in(EXPERIMENT_KINDS))  # the experiment job runs those
                 .order_by(ChangeRequest.id)
-            ).scalars()
-        )
-        _, policy = rt.policy(session)
+            )
+        }
     results = {}
-    for cr_id in ids:
+    for cr_id, status_before in due.items():
         report = execute_request(
             rt.sessions, change_request_id=cr_id, connectors=rt.connectors, policy=policy, clock=rt.clock
         )
         results[str(cr_id)] = report.status
         went_wrong = report.outcome in UNEXECUTED
-        if (
-            went_wrong or report.outcome == "deferred"
-        ):  # the job ran, the change did not: the worker's log says
+        if went_wrong or report.outcome == "deferred":  # the job ran, the change did not: say so
             log.warning("change request %s %s (%s): %s", cr_id, report.outcome, report.status, report.reason)
-        if rt.notifier is not None:  # the Slack message follows the request: executed, failed, ...
+        # The Slack message follows the request (executed, failed, ...). A run that leaves it where
+        # it was (deferred; halted, every few minutes while the kill switch is on) tells Slack nothing.
+        if rt.notifier is not None and report.status != status_before:
             with rt.unit_of_work() as session:
                 cr = crs.get(session, change_request_id=cr_id)
                 if cr is not None:

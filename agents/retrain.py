@@ -175,6 +175,9 @@ def gate(fm: FittedModel, previous_reasons: list[str]) -> tuple[bool, str]:
         # effect and the baseline's level to trade freely, which no sampler settles.
         reasons.extend(w for s in fm.spend_support() if s.mroas_from_prior and (w := s.warning()))
     h = fm.holdout
+    skipped = fm.settings.get("holdout_note") if h is None else None
+    if skipped:  # asked for and impossible (a channel launched on the last day): nothing vouches for it
+        reasons.append(str(skipped))
     if h is not None and not holdout_ok(h):
         covered = (
             "" if h.coverage_90 is None else f" and its 90% band held only {h.coverage_90:.0%} of the days"

@@ -246,16 +246,6 @@ def _solve(p: _Problem) -> tuple[np.ndarray, list[str]]:
         return p.lower.copy(), notes
     s = int(np.argmax(scored))
     x = grid[np.arange(n_ch), _backtrack(choice, s)]
-    if p.objective == "target_roas" and s == 0:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            roas = np.where(spend > 0, frontier / spend, -np.inf)
-        best = int(np.argmax(roas))
-        notes.append(
-            f"no spend above the per-channel minimums reaches the target ROAS {p.target:g} (the best "
-            f"these curves give is {roas[best]:.3g}, at a total of {spend[best]:.2f}): the plan spends "
-            "only the minimums"
-        )
-        return p.lower.copy(), notes
 
     offsets = np.arange(-_REFINE_HALF, _REFINE_HALF + 1, dtype=np.float64)
     fine = step
@@ -275,7 +265,13 @@ def _solve(p: _Problem) -> tuple[np.ndarray, list[str]]:
         x = local[np.arange(n_ch), _backtrack(choice, s)]
     if p.objective == "revenue":
         x = _spend_residual(p, x, min(p.budget, float(p.upper.sum())))
-    return _exchange(p, x), notes
+    x = _exchange(p, x)
+    if p.objective == "target_roas" and float(x.sum()) <= float(p.lower.sum()) + 1e-9 * max(cap, 1.0):
+        notes.append(
+            f"no spend above the per-channel minimums reaches the target ROAS {p.target:g}: the plan "
+            "spends only the minimums"
+        )
+    return x, notes
 
 
 #: the exchange pass moves spend only between channels whose mean mROAS differ by more than this share:

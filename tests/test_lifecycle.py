@@ -90,6 +90,18 @@ def test_a_campaign_is_held_by_one_open_request(migrated_engine: Engine) -> None
         crs.create(s, draft=_draft(), now=NOW)
 
 
+def test_a_request_its_caller_rolls_back_leaves_no_row(migrated_engine: Engine) -> None:
+    """On SQLite the race-proof savepoint opened the transaction itself and its release committed
+    the draft and its campaign locks before the planner did: a planner that died then left a draft
+    that never expires, and every later run stopped on "change request 1 is still draft"."""
+    with pytest.raises(RuntimeError), session_scope(migrated_engine) as s:
+        crs.create(s, draft=_draft(), now=NOW)
+        raise RuntimeError("the planner dies before it commits")
+    with session_scope(migrated_engine) as s:
+        assert s.execute(select(func.count()).select_from(ChangeRequest)).scalar_one() == 0
+        assert crs.open_channels(s) == {}
+
+
 @pytest.mark.postgres
 def test_a_request_that_loses_the_race_for_its_campaigns_is_busy_and_leaves_no_row(postgres_url: str) -> None:
     """Two planners both pass the open-lock check; the second insert waits on the first's lock row,

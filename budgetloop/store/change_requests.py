@@ -9,6 +9,7 @@ transition is written in the same transaction.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -95,10 +96,13 @@ def create(session: Session, *, draft: ChangeRequestDraft, now: datetime) -> Cha
     held = session.execute(select(CampaignLock).where(CampaignLock.channel.in_(channels))).scalars().all()
     if held:
         raise CampaignBusy(held[0].channel, held[0].change_request_id)
+    # On PostgreSQL a savepoint: a request that loses the race for its campaigns (another process
+    # locked one between the check above and the insert) leaves no row behind and reads as
+    # CampaignBusy. SQLite serialises writers (the loser's write fails as a stale snapshot), and
+    # pysqlite's SAVEPOINT would open and, on release, commit the caller's transaction early.
+    postgres = session.get_bind().dialect.name == "postgresql"
     try:
-        # A savepoint: a request that loses the race for its campaigns (another process locked one
-        # between the check above and the insert) leaves no row behind and reads as CampaignBusy.
-        with session.begin_nested():
+        with session.begin_nested() if postgres else nullcontext():
             cr = _insert(session, draft=draft, channels=channels, now=now)
     except IntegrityError as exc:
         lock = session.execute(

@@ -404,8 +404,12 @@ def test_a_call_that_never_answered_and_landed_late_is_put_back(sqlite_url: str)
             assert time.monotonic() < deadline, "the held call never landed"
             time.sleep(0.05)
         world.server.state.faults.clear()
+        stopped = policy(extra="kill_switch: true")  # no budget write at all, this one included
+        assert reconcile_unknown(world.sessions, world.connectors, clock=world.clock, policy=stopped) == []
+        assert world.live()["social"] == MOVES["social"]
         (settled,) = reconcile_unknown(world.sessions, world.connectors, clock=world.clock)
         assert (settled.channel, settled.outcome) == ("social", "undone")
+        assert settled.detail.startswith("the budget call that never answered landed late, setting 6400.00")
         assert world.live() == before
         assert [i.state for i in load(world, rid).items] == ["compensated", "compensated"]
         story = [a for _s, a in audit_story(world, [rid])]
@@ -491,7 +495,31 @@ def test_an_unknown_item_whose_campaign_a_newer_request_moved_is_left_alone(sqli
         (settled,) = reconcile_unknown(world.sessions, world.connectors, clock=world.clock)
         assert (settled.outcome, settled.detail) == (
             "moved",
-            f"change request {newer} has moved the campaign since; left as it is",
+            f"the budget call that never answered is settled: change request {newer} has moved the "
+            "campaign since; left as it is",
         )
         assert world.live()["social"] == MOVES["social"]
         assert [i.state for i in load(world, rid).items] == ["compensated", "failed"]
+
+
+def test_a_run_that_dies_after_recording_an_unknown_item_resumes_the_compensation(sqlite_url: str) -> None:
+    """Killed between recording social `unknown` and undoing search, the request stayed `executing`;
+    the resumed run skipped the unknown item and finished the request `executed` with search lowered
+    and social never raised. It now goes on compensating."""
+    with loop(sqlite_url) as world:
+        before = world.live()
+        rid = approved_request(world, MOVES)
+        world.server.arm(Fault(kind="server_error", dialect="meta", route="edit", times=None))
+
+        def die(key: str) -> None:
+            if key.endswith("-unknown"):
+                raise Boom(key)
+
+        with pytest.raises(Boom):
+            run(world, rid, hooks=ExecutionHooks(after_commit=die))
+        assert [i.state for i in load(world, rid).items] == ["applied", UNKNOWN]
+        world.server.state.faults.clear()
+        report = run(world, rid)
+        assert report.outcome == "failed" and report.status == "failed", report.reason
+        assert [i.state for i in report.items] == ["compensated", UNKNOWN]
+        assert world.live() == before

@@ -4,6 +4,7 @@ that the active policy will count (it had no policy and always asked for one).""
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 from loop_fixtures import POLICY_YAML, Loop, approved_request, load, loop
@@ -31,17 +32,21 @@ def _notifier(slack: FakeSlack, world: Loop) -> SlackNotifier:
     return SlackNotifier(client, channel="#budget-changes", clock=world.clock, policy_source=active_policy)
 
 
+def _runtime(world: Loop, notifier: SlackNotifier) -> Runtime:
+    return Runtime(
+        engine=world.sessions.kw["bind"],
+        clock=world.clock,
+        connectors=world.connectors,
+        settings=Settings(database_url=world.database_url),
+        policy_source=active_policy,
+        notifier=notifier,
+    )
+
+
 def test_the_execute_job_refreshes_the_message_once_the_change_is_applied(database_url: str) -> None:
     with FakeSlack(signing_secret="s", bot_token="xoxb-test") as slack, loop(database_url) as world:
         notifier = _notifier(slack, world)
-        rt = Runtime(
-            engine=world.sessions.kw["bind"],
-            clock=world.clock,
-            connectors=world.connectors,
-            settings=Settings(database_url=world.database_url),
-            policy_source=active_policy,
-            notifier=notifier,
-        )
+        rt = _runtime(world, notifier)
         with session_scope(world.sessions) as s:
             record_policy(s, text=_policy_text(), source="p.yaml", author="U0OPS", now=world.clock.now())
         live = world.live()
@@ -77,3 +82,43 @@ def test_a_deployments_notifier_asks_for_the_approvals_the_active_policy_counts(
                 select(AuditEntry.payload).where(AuditEntry.action == "posted_to_slack")
             ).scalar_one()
         assert json.loads(posted)["approvals_needed"] == 2  # was 1: the notifier had no policy
+
+
+def test_runs_that_leave_a_request_where_it_was_tell_slack_nothing(sqlite_url: str) -> None:
+    """With the kill switch on, every 5-minute run halts an interrupted execution again: each run
+    posted the same thread note ("Execution halted: ...") and rewrote the message, 288 a day."""
+    from agents.execute import ExecutionHooks, execute_request
+
+    class Boom(RuntimeError):
+        pass
+
+    def die(key: str) -> None:
+        raise Boom(key)
+
+    with FakeSlack(signing_secret="s", bot_token="xoxb-test") as slack, loop(sqlite_url) as world:
+        rt = _runtime(world, _notifier(slack, world))
+        now = world.clock.now()
+        with session_scope(world.sessions) as s:
+            record_policy(s, text=_policy_text(), source="p.yaml", author="U0OPS", now=now)
+        live = world.live()
+        cr_id = approved_request(world, {"search": live["search"] * 0.9, "social": live["social"] * 1.05})
+        with session_scope(world.sessions) as s:
+            cr = requests.get(s, change_request_id=cr_id)
+            assert cr is not None
+            rt.notify(s, cr)  # posted when approved
+            _, policy = rt.policy(s)
+        with contextlib.suppress(Boom):  # the process dies after the first call: `executing` stays
+            execute_request(
+                world.sessions,
+                change_request_id=cr_id,
+                connectors=world.connectors,
+                policy=policy,
+                clock=world.clock,
+                hooks=ExecutionHooks(after_commit=die),
+            )
+        with session_scope(world.sessions) as s:
+            record_policy(s, text=_policy_text("kill_switch: true"), source="p.yaml", author="U0OPS", now=now)
+        for _ in range(3):
+            assert jobs.execute(rt) == {"executed": {str(cr_id): "executing"}}
+        assert len(slack.calls_to("chat.postMessage")) == 1  # the request itself, no thread notes
+        assert slack.calls_to("chat.update") == []

@@ -92,3 +92,29 @@ def test_an_unhealthy_fit_on_flat_spend_names_the_channels_that_never_moved() ->
     assert not ok and "SVI loss did not settle" in reason
     assert f"{channel}: its spend barely moved (it varies by 0.0% of its mean" in reason
     assert fm.channels[1] not in reason  # its spend moves
+
+
+def test_a_holdout_asked_for_and_impossible_keeps_the_previous_version() -> None:
+    """A channel launched on the window's last day leaves the holdout refit nothing to learn it
+    from, so the fit runs without one (models.fit.holdout_room); nothing then vouches for its
+    forecasts, and the gate keeps the previous version until the next day's refit has a holdout."""
+    import dataclasses
+
+    from agents.retrain import gate
+    from models.fit import fit
+    from models.simulate import simulate
+
+    data, _ = simulate(periods=120, channels=2, frequency="day", seed=3)
+    spend = data.spend.copy()
+    spend[:-1, 1] = 0.0  # launched on the last day
+    fm = fit(
+        dataclasses.replace(data, spend=spend),
+        method="svi",
+        svi_steps=300,
+        samples=50,
+        seed=0,
+        holdout_periods=28,
+    )
+    assert fm.holdout is None
+    ok, reason = gate(fm, [])
+    assert not ok and "no holdout instead of 28" in reason
