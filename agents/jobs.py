@@ -156,6 +156,19 @@ def monitor(rt: Runtime) -> dict[str, Any]:
         policy=policy,
         connectors=rt.connectors,
     )
+    with rt.unit_of_work() as session:  # a rollback that did not run is a warning, as an execution's is
+        for r in readings:
+            rollback = (
+                crs.get(session, change_request_id=r.rollback_request_id) if r.rollback_request_id else None
+            )
+            if rollback is not None and rollback.status in (State.FAILED.value, State.CANCELLED.value):
+                log.warning(
+                    "change request %s: its rollback (request %s) is %s: %s",
+                    r.change_request_id,
+                    rollback.id,
+                    rollback.status,
+                    rollback.status_reason,
+                )
     if rt.notifier is not None and readings:
         with rt.unit_of_work() as session:
             for r in readings:

@@ -53,7 +53,11 @@ class SlackNotifier:
         try:
             if change_request.slack_ts:
                 notify.update_change_request(session, self.client, change_request_id=change_request.id)
-            elif change_request.status in ("pending_approval", "approved"):
+            # an automatic rollback is often executed (or failed) before anyone is told: post it
+            # whatever its state, so the channel learns that budgets moved back
+            elif (
+                change_request.status in ("pending_approval", "approved") or change_request.kind == "rollback"
+            ):
                 policy = self._policy(session)
                 notify.post_change_request(
                     session,

@@ -41,7 +41,7 @@ from agents.jobs import JOBS, JobSpec
 from agents.locks import Claim, Refusal, process_owner, release, try_claim
 from agents.runtime import Runtime
 from budgetloop.clock import SimulatedClock, ensure_utc
-from budgetloop.db.loop import ChangeRequest
+from budgetloop.db.loop import ChangeRequest, ChangeRequestItem
 from budgetloop.db.ops import JobLock, JobRun
 from budgetloop.errors import InputError
 from budgetloop.lifecycle import State
@@ -89,10 +89,17 @@ IdleCheck = Callable[[Session, datetime], "str | datetime | None"]
 
 
 def _execute_idle(session: Session, now: datetime) -> str | datetime | None:
-    """Work when a request is approved or was left executing; otherwise none until someone acts."""
+    """Work when a request is approved or was left executing, or a budget call's outcome is still
+    unknown (each run looks at it again: agents.execute.reconcile_unknown); otherwise none until
+    someone acts."""
+    from agents.execute import UNKNOWN
+
     states = (State.APPROVED.value, State.EXECUTING.value)
     found = session.execute(select(ChangeRequest.id).where(ChangeRequest.status.in_(states)).limit(1)).first()
-    return WORK_NOW if found is not None else None
+    unknown = session.execute(
+        select(ChangeRequestItem.id).where(ChangeRequestItem.state == UNKNOWN).limit(1)
+    ).first()
+    return WORK_NOW if found is not None or unknown is not None else None
 
 
 def _expire_idle(session: Session, now: datetime) -> str | datetime | None:

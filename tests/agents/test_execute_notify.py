@@ -122,3 +122,35 @@ def test_runs_that_leave_a_request_where_it_was_tell_slack_nothing(sqlite_url: s
             assert jobs.execute(rt) == {"executed": {str(cr_id): "executing"}}
         assert len(slack.calls_to("chat.postMessage")) == 1  # the request itself, no thread notes
         assert slack.calls_to("chat.update") == []
+
+
+def test_an_automatic_rollback_is_posted_whatever_state_it_reached(sqlite_url: str) -> None:
+    """The monitor executes a rollback before telling anyone; only pending or approved requests were
+    posted, so a rollback that had run (or failed) never reached the channel."""
+    from budgetloop.lifecycle import Event
+
+    with FakeSlack(signing_secret="s", bot_token="xoxb-test") as slack, loop(sqlite_url) as world:
+        notifier = _notifier(slack, world)
+        now = world.clock.now()
+        live = world.live()
+        with session_scope(world.sessions) as s:
+            record_policy(s, text=_policy_text(), source="p.yaml", author="U0OPS", now=now)
+            draft = requests.ChangeRequestDraft(
+                kind="rollback",
+                requested_by="monitor",
+                objective="revenue",
+                summary="roll back change request 1",
+                items=[
+                    requests.ItemDraft("search", "google_ads", "c1", live["search"], live["search"] * 0.9)
+                ],
+                expected_gain=0.0,
+                gain_p05=0.0,
+                gain_p95=0.0,
+                probability_of_improvement=0.5,
+            )
+            rollback = requests.create(s, draft=draft, now=now)
+            for ev in (Event.AUTO_APPROVE, Event.START_EXECUTION, Event.FAIL):
+                requests.transition(s, change_request_id=rollback.id, event=ev, actor="executor", now=now)
+            notifier.change_request_changed(s, rollback)
+        (posted,) = slack.calls_to("chat.postMessage")
+        assert "failed" in json.dumps(posted.args)

@@ -226,3 +226,35 @@ def test_a_database_that_goes_away_is_waited_for_not_a_crash(sqlite_url: str) ->
         rt.engine = live  # the database is back
         sched.run_due(MONDAY + timedelta(minutes=30))
         assert ran, "the job never ran once the database was back"
+
+
+def test_a_budget_call_with_no_answer_keeps_the_execute_job_awake(sqlite_url: str) -> None:
+    """The executor looks again at a call whose outcome is unknown each run (a late landing is put
+    back), but the scheduler skipped execute whenever nothing was approved: the raise stayed on the
+    platform and the planner, waiting for it to settle, never planned again."""
+    from agents.execute import UNKNOWN
+    from agents.scheduler import WORK_NOW, _execute_idle
+    from budgetloop.lifecycle import Event
+    from budgetloop.store import change_requests as crs
+
+    with runtime(sqlite_url) as rt, rt.unit_of_work() as s:
+        now = rt.clock.now()
+        assert _execute_idle(s, now) is None
+        draft = crs.ChangeRequestDraft(
+            kind="reallocation",
+            requested_by="planner",
+            objective="revenue",
+            summary="small move",
+            items=[crs.ItemDraft("search", "google_ads", "c1", 1000.0, 1050.0)],
+            expected_gain=1.0,
+            gain_p05=0.0,
+            gain_p95=2.0,
+            probability_of_improvement=0.9,
+        )
+        cr = crs.create(s, draft=draft, now=now)
+        for event in (Event.AUTO_APPROVE, Event.START_EXECUTION, Event.FAIL):
+            crs.transition(s, change_request_id=cr.id, event=event, actor="executor", now=now)
+        assert _execute_idle(s, now) is None  # failed, every item settled: nothing to do
+        cr.items[0].state = UNKNOWN  # as the executor records a call with no answer
+        s.flush()
+        assert _execute_idle(s, now) == WORK_NOW
