@@ -187,6 +187,17 @@ def monitor(rt: Runtime) -> dict[str, Any]:
                     rollback = crs.get(session, change_request_id=r.rollback_request_id)
                     if rollback is not None:
                         rt.notify(session, rollback)
+                    # the requests the rollback cancelled (planned from budgets it changes): their
+                    # messages still offered Approve (agents.rollback._clear_the_way)
+                    for cancelled in session.execute(
+                        select(ChangeRequest).where(
+                            ChangeRequest.status == State.CANCELLED.value,
+                            ChangeRequest.status_reason.startswith(
+                                f"change request {r.change_request_id} is being rolled back"
+                            ),
+                        )
+                    ).scalars():
+                        rt.notify(session, cancelled)
     return {
         "day": day.isoformat(),
         "readings": {str(r.change_request_id): r.outcome for r in readings},
