@@ -27,7 +27,9 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from agents.rollback import ROLLED_BACK_REASON
 from agents.runtime import Runtime
 from budgetloop.db.loop import ChangeRequest
 from budgetloop.lifecycle import State
@@ -141,6 +143,21 @@ def execute(rt: Runtime) -> dict[str, Any]:
     return summary
 
 
+def cancelled_by_rollback(session: Session, original_id: int) -> list[ChangeRequest]:
+    """The requests cancelled because ``original_id`` is being rolled back (planned from budgets the
+    rollback changes; see agents.rollback._clear_the_way, whose reason this reads)."""
+    return list(
+        session.execute(
+            select(ChangeRequest)
+            .where(
+                ChangeRequest.status == State.CANCELLED.value,
+                ChangeRequest.status_reason.startswith(ROLLED_BACK_REASON.format(original_id)),
+            )
+            .order_by(ChangeRequest.id)
+        ).scalars()
+    )
+
+
 def monitor(rt: Runtime) -> dict[str, Any]:
     from agents.forecast import model_predictor
     from agents.monitor import monitor_day
@@ -187,16 +204,8 @@ def monitor(rt: Runtime) -> dict[str, Any]:
                     rollback = crs.get(session, change_request_id=r.rollback_request_id)
                     if rollback is not None:
                         rt.notify(session, rollback)
-                    # the requests the rollback cancelled (planned from budgets it changes): their
-                    # messages still offered Approve (agents.rollback._clear_the_way)
-                    for cancelled in session.execute(
-                        select(ChangeRequest).where(
-                            ChangeRequest.status == State.CANCELLED.value,
-                            ChangeRequest.status_reason.startswith(
-                                f"change request {r.change_request_id} is being rolled back"
-                            ),
-                        )
-                    ).scalars():
+                    # their messages still offered Approve
+                    for cancelled in cancelled_by_rollback(session, r.change_request_id):
                         rt.notify(session, cancelled)
     return {
         "day": day.isoformat(),

@@ -28,6 +28,8 @@ from guardrails.policy import Policy
 
 ROLLBACK_KIND = "rollback"
 CANCELLABLE = frozenset({State.DRAFT, State.PENDING_APPROVAL, State.APPROVED})
+#: how the reason of a request cancelled for a rollback starts (the monitor job finds them by it)
+ROLLED_BACK_REASON = "change request {} is being rolled back"
 
 
 def _clear_the_way(session: Session, *, original: ChangeRequest, now: datetime, actor: str) -> list[str]:
@@ -53,7 +55,7 @@ def _clear_the_way(session: Session, *, original: ChangeRequest, now: datetime, 
                 event=Event.CANCEL,
                 actor=actor,
                 now=now,
-                reason=f"change request {original.id} is being rolled back on the same campaigns; "
+                reason=ROLLED_BACK_REASON.format(original.id) + " on the same campaigns; "
                 "this plan starts from budgets that are about to change: re-plan after the rollback",
             )
         else:

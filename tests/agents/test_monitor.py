@@ -262,6 +262,12 @@ def test_a_rollback_cancels_a_newer_plan_for_the_same_campaigns(sqlite_url: str)
             cancelled.status_reason or ""
         )
         assert load(world, rid).status == "rolled_back"
+        # what the monitor job refreshes in Slack: that request, and no other original's
+        from agents.jobs import cancelled_by_rollback
+
+        with session_scope(world.sessions) as s:
+            assert [c.id for c in cancelled_by_rollback(s, rid)] == [newer]
+            assert cancelled_by_rollback(s, newer) == [] and cancelled_by_rollback(s, rid + 10) == []
 
 
 def test_a_newer_executed_move_takes_over_the_watch(sqlite_url: str) -> None:
