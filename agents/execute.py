@@ -472,14 +472,11 @@ def _compensate(
             if run.hooks.after_commit:
                 run.hooks.after_commit(f"{item.key}-unknown")
             continue
-        connector = platforms.get(item.platform)
         undo_key = f"{item.key}-undo"[:100]
         try:
-            if connector is None:
-                raise LookupError(f"no connector for platform `{item.platform}`")
-            result = connector.set_budget(item.campaign, item.before, idempotency_key=undo_key)
+            result = _put_back(platforms, item, undo_key)
         except (ConnectorError, LookupError) as exc:
-            run.calls += connector is not None
+            run.calls += item.platform in platforms
             left.append(f"{item.channel} ({item.campaign}) is still at {item.after:.2f}: undo failed: {exc}")
             _audit_error(session_factory, run, item, "platform_undo_failed", f"{undo_key}: {exc}")
             continue
@@ -500,6 +497,15 @@ def _compensate(
     with session_scope(session_factory) as session:
         _transition(session, run, Event.FAIL, reason=reason, payload={"not_compensated": left})
         return _report_in(session, run, "failed", reason)
+
+
+def _put_back(platforms: Mapping[str, Connector], item: _ItemRef, undo_key: str) -> Any:
+    """Set the item's campaign back to ``before`` under ``undo_key`` (the platform's answer);
+    LookupError where no connector serves its platform."""
+    connector = platforms.get(item.platform)
+    if connector is None:
+        raise LookupError(f"no connector for platform `{item.platform}`")
+    return connector.set_budget(item.campaign, item.before, idempotency_key=undo_key)
 
 
 @dataclass(frozen=True)
@@ -557,12 +563,9 @@ def reconcile_unknown(
         if later is not None:  # the campaign moved on under a newer request: its budget is that one's
             budget = float("nan")
         if _same(budget, item.after):
-            connector = platforms.get(item.platform)
             undo_key = f"{item.key}-late-undo"[:100]
             try:
-                if connector is None:
-                    raise LookupError(f"no connector for platform `{item.platform}`")
-                result = connector.set_budget(item.campaign, item.before, idempotency_key=undo_key)
+                result = _put_back(platforms, item, undo_key)
             except (ConnectorError, LookupError) as exc:
                 _audit_error(session_factory, run, item, "platform_undo_failed", f"{undo_key}: {exc}")
                 detail = (

@@ -230,17 +230,23 @@ def _flag_column(raw: pd.Series, *, source: str, col: str) -> pd.Series | None:
     is_flag = text.isin(list(FLAG_VALUES)).to_numpy()
     if not is_flag.any():
         return None
-    other = filled & ~is_flag
-    if other.any():
-        i = int(np.flatnonzero(other)[0])
-        raise InputError(
-            f"value {raw.iloc[i]!r} is neither true nor false, as this column's other cells are",
-            file=source,
-            row=i + 2,
-            key=col,
-            fix="write every cell of a flag column as true / false (or every cell as 1 / 0)",
-        )
+    _refuse_cells(
+        filled & ~is_flag,
+        raw,
+        source=source,
+        col=col,
+        problem="value {value!r} is neither true nor false, as this column's other cells are",
+        fix="write every cell of a flag column as true / false (or every cell as 1 / 0)",
+    )
     return text.map(FLAG_VALUES)
+
+
+def _refuse_cells(bad: np.ndarray, raw: pd.Series, *, source: str, col: str, problem: str, fix: str) -> None:
+    """Raise :class:`InputError` at the first cell where ``bad`` holds, naming its row (the header
+    is row 1) and its value (``problem`` formats ``{value}``)."""
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InputError(problem.format(value=raw.iloc[i]), file=source, row=i + 2, key=col, fix=fix)
 
 
 #: the largest magnitude a cell may hold: 10^18 of any currency per period is past every economy;
@@ -258,26 +264,23 @@ def _numeric_column(
     flag = _flag_column(raw, source=source, col=col) if flags else None
     num = flag if flag is not None else pd.to_numeric(raw, errors="coerce")
     bad = num.isna() | ~np.isfinite(num.to_numpy(dtype=float, na_value=np.nan))
-    if bad.any():
-        i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise InputError(
-            f"value {raw.iloc[i]!r} is not a number",
-            file=source,
-            row=i + 2,
-            key=col,
-            fix=f"every cell of this column must be a finite number ({hint})",
-        )
+    _refuse_cells(
+        bad.to_numpy(),
+        raw,
+        source=source,
+        col=col,
+        problem="value {value!r} is not a number",
+        fix=f"every cell of this column must be a finite number ({hint})",
+    )
     arr = num.to_numpy(dtype=float)
-    huge = np.abs(arr) > MAX_AMOUNT
-    if huge.any():
-        i = int(np.flatnonzero(huge)[0])
-        raise InputError(
-            f"value {raw.iloc[i]!r} is beyond any amount a table of this kind holds ({MAX_AMOUNT:.0e})",
-            file=source,
-            row=i + 2,
-            key=col,
-            fix="check the cell (a stray exponent, digits run together, the wrong column?)",
-        )
+    _refuse_cells(
+        np.abs(arr) > MAX_AMOUNT,
+        raw,
+        source=source,
+        col=col,
+        problem="value {value!r} is beyond any amount a table of this kind holds (" + f"{MAX_AMOUNT:.0e})",
+        fix="check the cell (a stray exponent, digits run together, the wrong column?)",
+    )
     if nonneg and np.any(arr < 0):
         i = int(np.flatnonzero(arr < 0)[0])
         raise InputError(

@@ -19,6 +19,7 @@ from agents.scheduler import (
     run_job,
 )
 from budgetloop.db.ops import JobLock, JobRun
+from budgetloop.store import change_requests as crs
 from tests.agents.scheduler_fixtures import MONDAY, Recorder, runtime
 
 
@@ -151,6 +152,21 @@ def test_a_new_scheduler_first_finishes_what_a_dead_one_left(sqlite_url: str) ->
         assert process_owner() != owner
 
 
+def _small_move() -> crs.ChangeRequestDraft:
+    """A one-campaign request draft, as the planner would write it."""
+    return crs.ChangeRequestDraft(
+        kind="reallocation",
+        requested_by="planner",
+        objective="revenue",
+        summary="small move",
+        items=[crs.ItemDraft("search", "google_ads", "c1", 1000.0, 1050.0)],
+        expected_gain=1.0,
+        gain_p05=0.0,
+        gain_p95=2.0,
+        probability_of_improvement=0.9,
+    )
+
+
 def test_an_idle_job_wakes_when_another_job_gives_it_work(sqlite_url: str) -> None:
     """execute is skipped while nothing is approved, and runs at its first fire after a job approves."""
     from budgetloop.lifecycle import Event
@@ -160,17 +176,7 @@ def test_an_idle_job_wakes_when_another_job_gives_it_work(sqlite_url: str) -> No
 
     def plan(rt):  # type: ignore[no-untyped-def]
         with rt.unit_of_work() as s:
-            draft = crs.ChangeRequestDraft(
-                kind="reallocation",
-                requested_by="planner",
-                objective="revenue",
-                summary="small move",
-                items=[crs.ItemDraft("search", "google_ads", "c1", 1000.0, 1050.0)],
-                expected_gain=1.0,
-                gain_p05=0.0,
-                gain_p95=2.0,
-                probability_of_improvement=0.9,
-            )
+            draft = _small_move()
             cr = crs.create(s, draft=draft, now=rt.clock.now())
             crs.transition(
                 s, change_request_id=cr.id, event=Event.AUTO_APPROVE, actor="planner", now=rt.clock.now()
@@ -240,17 +246,7 @@ def test_a_budget_call_with_no_answer_keeps_the_execute_job_awake(sqlite_url: st
     with runtime(sqlite_url) as rt, rt.unit_of_work() as s:
         now = rt.clock.now()
         assert _execute_idle(s, now) is None
-        draft = crs.ChangeRequestDraft(
-            kind="reallocation",
-            requested_by="planner",
-            objective="revenue",
-            summary="small move",
-            items=[crs.ItemDraft("search", "google_ads", "c1", 1000.0, 1050.0)],
-            expected_gain=1.0,
-            gain_p05=0.0,
-            gain_p95=2.0,
-            probability_of_improvement=0.9,
-        )
+        draft = _small_move()
         cr = crs.create(s, draft=draft, now=now)
         for event in (Event.AUTO_APPROVE, Event.START_EXECUTION, Event.FAIL):
             crs.transition(s, change_request_id=cr.id, event=event, actor="executor", now=now)
