@@ -519,6 +519,7 @@ class Reconciled:
     channel: str
     outcome: Literal["undone", "not_applied", "moved", "undo_failed"]
     detail: str
+    first: bool = True  # False for an ``undo_failed`` already reported by an earlier run
 
 
 def reconcile_unknown(
@@ -568,11 +569,20 @@ def reconcile_unknown(
                 result = _put_back(platforms, item, undo_key)
             except (ConnectorError, LookupError) as exc:
                 _audit_error(session_factory, run, item, "platform_undo_failed", f"{undo_key}: {exc}")
+                first = "late_undo_failed_at" not in response
+                if first:  # the item stays unknown; its response remembers that this was said
+                    with session_scope(session_factory) as session:
+                        session.execute(
+                            update(ChangeRequestItem)
+                            .where(ChangeRequestItem.id == item.id, ChangeRequestItem.state == UNKNOWN)
+                            .values(platform_response={**response, "late_undo_failed_at": now.isoformat()})
+                            .execution_options(synchronize_session=False)
+                        )
                 detail = (
                     f"the budget call that never answered landed late, setting {item.after:.2f}; "
-                    f"putting it back failed ({exc}), tried again next run"
+                    f"putting it back failed ({exc}), tried again each run"
                 )
-                out.append(Reconciled(request_id, item.key, item.channel, "undo_failed", detail))
+                out.append(Reconciled(request_id, item.key, item.channel, "undo_failed", detail, first))
                 continue
             _record_item(
                 session_factory,

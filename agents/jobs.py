@@ -104,7 +104,7 @@ def execute(rt: Runtime) -> dict[str, Any]:
     settled = reconcile_unknown(rt.sessions, rt.connectors, clock=rt.clock, policy=policy)
     for r in settled:  # a call that never answered, looked at again (landed late: put back)
         log.warning("change request %s, %s (%s): %s", r.change_request_id, r.channel, r.key, r.detail)
-        if rt.notifier is not None and r.outcome != "undo_failed":  # that one is tried again each run
+        if rt.notifier is not None and r.first:  # a failing put-back is tried each run: told once
             with rt.unit_of_work() as session:
                 cr = crs.get(session, change_request_id=r.change_request_id)
                 if cr is not None:

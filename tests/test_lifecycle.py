@@ -102,12 +102,13 @@ def test_a_request_its_caller_rolls_back_leaves_no_row(migrated_engine: Engine) 
         assert crs.open_channels(s) == {}
 
 
-@pytest.mark.postgres
-def test_a_request_that_loses_the_race_for_its_campaigns_is_busy_and_leaves_no_row(postgres_url: str) -> None:
-    """Two planners both pass the open-lock check; the second insert waits on the first's lock row,
-    and when the first commits it reads as CampaignBusy, with none of its rows left behind."""
-    upgrade_database(postgres_url)
-    engine = make_engine(postgres_url)
+def test_a_request_that_loses_the_race_for_its_campaigns_is_busy_and_leaves_no_row(database_url: str) -> None:
+    """Two planners at once: on PostgreSQL both pass the open-lock check and the second insert waits
+    on the first's lock row; on SQLite the second waits for the first's write lock before its check.
+    Either way, once the first commits the second reads as CampaignBusy, with none of its rows left
+    behind (it was a raw IntegrityError; on SQLite, for a while, PendingRollbackError)."""
+    upgrade_database(database_url)
+    engine = make_engine(database_url)
     try:
         first = Session(engine)
         winner = crs.create(first, draft=_draft(), now=NOW)  # locks held, not committed yet
@@ -124,7 +125,7 @@ def test_a_request_that_loses_the_race_for_its_campaigns_is_busy_and_leaves_no_r
         t = threading.Thread(target=second)
         t.start()
         t.join(timeout=1.0)
-        assert t.is_alive(), "the second insert should wait on the first's uncommitted lock row"
+        assert t.is_alive(), "the second planner should wait on the first's uncommitted locks"
         first.commit()
         winner_id = winner.id
         first.close()

@@ -93,14 +93,24 @@ def create(session: Session, *, draft: ChangeRequestDraft, now: datetime) -> Cha
     """Store a draft request, lock its campaigns, and audit ``proposed``. Raises CampaignBusy."""
     now = ensure_utc(now, name="now")
     channels = [i.channel for i in draft.items]
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if not postgres:
+        # SQLite: take the database's write lock before the check (pysqlite opens the transaction at
+        # the first write, and other writers then wait), so that no process can lock a campaign
+        # between the check and the insert. A SAVEPOINT would open that transaction itself, and its
+        # release commit the draft and its locks before the caller did.
+        session.execute(
+            update(CampaignLock)
+            .where(CampaignLock.channel.in_(channels))
+            .values(channel=CampaignLock.channel)
+            .execution_options(synchronize_session=False)
+        )
     held = session.execute(select(CampaignLock).where(CampaignLock.channel.in_(channels))).scalars().all()
     if held:
         raise CampaignBusy(held[0].channel, held[0].change_request_id)
     # On PostgreSQL a savepoint: a request that loses the race for its campaigns (another process
     # locked one between the check above and the insert) leaves no row behind and reads as
-    # CampaignBusy. SQLite serialises writers (the loser's write fails as a stale snapshot), and
-    # pysqlite's SAVEPOINT would open and, on release, commit the caller's transaction early.
-    postgres = session.get_bind().dialect.name == "postgresql"
+    # CampaignBusy.
     try:
         with session.begin_nested() if postgres else nullcontext():
             cr = _insert(session, draft=draft, channels=channels, now=now)

@@ -403,6 +403,12 @@ def test_a_call_that_never_answered_and_landed_late_is_put_back(sqlite_url: str)
         while world.live()["social"] != MOVES["social"]:  # the held call lands
             assert time.monotonic() < deadline, "the held call never landed"
             time.sleep(0.05)
+        # Meta still refuses edits: the put-back fails, is said once, and is tried again each run
+        (failing,) = reconcile_unknown(world.sessions, world.connectors, clock=world.clock)
+        assert (failing.outcome, failing.first) == ("undo_failed", True)
+        (again,) = reconcile_unknown(world.sessions, world.connectors, clock=world.clock)
+        assert (again.outcome, again.first) == ("undo_failed", False)
+        assert load(world, rid).items[1].state == UNKNOWN
         world.server.state.faults.clear()
         stopped = policy(extra="kill_switch: true")  # no budget write at all, this one included
         assert reconcile_unknown(world.sessions, world.connectors, clock=world.clock, policy=stopped) == []
