@@ -130,7 +130,15 @@ class ItemPublic(BaseModel):
     after: float
     delta: float
     pct: float
-    state: str
+    state: str = Field(
+        description=(
+            "pending (not yet sent); applied (the platform set `after`); failed (refused, or its call "
+            "never answered and it did not land); compensated (put back to `before` after the request "
+            "failed, or after a call that never answered landed late); unknown (its call never answered "
+            "and it had not landed when the request failed: the executor looks again each run, and the "
+            "planner waits)"
+        )
+    )
     applied_at: datetime | None
 
 
