@@ -560,10 +560,9 @@ def reconcile_unknown(
         run = _Run(request_id=request_id, actor=actor, clock=clock, hooks=ExecutionHooks())
         budget = live.budget(item.platform, item.campaign)
         since = datetime.fromisoformat(str(response.get("since", now.isoformat())))
+        # once a newer request has written the campaign, its budget is that request's, whatever it is
         later = _later_change(session_factory, request_id, item)
-        if later is not None:  # the campaign moved on under a newer request: its budget is that one's
-            budget = float("nan")
-        if _same(budget, item.after):
+        if later is None and _same(budget, item.after):
             undo_key = f"{item.key}-late-undo"[:100]
             try:
                 result = _put_back(platforms, item, undo_key)
@@ -604,7 +603,7 @@ def reconcile_unknown(
                 f"put back to {item.before:.2f}"
             )
             out.append(Reconciled(request_id, item.key, item.channel, "undone", detail))
-        elif _same(budget, item.before):
+        elif later is None and _same(budget, item.before):
             if now - since < LATE_WRITE_WINDOW:
                 continue
             _record_item(

@@ -158,52 +158,9 @@ def run_plan(rt: Runtime, session: Session) -> PlannerRun:
     """One planning run (see the module docstring). Never commits."""
     now = rt.clock.now()
     policy_version, policy = rt.policy(session)
-    open_cr = session.execute(
-        select(ChangeRequest.id, ChangeRequest.status)
-        .where(ChangeRequest.status.in_([s.value for s in OPEN if s is not State.MONITORING]))
-        .order_by(ChangeRequest.id)
-        .limit(1)
-    ).first()
-    if open_cr is not None:
-        return _record_run(
-            session,
-            now=now,
-            version_id=None,
-            reason=f"change request {open_cr[0]} is still {open_cr[1]}: one decision at a time",
-            cr_id=None,
-            details={},
-        )
-    unknown = session.execute(
-        select(ChangeRequestItem.change_request_id, ChangeRequestItem.channel)
-        .where(ChangeRequestItem.state == UNKNOWN)
-        .limit(1)
-    ).first()
-    if unknown is not None:
-        return _record_run(
-            session,
-            now=now,
-            version_id=None,
-            reason=(
-                f"a budget call of change request {unknown[0]} ({unknown[1]}) never answered and may still "
-                "land: the executor looks again each run, and planning waits until it is settled"
-            ),
-            cr_id=None,
-            details={},
-        )
-    stuck = failed_rollback(session)
-    if stuck is not None:
-        rollback_id, original_id = stuck
-        return _record_run(
-            session,
-            now=now,
-            version_id=None,
-            reason=(
-                f"the rollback of change request {original_id} (request {rollback_id}) failed and the "
-                "monitor will try it again: no new step on top of a change that is being undone"
-            ),
-            cr_id=None,
-            details={},
-        )
+    held = why_held(session)
+    if held is not None:
+        return _record_run(session, now=now, version_id=None, reason=held, cr_id=None, details={})
     version = model_store.promoted(session)
     if version is None:
         return _record_run(
@@ -279,6 +236,38 @@ def run_plan(rt: Runtime, session: Session) -> PlannerRun:
     return _record_run(
         session, now=now, version_id=version.id, reason=outcome.reason, cr_id=cr.id, details=details
     )
+
+
+def why_held(session: Session) -> str | None:
+    """Why no step may be planned now, whatever the model says (None when nothing holds it): a
+    request still waiting for a decision or its execution, a budget call whose outcome is unknown,
+    or a rollback that failed and will be tried again."""
+    open_cr = session.execute(
+        select(ChangeRequest.id, ChangeRequest.status)
+        .where(ChangeRequest.status.in_([s.value for s in OPEN if s is not State.MONITORING]))
+        .order_by(ChangeRequest.id)
+        .limit(1)
+    ).first()
+    if open_cr is not None:
+        return f"change request {open_cr[0]} is still {open_cr[1]}: one decision at a time"
+    unknown = session.execute(
+        select(ChangeRequestItem.change_request_id, ChangeRequestItem.channel)
+        .where(ChangeRequestItem.state == UNKNOWN)
+        .limit(1)
+    ).first()
+    if unknown is not None:
+        return (
+            f"a budget call of change request {unknown[0]} ({unknown[1]}) never answered and may still "
+            "land: the executor looks again each run, and planning waits until it is settled"
+        )
+    stuck = failed_rollback(session)
+    if stuck is not None:
+        rollback_id, original_id = stuck
+        return (
+            f"the rollback of change request {original_id} (request {rollback_id}) failed and the "
+            "monitor will try it again: no new step on top of a change that is being undone"
+        )
+    return None
 
 
 def failed_rollback(session: Session) -> tuple[int, int] | None:
