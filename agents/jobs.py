@@ -173,12 +173,13 @@ def monitor(rt: Runtime) -> dict[str, Any]:
         policy=policy,
         connectors=rt.connectors,
     )
-    with rt.unit_of_work() as session:  # a rollback that did not run is a warning, as an execution's is
+    with rt.unit_of_work() as session:
         for r in readings:
             rollback = (
                 crs.get(session, change_request_id=r.rollback_request_id) if r.rollback_request_id else None
             )
             if rollback is not None and rollback.status in (State.FAILED.value, State.CANCELLED.value):
+                # a rollback that did not run is a warning, as an execution's is
                 log.warning(
                     "change request %s: its rollback (request %s) is %s: %s",
                     r.change_request_id,
@@ -186,27 +187,24 @@ def monitor(rt: Runtime) -> dict[str, Any]:
                     rollback.status,
                     rollback.status_reason,
                 )
-    if rt.notifier is not None and readings:
-        with rt.unit_of_work() as session:
-            for r in readings:
-                cr = crs.get(session, change_request_id=r.change_request_id)
-                if cr is None:
-                    continue
-                band = (
-                    ""
-                    if r.band_low is None or r.realised is None
-                    else f": realised {r.realised:,.0f} vs band {r.band_low:,.0f}–{r.band_high or 0:,.0f}"
-                )
-                rt.note(session, cr, f"{r.day} {r.outcome}{band}. {r.reason}".strip())
-                if r.action != "none":
-                    rt.notify(session, cr)
-                if r.rollback_request_id is not None:
-                    rollback = crs.get(session, change_request_id=r.rollback_request_id)
-                    if rollback is not None:
-                        rt.notify(session, rollback)
-                    # their messages still offered Approve
-                    for cancelled in cancelled_by_rollback(session, r.change_request_id):
-                        rt.notify(session, cancelled)
+            if rt.notifier is None:
+                continue
+            cr = crs.get(session, change_request_id=r.change_request_id)
+            if cr is None:
+                continue
+            band = (
+                ""
+                if r.band_low is None or r.realised is None
+                else f": realised {r.realised:,.0f} vs band {r.band_low:,.0f}–{r.band_high or 0:,.0f}"
+            )
+            rt.note(session, cr, f"{r.day} {r.outcome}{band}. {r.reason}".strip())
+            if r.action != "none":
+                rt.notify(session, cr)
+            if rollback is not None:
+                rt.notify(session, rollback)
+                # the requests it cancelled: their messages still offered Approve
+                for cancelled in cancelled_by_rollback(session, r.change_request_id):
+                    rt.notify(session, cancelled)
     return {
         "day": day.isoformat(),
         "readings": {str(r.change_request_id): r.outcome for r in readings},
